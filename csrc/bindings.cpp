@@ -1,0 +1,164 @@
+// nanobind module tqsearch._core: type mapping, GIL release and error mapping only.
+// Python validates inputs and allocates outputs; C++ re-checks cheap invariants.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "codec.h"
+#include "common.h"
+#include "random.h"
+#include "rotation.h"
+#include "simd/dispatch.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+template <class T, class Shape = nb::shape<-1, -1>>
+using In = nb::ndarray<const T, Shape, nb::c_contig, nb::device::cpu>;
+template <class T, class Shape = nb::shape<-1, -1>>
+using Out = nb::ndarray<T, Shape, nb::c_contig, nb::device::cpu>;
+using Vec = nb::shape<-1>;
+
+const tq::Kernels* pick(const std::string& simd) { return simd.empty() ? tq::default_kernels() : tq::kernels_for(simd); }
+
+// Runs fn without the GIL; Ctrl-C pending at a chunk boundary stops it and re-raises KeyboardInterrupt.
+template <class F>
+void without_gil(F&& fn) {
+  bool interrupted = false;
+  {
+    nb::gil_scoped_release release;
+    const tq::InterruptCheck check = [] {
+      nb::gil_scoped_acquire acquire;
+      return PyErr_CheckSignals() != 0;
+    };
+    try {
+      fn(check);
+    } catch (const tq::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) throw nb::python_error();
+}
+
+void check_rows(size_t got, size_t want, const char* what) {
+  TQ_CHECK(got == want, std::string(what) + " has the wrong number of rows");
+}
+
+std::vector<float> to_vector(const In<float, Vec>& a) { return std::vector<float>(a.data(), a.data() + a.shape(0)); }
+
+nb::ndarray<nb::numpy, float> to_numpy(std::vector<float> v) {
+  auto* heap = new std::vector<float>(std::move(v));
+  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+  return nb::ndarray<nb::numpy, float>(heap->data(), {heap->size()}, owner);
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "tqsearch native kernels (rotation, TurboQuant codec, scan)";
+  m.attr("__version__") = TQSEARCH_VERSION;
+  m.def("available_simd_levels", &tq::available_simd_levels);
+  m.def("cpu_features", &tq::cpu_features);
+  m.def("default_simd_level", [] { return std::string(tq::default_kernels()->name); });
+  m.def("random_signs", [](uint64_t seed, size_t n) { return to_numpy(tq::random_signs(seed, n)); });
+  m.def("random_gaussian", [](uint64_t seed, size_t n) { return to_numpy(tq::random_gaussian(seed, n)); });
+  m.def("derive_seed", &tq::derive_seed);
+
+  nb::class_<tq::Rotation>(m, "Rotation")
+      .def_static("fht_kac", &tq::Rotation::fht_kac, "dim"_a, "seed"_a, "rounds"_a)
+      .def_static("dense",
+                  [](const In<float>& mat) {
+                    TQ_CHECK(mat.shape(0) == mat.shape(1), "dense rotation matrix must be square");
+                    return tq::Rotation::dense(mat.shape(0),
+                                               std::vector<float>(mat.data(), mat.data() + mat.size()));
+                  })
+      .def_prop_ro("dim", &tq::Rotation::dim)
+      .def_prop_ro("rounds", &tq::Rotation::rounds);
+
+  nb::enum_<tq::ScaleMode>(m, "ScaleMode")
+      .value("none", tq::ScaleMode::None)
+      .value("unbiased", tq::ScaleMode::Unbiased)
+      .value("lsq", tq::ScaleMode::Lsq);
+
+  nb::class_<tq::MSECodec>(m, "MSECodec")
+      .def(
+          "__init__",
+          [](tq::MSECodec* self, const tq::Rotation& rot, int bits, const In<float, Vec>& centroids,
+             const std::string& simd) { new (self) tq::MSECodec(rot, bits, to_vector(centroids), pick(simd)); },
+          "rotation"_a, "bits"_a, "centroids"_a, "simd"_a = "")
+      .def_prop_ro("dim", &tq::MSECodec::dim)
+      .def_prop_ro("bits", &tq::MSECodec::bits)
+      .def_prop_ro("row_bytes", &tq::MSECodec::row_bytes)
+      .def_prop_ro("simd_level", [](const tq::MSECodec& c) { return std::string(c.kernels().name); })
+      .def(
+          "encode",
+          [](const tq::MSECodec& c, const In<float>& x, tq::ScaleMode mode, Out<uint8_t>& codes,
+             Out<float, Vec>& norms, Out<float, Vec>& scales, int threads) {
+            const size_t n = x.shape(0);
+            TQ_CHECK(x.shape(1) == c.dim(), "vectors have the wrong dimension");
+            TQ_CHECK(codes.shape(0) == n && codes.shape(1) == c.row_bytes(), "codes buffer has the wrong shape");
+            check_rows(norms.shape(0), n, "norms");
+            check_rows(scales.shape(0), n, "scales");
+            without_gil([&](const tq::InterruptCheck& chk) {
+              c.encode(x.data(), n, mode, codes.data(), norms.data(), scales.data(), threads, chk);
+            });
+          },
+          "x"_a, "mode"_a, "codes"_a, "norms"_a, "scales"_a, "threads"_a)
+      .def(
+          "decode",
+          [](const tq::MSECodec& c, const In<uint8_t>& codes, const In<float, Vec>& norms,
+             const In<float, Vec>& scales, Out<float>& out, int threads) {
+            const size_t n = codes.shape(0);
+            TQ_CHECK(codes.shape(1) == c.row_bytes(), "codes have the wrong row size");
+            check_rows(norms.shape(0), n, "norms");
+            check_rows(scales.shape(0), n, "scales");
+            TQ_CHECK(out.shape(0) == n && out.shape(1) == c.dim(), "output buffer has the wrong shape");
+            without_gil([&](const tq::InterruptCheck& chk) {
+              c.decode(codes.data(), norms.data(), scales.data(), n, out.data(), threads, chk);
+            });
+          },
+          "codes"_a, "norms"_a, "scales"_a, "out"_a, "threads"_a)
+      ;
+
+  m.def(
+      "rotate",
+      [](const tq::Rotation& r, const In<float>& x, bool inverse, Out<float>& out, int threads, const std::string& simd) {
+        const size_t n = x.shape(0);
+        TQ_CHECK(x.shape(1) == r.dim(), "vectors have the wrong dimension");
+        TQ_CHECK(out.shape(0) == n && out.shape(1) == r.dim(), "output buffer has the wrong shape");
+        const tq::Kernels* k = pick(simd);
+        without_gil([&](const tq::InterruptCheck& chk) { tq::rotate_rows(r, *k, x.data(), n, inverse, out.data(), threads, chk); });
+      },
+      "rotation"_a, "x"_a, "inverse"_a, "out"_a, "threads"_a, "simd"_a = "");
+  m.def(
+      "scan_ip",
+      [](const In<float>& queries, const In<uint8_t>& codes, int bits, const In<float, Vec>& centroids,
+         const In<float, Vec>& factors, Out<float>& out, int threads, const std::string& simd) {
+        const size_t nq = queries.shape(0), n = codes.shape(0), dim = queries.shape(1);
+        TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
+        TQ_CHECK(centroids.shape(0) == (size_t(1) << bits), "need 2^bits centroids");
+        TQ_CHECK(codes.shape(1) == tq::packed_row_bytes(dim, bits), "codes have the wrong row size");
+        check_rows(factors.shape(0), n, "factors");
+        TQ_CHECK(out.shape(0) == nq && out.shape(1) == n, "output buffer has the wrong shape");
+        const tq::Kernels* k = pick(simd);
+        without_gil([&](const tq::InterruptCheck& chk) {
+          tq::scan_ip(*k, queries.data(), nq, codes.data(), n, dim, bits, centroids.data(), factors.data(), out.data(),
+                      n, threads, chk);
+        });
+      },
+      "queries"_a, "codes"_a, "bits"_a, "centroids"_a, "factors"_a, "out"_a, "threads"_a, "simd"_a = "");
+  m.def(
+      "unpack",
+      [](const In<uint8_t>& codes, size_t dim, int bits, Out<uint8_t>& out) {
+        const size_t n = codes.shape(0);
+        TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
+        TQ_CHECK(codes.shape(1) == tq::packed_row_bytes(dim, bits), "codes have the wrong row size");
+        TQ_CHECK(out.shape(0) == n && out.shape(1) == dim, "output buffer has the wrong shape");
+        const tq::Kernels* k = tq::default_kernels();
+        for (size_t i = 0; i < n; ++i) k->unpack(codes.data() + i * codes.shape(1), dim, bits, out.data() + i * dim);
+      },
+      "codes"_a, "dim"_a, "bits"_a, "out"_a);
+}

@@ -1,0 +1,103 @@
+#include "codec.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common.h"
+
+namespace tq {
+namespace {
+
+constexpr size_t kEncodeChunk = 512;
+constexpr size_t kScanChunk = 256;
+
+float scale_for(ScaleMode mode, float dot_uc, float sq_c) {
+  if (mode == ScaleMode::Unbiased) return dot_uc > 1e-30f ? 1.0f / dot_uc : 1.0f;
+  if (mode == ScaleMode::Lsq) return sq_c > 0.0f ? dot_uc / sq_c : 1.0f;
+  return 1.0f;
+}
+
+}  // namespace
+
+MSECodec::MSECodec(Rotation rotation, int bits, const std::vector<float>& centroids, const Kernels* kernels)
+    : rotation_(std::move(rotation)), bits_(bits), k_(kernels) {
+  TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
+  TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
+  TQ_CHECK(std::is_sorted(centroids.begin(), centroids.end()), "centroids must be sorted");
+  row_bytes_ = packed_row_bytes(dim(), bits);
+  centroids_.assign(std::max<size_t>(16, centroids.size()), 0.0f);
+  std::copy(centroids.begin(), centroids.end(), centroids_.begin());
+  bounds_.resize(centroids.size() - 1);
+  for (size_t i = 0; i + 1 < centroids.size(); ++i)
+    bounds_[i] = float((double(centroids[i]) + double(centroids[i + 1])) * 0.5);
+}
+
+void MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, float* norms, float* scales,
+                      int threads, const InterruptCheck& interrupted) const {
+  const size_t d = dim();
+  parallel_for(n, kEncodeChunk, threads, interrupted, [&](size_t b, size_t e) {
+    std::vector<float> y(d), scratch(d);
+    std::vector<uint8_t> idx(d);
+    for (size_t i = b; i < e; ++i) {
+      const float* xi = x + i * d;
+      const float norm = std::sqrt(k_->dot(xi, xi, d));
+      rotation_.forward(*k_, xi, y.data(), scratch.data());
+      const float inv = norm > 0.0f ? 1.0f / norm : 0.0f;
+      float dot_uc = 0, sq_c = 0;
+      k_->quantize(y.data(), inv, bounds_.data(), centroids_.data(), bits_, d, idx.data(), &dot_uc, &sq_c);
+      k_->pack(idx.data(), d, bits_, codes + i * row_bytes_);
+      norms[i] = norm;
+      scales[i] = norm > 0.0f ? scale_for(mode, dot_uc, sq_c) : 1.0f;
+    }
+  });
+}
+
+void MSECodec::decode(const uint8_t* codes, const float* norms, const float* scales, size_t n, float* out, int threads,
+                      const InterruptCheck& interrupted) const {
+  const size_t d = dim();
+  parallel_for(n, kEncodeChunk, threads, interrupted, [&](size_t b, size_t e) {
+    std::vector<float> scratch(d);
+    std::vector<uint8_t> idx(d);
+    for (size_t i = b; i < e; ++i) {
+      float* yi = out + i * d;
+      k_->unpack(codes + i * row_bytes_, d, bits_, idx.data());
+      k_->lookup(idx.data(), centroids_.data(), d, yi);
+      rotation_.inverse(*k_, yi, yi, scratch.data());
+      k_->scale(yi, norms[i] * (scales ? scales[i] : 1.0f), d);
+    }
+  });
+}
+
+void rotate_rows(const Rotation& rotation, const Kernels& k, const float* x, size_t n, bool inverse, float* out,
+                 int threads, const InterruptCheck& interrupted) {
+  const size_t d = rotation.dim();
+  parallel_for(n, kEncodeChunk, threads, interrupted, [&](size_t b, size_t e) {
+    std::vector<float> scratch(d);
+    for (size_t i = b; i < e; ++i) {
+      if (inverse)
+        rotation.inverse(k, x + i * d, out + i * d, scratch.data());
+      else
+        rotation.forward(k, x + i * d, out + i * d, scratch.data());
+    }
+  });
+}
+
+void scan_ip(const Kernels& k, const float* queries, size_t nq, const uint8_t* codes, size_t n, size_t dim, int bits,
+             const float* centroids, const float* factors, float* out, size_t ld, int threads,
+             const InterruptCheck& interrupted) {
+  TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
+  const size_t rb = packed_row_bytes(dim, bits);
+  parallel_for(n, kScanChunk, threads, interrupted, [&](size_t b, size_t e) {
+    std::vector<uint8_t> idx(dim);
+    std::vector<float> row(dim), s(nq);
+    for (size_t i = b; i < e; ++i) {
+      k.unpack(codes + i * rb, dim, bits, idx.data());
+      k.lookup(idx.data(), centroids, dim, row.data());
+      k.dot_many(queries, nq, row.data(), dim, s.data());
+      const float f = factors ? factors[i] : 1.0f;
+      for (size_t q = 0; q < nq; ++q) out[q * ld + i] = f * s[q];
+    }
+  });
+}
+
+}  // namespace tq

@@ -1,0 +1,215 @@
+// AVX2 kernel bodies, shared by the AVX2 table and (for the 256-bit parts) the AVX-512 table.
+// Each body reproduces the scalar reference's arithmetic exactly where kernels.h requires it.
+#pragma once
+#include <immintrin.h>
+
+#include "pack-inl.h"
+
+namespace tq {
+namespace avx2 {
+namespace {
+
+inline void mul(float* x, const float* s, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(s + i)));
+  for (; i < n; ++i) x[i] *= s[i];
+}
+
+inline void scale(float* x, float c, size_t n) {
+  const __m256 vc = _mm256_set1_ps(c);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vc));
+  for (; i < n; ++i) x[i] *= c;
+}
+
+inline void kac(float* a, float* b, size_t n, float c) {
+  const __m256 vc = _mm256_set1_ps(c);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
+    _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_add_ps(x, y), vc));
+    _mm256_storeu_ps(b + i, _mm256_mul_ps(_mm256_sub_ps(x, y), vc));
+  }
+  for (; i < n; ++i) {
+    const float x = a[i], y = b[i];
+    a[i] = (x + y) * c;
+    b[i] = (x - y) * c;
+  }
+}
+
+// Unnormalised butterflies of the Hadamard stages.
+inline void bfly(float* a, float* b, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
+    _mm256_storeu_ps(a + i, _mm256_add_ps(x, y));
+    _mm256_storeu_ps(b + i, _mm256_sub_ps(x, y));
+  }
+  for (; i < n; ++i) {
+    const float x = a[i], y = b[i];
+    a[i] = x + y;
+    b[i] = x - y;
+  }
+}
+
+// x + (-y) is exactly x - y in IEEE arithmetic, so the sign masks reproduce the scalar butterflies.
+inline __m256 fwht8(__m256 v) {
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, int(0x80000000), 0, int(0x80000000), 0,
+                                                          int(0x80000000), 0, int(0x80000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, int(0x80000000), int(0x80000000), 0, 0,
+                                                          int(0x80000000), int(0x80000000)));
+  const __m256 s4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, int(0x80000000), int(0x80000000),
+                                                          int(0x80000000), int(0x80000000)));
+  v = _mm256_add_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 2, 0, 0)),
+                    _mm256_xor_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(3, 3, 1, 1)), s1));
+  v = _mm256_add_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 1, 0)),
+                    _mm256_xor_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(3, 2, 3, 2)), s2));
+  v = _mm256_add_ps(_mm256_permute2f128_ps(v, v, 0x00), _mm256_xor_ps(_mm256_permute2f128_ps(v, v, 0x11), s4));
+  return v;
+}
+
+inline void fwht_wide_stages(float* x, size_t n, size_t h0) {
+  for (size_t h = h0; h < n; h <<= 1)
+    for (size_t i = 0; i < n; i += 2 * h) bfly(x + i, x + i + h, h);
+}
+
+inline void fwht(float* x, size_t n) {
+  if (n < 8) {
+    for (size_t h = 1; h < n; h <<= 1)
+      for (size_t i = 0; i < n; i += 2 * h) bfly(x + i, x + i + h, h);
+    return;
+  }
+  for (size_t i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, fwht8(_mm256_loadu_ps(x + i)));
+  fwht_wide_stages(x, n, 8);
+}
+
+inline float dot(const float* a, const float* b, size_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (size_t t = 0; j + t < n; ++t) lanes[t] = lanes[t] + a[j + t] * b[j + t];
+  return reduce8(lanes);
+}
+
+inline void store_idx8(uint8_t* dst, __m256i v) {
+  const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(w, w));
+}
+
+// Count of boundaries below u: compare-and-count for <= 4 bits, a gathered binary search above.
+inline __m256i cell8(__m256 u, const float* bounds, int bits) {
+  __m256i pos = _mm256_setzero_si256();
+  if (bits <= 4) {
+    const int nb = (1 << bits) - 1;
+    for (int k = 0; k < nb; ++k)
+      pos = _mm256_sub_epi32(pos, _mm256_castps_si256(_mm256_cmp_ps(_mm256_set1_ps(bounds[k]), u, _CMP_LT_OQ)));
+    return pos;
+  }
+  for (int step = 1 << (bits - 1); step > 0; step >>= 1) {
+    const __m256i probe = _mm256_add_epi32(pos, _mm256_set1_epi32(step - 1));
+    const __m256 m = _mm256_cmp_ps(_mm256_i32gather_ps(bounds, probe, 4), u, _CMP_LT_OQ);
+    pos = _mm256_add_epi32(pos, _mm256_and_si256(_mm256_castps_si256(m), _mm256_set1_epi32(step)));
+  }
+  return pos;
+}
+
+// Centroid of each cell: in-register permutes up to 16 cells, a gather above
+// (the centroid buffer always holds at least 16 floats, see codec.h).
+struct CentroidTable {
+  __m256 lo, hi;
+  const float* all;
+  int bits;
+  explicit CentroidTable(const float* c, int b)
+      : lo(_mm256_loadu_ps(c)), hi(_mm256_loadu_ps(c + 8)), all(c), bits(b) {}
+  __m256 operator()(__m256i pos) const {
+    if (bits <= 3) return _mm256_permutevar8x32_ps(lo, pos);
+    if (bits == 4)
+      return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, pos), _mm256_permutevar8x32_ps(hi, pos),
+                              _mm256_castsi256_ps(_mm256_cmpgt_epi32(pos, _mm256_set1_epi32(7))));
+    return _mm256_i32gather_ps(all, pos, 4);
+  }
+};
+
+inline void quantize(const float* y, float inv_norm, const float* bounds, const float* centroids, int bits,
+                     size_t n, uint8_t* idx, float* dot_uc, float* sq_c) {
+  const __m256 vin = _mm256_set1_ps(inv_norm);
+  const CentroidTable table(centroids, bits);
+  __m256 ad = _mm256_setzero_ps(), as = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 u = _mm256_mul_ps(_mm256_loadu_ps(y + j), vin);
+    const __m256i pos = cell8(u, bounds, bits);
+    const __m256 c = table(pos);
+    store_idx8(idx + j, pos);
+    ad = _mm256_add_ps(ad, _mm256_mul_ps(u, c));
+    as = _mm256_add_ps(as, _mm256_mul_ps(c, c));
+  }
+  alignas(32) float ld[8], ls[8];
+  _mm256_store_ps(ld, ad);
+  _mm256_store_ps(ls, as);
+  for (size_t t = 0; j + t < n; ++t) {
+    const float u = y[j + t] * inv_norm;
+    unsigned pos = 0;
+    for (unsigned step = 1u << (bits - 1); step > 0; step >>= 1)
+      if (bounds[pos + step - 1] < u) pos += step;
+    idx[j + t] = uint8_t(pos);
+    const float c = centroids[pos];
+    ld[t] = ld[t] + u * c;
+    ls[t] = ls[t] + c * c;
+  }
+  *dot_uc = reduce8(ld);
+  *sq_c = reduce8(ls);
+}
+
+inline void lookup(const uint8_t* idx, const float* centroids, size_t n, float* out) {
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i i32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx + j)));
+    _mm256_storeu_ps(out + j, _mm256_i32gather_ps(centroids, i32, 4));
+  }
+  for (; j < n; ++j) out[j] = centroids[idx[j]];
+}
+
+inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+inline void dot_many(const float* queries, size_t nq, const float* row, size_t n, float* out) {
+  size_t q = 0;
+  for (; q + 4 <= nq; q += 4) {
+    const float* q0 = queries + q * n;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256 r = _mm256_loadu_ps(row + j);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + j), r, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + n + j), r, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + 2 * n + j), r, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + 3 * n + j), r, a3);
+    }
+    float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    for (; j < n; ++j)
+      for (int t = 0; t < 4; ++t) s[t] += q0[t * n + j] * row[j];
+    for (int t = 0; t < 4; ++t) out[q + t] = s[t];
+  }
+  for (; q < nq; ++q) {
+    const float* qq = queries + q * n;
+    __m256 a = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qq + j), _mm256_loadu_ps(row + j), a);
+    float s = hsum(a);
+    for (; j < n; ++j) s += qq[j] * row[j];
+    out[q] = s;
+  }
+}
+
+inline void pack(const uint8_t* idx, size_t n, int bits, uint8_t* out) { pack_bits(idx, n, bits, out); }
+inline void unpack(const uint8_t* in, size_t n, int bits, uint8_t* idx) { unpack_bits(in, n, bits, idx); }
+
+}  // namespace
+}  // namespace avx2
+}  // namespace tq

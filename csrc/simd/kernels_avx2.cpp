@@ -1,0 +1,11 @@
+// AVX2 + FMA kernel table (compiled with -mavx2 -mfma only in this translation unit).
+#include "simd/kernels.h"
+#include "simd/kernels_avx2-inl.h"
+
+namespace tq {
+
+const Kernels kKernelsAVX2 = {"avx2",         avx2::mul,      avx2::scale,  avx2::fwht,
+                              avx2::kac,       avx2::dot,     avx2::quantize, avx2::lookup,
+                              avx2::pack,     avx2::unpack,   avx2::dot_many};
+
+}  // namespace tq

@@ -1,0 +1,87 @@
+// Reference kernels: plain loops, the definition every SIMD table must reproduce.
+#include <cmath>
+
+#include "pack-inl.h"
+#include "simd/kernels.h"
+
+namespace tq {
+namespace {
+
+void mul_scalar(float* x, const float* s, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] *= s[i];
+}
+
+void scale_scalar(float* x, float c, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] *= c;
+}
+
+// Rotation step: Walsh-Hadamard butterflies, stride h doubling (Sylvester order).
+void fwht_scalar(float* x, size_t n) {
+  for (size_t h = 1; h < n; h <<= 1)
+    for (size_t i = 0; i < n; i += 2 * h)
+      for (size_t j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+}
+
+// Rotation step: one Kac-walk layer pairing coordinate i with i + d/2.
+void kac_scalar(float* a, float* b, size_t n, float c) {
+  for (size_t i = 0; i < n; ++i) {
+    const float x = a[i], y = b[i];
+    a[i] = (x + y) * c;
+    b[i] = (x - y) * c;
+  }
+}
+
+float dot_scalar(const float* a, const float* b, size_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (size_t j = 0; j < n; ++j) {
+    const float p = a[j] * b[j];
+    lanes[j & 7] = lanes[j & 7] + p;
+  }
+  return reduce8(lanes);
+}
+
+// Alg. 1, Quant: nearest Lloyd-Max centroid by a branchless binary search over the boundaries.
+void quantize_scalar(const float* y, float inv_norm, const float* bounds, const float* centroids, int bits,
+                     size_t n, uint8_t* idx, float* dot_uc, float* sq_c) {
+  float ld[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ls[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (size_t j = 0; j < n; ++j) {
+    const float u = y[j] * inv_norm;
+    unsigned pos = 0;
+    for (unsigned step = 1u << (bits - 1); step > 0; step >>= 1)
+      if (bounds[pos + step - 1] < u) pos += step;
+    idx[j] = uint8_t(pos);
+    const float c = centroids[pos];
+    const float pd = u * c, ps = c * c;
+    ld[j & 7] = ld[j & 7] + pd;
+    ls[j & 7] = ls[j & 7] + ps;
+  }
+  *dot_uc = reduce8(ld);
+  *sq_c = reduce8(ls);
+}
+
+void lookup_scalar(const uint8_t* idx, const float* centroids, size_t n, float* out) {
+  for (size_t j = 0; j < n; ++j) out[j] = centroids[idx[j]];
+}
+
+void pack_scalar(const uint8_t* idx, size_t n, int bits, uint8_t* out) { pack_bits(idx, n, bits, out); }
+void unpack_scalar(const uint8_t* in, size_t n, int bits, uint8_t* idx) { unpack_bits(in, n, bits, idx); }
+
+void dot_many_scalar(const float* queries, size_t nq, const float* row, size_t n, float* out) {
+  for (size_t q = 0; q < nq; ++q) {
+    double s = 0;
+    for (size_t j = 0; j < n; ++j) s += double(queries[q * n + j]) * double(row[j]);
+    out[q] = float(s);
+  }
+}
+
+}  // namespace
+
+const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
+                                kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
+                                pack_scalar,   unpack_scalar, dot_many_scalar};
+
+}  // namespace tq

@@ -1,0 +1,134 @@
+"""The tqsearch container format: one header plus aligned, checksummed array sections.
+
+Layout (little-endian; docs/format.md describes it for readers outside Python):
+    magic      8 bytes, names the kind of object (e.g. b"TQCODES1")
+    version    uint32, format version of that kind
+    hlen       uint32, length of the JSON header
+    hcrc       uint32, CRC-32 of the JSON header
+    header     JSON: {"meta": {...}, "sections": [{"name", "dtype", "shape", "offset", "nbytes", "crc"}]}
+    sections   each array's raw bytes at its offset, 64-byte aligned (so mmap gives aligned arrays)
+Every length is checked against the buffer size before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileFormatError
+
+_PREFIX = struct.Struct("<8sIII")
+_ALIGN = 64
+_DTYPES = ("uint8", "int32", "int64", "uint64", "float16", "float32")
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def pack(magic: bytes, version: int, meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise `meta` and named arrays into one container."""
+    sections, blobs = [], []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype.name not in _DTYPES:
+            raise TypeError(f"section {name!r}: unsupported dtype {arr.dtype}")
+        raw = arr.tobytes()
+        sections.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "nbytes": len(raw),
+                         "crc": zlib.crc32(raw)})
+        blobs.append(raw)
+    # Offsets depend on the header length, which depends on the offsets: settle with a fixed width.
+    for s in sections:
+        s["offset"] = 10**15
+    header_len = len(json.dumps({"meta": meta, "sections": sections}).encode())
+    offset = _align(_PREFIX.size + header_len)
+    for s, raw in zip(sections, blobs):
+        s["offset"] = offset
+        offset = _align(offset + len(raw))
+    header = json.dumps({"meta": meta, "sections": sections}).encode().ljust(header_len)
+    out = bytearray(offset)
+    out[: _PREFIX.size] = _PREFIX.pack(magic, version, len(header), zlib.crc32(header))
+    out[_PREFIX.size : _PREFIX.size + len(header)] = header
+    for s, raw in zip(sections, blobs):
+        out[s["offset"] : s["offset"] + len(raw)] = raw
+    return bytes(out)
+
+
+def unpack(buf: bytes | memoryview | mmap.mmap, magic: bytes, max_version: int, source: str = "buffer",
+           verify: bool = True) -> tuple[int, dict, dict[str, np.ndarray]]:
+    """Parse a container; arrays are read-only views into `buf`. Raises FileFormatError naming the field."""
+    size = len(buf)
+    if size < _PREFIX.size:
+        raise FileFormatError(f"{source}: truncated ({size} bytes, shorter than the header)")
+    got_magic, version, hlen, hcrc = _PREFIX.unpack_from(buf, 0)
+    if got_magic != magic:
+        raise FileFormatError(f"{source}: not a {magic.decode(errors='replace')} file (magic {got_magic!r})")
+    if not 1 <= version <= max_version:
+        raise FileFormatError(f"{source}: format version {version} is not supported (this build reads <= {max_version})")
+    if _PREFIX.size + hlen > size:
+        raise FileFormatError(f"{source}: truncated header (needs {hlen} bytes)")
+    raw_header = bytes(buf[_PREFIX.size : _PREFIX.size + hlen])
+    if zlib.crc32(raw_header) != hcrc:
+        raise FileFormatError(f"{source}: header checksum mismatch (corrupt file)")
+    try:
+        header = json.loads(raw_header)
+        meta, sections = header["meta"], header["sections"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise FileFormatError(f"{source}: malformed header ({e})") from None
+    arrays = {s["name"]: _section(buf, s, size, source, verify) for s in sections}
+    return version, meta, arrays
+
+
+def _section(buf, s: dict, size: int, source: str, verify: bool) -> np.ndarray:
+    try:
+        name, dtype, shape, offset, nbytes = s["name"], s["dtype"], tuple(s["shape"]), s["offset"], s["nbytes"]
+    except (KeyError, TypeError):
+        raise FileFormatError(f"{source}: malformed section entry {s!r}") from None
+    if dtype not in _DTYPES or any((not isinstance(n, int)) or n < 0 for n in shape):
+        raise FileFormatError(f"{source}: section {name!r} has a bad dtype or shape")
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
+        raise FileFormatError(f"{source}: section {name!r} length does not match its shape")
+    if not (isinstance(offset, int) and 0 <= offset and offset + nbytes <= size):
+        raise FileFormatError(f"{source}: truncated (section {name!r} runs past the end)")
+    view = memoryview(buf)[offset : offset + nbytes]
+    if verify and zlib.crc32(view) != s.get("crc"):
+        raise FileFormatError(f"{source}: section {name!r} checksum mismatch (corrupt file)")
+    arr = np.frombuffer(view, dtype=dtype).reshape(shape)
+    arr.flags.writeable = False
+    return arr
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never a mix (temp+fsync+rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_file(path: str | os.PathLike, use_mmap: bool) -> bytes | mmap.mmap:
+    """The file's bytes, memory-mapped read-only when `use_mmap` (and the file is not empty)."""
+    with open(path, "rb") as f:
+        if use_mmap and os.fstat(f.fileno()).st_size > 0:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return f.read()

@@ -1,0 +1,71 @@
+"""Boundary checks shared by every public entry point: they convert once and name the bad argument."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_matrix(x: object, dim: int, name: str = "vectors") -> np.ndarray:
+    """Return `x` as a C-contiguous float32 (n, dim) array; raise TypeError/ValueError naming `name`."""
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float array (float16/32/64), got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape (n, {dim}), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} columns (the index dimension), got {arr.shape[1]}")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    check_finite(out, name)
+    return out
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ValueError naming the first row of `arr` holding NaN or Inf (also after a float32 cast)."""
+    if arr.size and not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
+        raise ValueError(f"{name} contains NaN or Inf (first at row {bad})")
+
+
+def as_bits(bits: object, allowed: range = range(1, 9)) -> int:
+    """Validate a bit width."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"bits must be an integer, got {type(bits).__name__}")
+    if int(bits) not in allowed:
+        raise ValueError(f"bits must be in {allowed.start}..{allowed.stop - 1}, got {bits}")
+    return int(bits)
+
+
+def as_dim(dim: object) -> int:
+    """Validate a vector dimension."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"dim must be an integer, got {type(dim).__name__}")
+    if int(dim) < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    return int(dim)
+
+
+def as_seed(seed: object) -> int:
+    """Validate a seed (any integer in 0..2^64-1)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in 0..2^64-1, got {seed}")
+    return int(seed)
+
+
+def as_threads(threads: object) -> int:
+    """Validate a thread count; None or 0 means all cores (0 for the native side)."""
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an integer or None, got {type(threads).__name__}")
+    if int(threads) < 0:
+        raise ValueError(f"threads must be >= 1, or None/0 for all cores, got {threads}")
+    return int(threads)
+
+
+def as_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """Validate a string option against its allowed values."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return str(value)

@@ -1,0 +1,83 @@
+"""Seeded random orthogonal transforms for any dimension.
+
+`FhtKacRotation` is the default: `rounds` x {random signs -> Walsh-Hadamard on a power-of-two block
+(alternately the first and the last 2^floor(log2 d) coordinates) -> one Kac-walk layer pairing i with
+i + d/2}. It is O(d log d), exactly orthogonal for every d (no padding, the code does not grow) and
+bit-reproducible: the signs come from SplitMix64 on the seed and every SIMD path rounds like the scalar one.
+`DenseRotation` is the paper's reference: the Q factor of a seeded Gaussian matrix (O(d^2) per vector).
+Files record `algorithm` and `seed`, which rebuild the same transform.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validate import as_dim, as_matrix, as_seed, as_threads
+
+__all__ = ["DEFAULT_ROTATION", "DenseRotation", "FhtKacRotation", "Rotation", "make_rotation"]
+
+DEFAULT_ROTATION = "fht-kac-4"
+_GAUSSIAN_STREAM = 1
+
+
+class Rotation:
+    """Common interface: forward/inverse on (n, dim) float arrays, plus the identity for files."""
+
+    algorithm: str
+    dim: int
+    seed: int
+    native: _core.Rotation
+
+    def forward(self, x: object, threads: int | None = None) -> np.ndarray:
+        """Return R x for each row of x: (n, dim) -> (n, dim) float32."""
+        return self._apply(x, inverse=False, threads=threads)
+
+    def inverse(self, x: object, threads: int | None = None) -> np.ndarray:
+        """Return R^T x for each row (the exact inverse of `forward`)."""
+        return self._apply(x, inverse=True, threads=threads)
+
+    def matrix(self) -> np.ndarray:
+        """The (dim, dim) float32 matrix R, so that forward(x) == x @ R.T."""
+        return self.forward(np.eye(self.dim, dtype=np.float32)).T.copy()
+
+    def _apply(self, x: object, inverse: bool, threads: int | None) -> np.ndarray:
+        arr = as_matrix(x, self.dim, "x")
+        out = np.empty_like(arr)
+        _core.rotate(self.native, arr, inverse, out, as_threads(threads))
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim}, seed={self.seed})"
+
+
+class FhtKacRotation(Rotation):
+    """Fast seeded rotation: random signs + Walsh-Hadamard blocks + Kac-walk mixing, O(d log d)."""
+
+    def __init__(self, dim: int, seed: int = 0, rounds: int = 4) -> None:
+        self.dim, self.seed, self.rounds = as_dim(dim), as_seed(seed), int(rounds)
+        self.algorithm = f"fht-kac-{self.rounds}"
+        self.native = _core.Rotation.fht_kac(self.dim, self.seed, self.rounds)
+
+
+class DenseRotation(Rotation):
+    """Reference rotation: Q of the QR decomposition of a seeded Gaussian matrix (sign-fixed, Haar)."""
+
+    algorithm = "dense-qr"
+
+    def __init__(self, dim: int, seed: int = 0) -> None:
+        self.dim, self.seed = as_dim(dim), as_seed(seed)
+        g = _core.random_gaussian(_core.derive_seed(self.seed, _GAUSSIAN_STREAM), self.dim * self.dim)
+        q, r = np.linalg.qr(np.asarray(g, dtype=np.float64).reshape(self.dim, self.dim))
+        q *= np.where(np.diag(r) < 0, -1.0, 1.0)  # makes Q unique, hence Haar-distributed
+        self.native = _core.Rotation.dense(np.ascontiguousarray(q, dtype=np.float32))
+
+
+def make_rotation(algorithm: str, dim: int, seed: int) -> Rotation:
+    """Rebuild a rotation from its recorded algorithm id and seed ("fht-kac-<rounds>" or "dense-qr")."""
+    if algorithm == "dense-qr":
+        return DenseRotation(dim, seed)
+    prefix = "fht-kac-"
+    if algorithm.startswith(prefix) and algorithm[len(prefix):].isdigit():
+        return FhtKacRotation(dim, seed, int(algorithm[len(prefix):]))
+    raise ValueError(f"unknown rotation algorithm {algorithm!r} (expected 'fht-kac-<rounds>' or 'dense-qr')")
