@@ -48,12 +48,13 @@ def pack(magic: bytes, version: int, meta: dict, arrays: dict[str, np.ndarray]) 
     for s in sections:
         s["offset"] = 10**15
     header_len = len(json.dumps({"meta": meta, "sections": sections}).encode())
-    offset = _align(_PREFIX.size + header_len)
+    offset = end = _align(_PREFIX.size + header_len)
     for s, raw in zip(sections, blobs):
         s["offset"] = offset
-        offset = _align(offset + len(raw))
+        end = offset + len(raw)
+        offset = _align(end)
     header = json.dumps({"meta": meta, "sections": sections}).encode().ljust(header_len)
-    out = bytearray(offset)
+    out = bytearray(end)  # no padding after the last section, so any truncation is detectable
     out[: _PREFIX.size] = _PREFIX.pack(magic, version, len(header), zlib.crc32(header))
     out[_PREFIX.size : _PREFIX.size + len(header)] = header
     for s, raw in zip(sections, blobs):

@@ -14,7 +14,8 @@ def as_matrix(x: object, dim: int, name: str = "vectors") -> np.ndarray:
         raise ValueError(f"{name} must be 2-D with shape (n, {dim}), got shape {arr.shape}")
     if arr.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} columns (the index dimension), got {arr.shape[1]}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported just below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     check_finite(out, name)
     return out
 

@@ -1,0 +1,146 @@
+import math
+
+import numpy as np
+import pytest
+from conftest import unit_rows
+
+from tqsearch import Codes, FileFormatError, TurboQuantMSE, TurboQuantProd
+
+PAPER_MSE = {1: 0.3634, 2: 0.1175, 3: 0.0345, 4: 0.0095}
+
+
+@pytest.fixture(scope="module")
+def sphere384():
+    return unit_rows(20_000, 384, seed=1)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_mse_matches_the_paper(sphere384, bits):
+    q = TurboQuantMSE(384, bits, seed=0, scale="none")
+    err = np.sum((sphere384 - q.decode(q.encode(sphere384))) ** 2, axis=1).mean()
+    assert err == pytest.approx(PAPER_MSE[bits], rel=0.02)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_mse_within_theorem_bounds(sphere384, bits):
+    x = sphere384[:4000]
+    q = TurboQuantMSE(384, bits, seed=2)
+    err = np.sum((x - q.decode(q.encode(x))) ** 2, axis=1).mean()
+    assert 4.0**-bits < err < math.sqrt(3) * math.pi / 2 * 4.0**-bits
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5])
+def test_prod_estimate_is_unbiased(bits):
+    # Unbiased over the quantizer's randomness (rotation and sketch): pairs that share one sketch are
+    # correlated, so the standard error comes from the spread of independent per-seed means.
+    base, queries = unit_rows(50, 64, seed=3), unit_rows(20, 64, seed=4)
+    true = queries @ base.T
+    seeds = range(100, 200)
+    per_seed = [np.mean(TurboQuantProd(64, bits, seed=s).inner_products(queries, TurboQuantProd(64, bits, seed=s)
+                                                                        .encode(base)) - true) for s in seeds]
+    assert len(seeds) * true.size >= 100_000
+    per_seed = np.asarray(per_seed, dtype=np.float64)
+    assert abs(per_seed.mean()) < 3 * per_seed.std(ddof=1) / math.sqrt(len(per_seed))
+
+
+def test_mse_estimate_is_biased_by_the_codebook_shrink_and_unbiased_scale_fixes_it():
+    base, queries = unit_rows(1000, 128, seed=3), unit_rows(100, 128, seed=4)
+    true = (queries @ base.T).ravel()
+    slopes = {}
+    for scale in ("none", "unbiased"):
+        q = TurboQuantMSE(128, 2, seed=5, scale=scale)
+        est = q.inner_products(queries, q.encode(base)).ravel()
+        slopes[scale] = float(np.dot(est, true) / np.dot(true, true))
+    assert slopes["none"] == pytest.approx(1 - 0.117, abs=0.02)  # E<q, x~> = (1 - D_b) <q, x>
+    assert slopes["unbiased"] == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("scale", ["none", "unbiased", "lsq"])
+@pytest.mark.parametrize("cls", [TurboQuantMSE, TurboQuantProd])
+def test_estimates_equal_decoded_inner_products_and_l2(scale, cls):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((300, 97)).astype(np.float32) * rng.uniform(0.1, 10, (300, 1)).astype(np.float32)
+    queries = rng.standard_normal((7, 97)).astype(np.float32)
+    q = cls(97, 3, seed=1, scale=scale) if cls is TurboQuantMSE else cls(97, 3, seed=1)
+    codes = q.encode(base)
+    dec = q.decode(codes)
+    ip = q.inner_products(queries, codes)
+    np.testing.assert_allclose(ip, queries @ dec.T, rtol=1e-4, atol=1e-3)
+    l2 = q.l2(queries, codes)
+    want = (queries**2).sum(1)[:, None] + (base**2).sum(1)[None, :] - 2 * ip
+    np.testing.assert_allclose(l2, want, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(codes.norms, np.linalg.norm(base, axis=1), rtol=1e-5)
+
+
+def test_scale_modes_do_what_they_promise():
+    x = unit_rows(2000, 384, seed=9)
+    err = {}
+    for scale in ("none", "unbiased", "lsq"):
+        q = TurboQuantMSE(384, 2, scale=scale)
+        codes = q.encode(x)
+        err[scale] = np.sum((x - q.decode(codes)) ** 2, axis=1).mean()
+        if scale == "unbiased":  # the estimate of <x, x> is exact
+            np.testing.assert_allclose(np.diag(q.inner_products(x[:50], codes[:50])), 1.0, rtol=1e-4)
+    assert err["lsq"] < err["none"] < err["unbiased"]
+
+
+def test_zero_vectors_round_trip_without_nan():
+    x = np.zeros((3, 20), dtype=np.float32)
+    x[1, 4] = 2.5
+    for q in (TurboQuantMSE(20, 4, scale="unbiased"), TurboQuantMSE(20, 1, scale="lsq"), TurboQuantProd(20, 3)):
+        codes = q.encode(x)
+        dec = q.decode(codes)
+        assert np.isfinite(dec).all() and np.isfinite(q.inner_products(x, codes)).all()
+        np.testing.assert_array_equal(dec[[0, 2]], 0)
+
+
+def test_prod_with_one_bit_is_pure_qjl():
+    q = TurboQuantProd(64, 1)
+    codes = q.encode(unit_rows(10, 64, 0))
+    assert codes.packed.shape == (10, 0) and codes.qjl.shape == (10, 8)
+
+
+@pytest.mark.parametrize("dim,bits", [(384, 4), (97, 3), (5, 1), (33, 8)])
+def test_code_size_is_exact(dim, bits):
+    codes = TurboQuantMSE(dim, bits, scale="lsq").encode(unit_rows(4, dim, 0))
+    assert codes.packed.shape == (4, math.ceil(dim * bits / 8))
+    assert codes.bytes_per_vector == math.ceil(dim * bits / 8) + 8
+
+
+@pytest.mark.parametrize("cls", [TurboQuantMSE, TurboQuantProd])
+def test_codes_round_trip_through_bytes(cls):
+    q = cls(50, 3, seed=4)
+    x = unit_rows(40, 50, 2)
+    codes = q.encode(x)
+    again = Codes.from_bytes(codes.to_bytes())
+    np.testing.assert_array_equal(q.decode(again), q.decode(codes))
+    for name in ("packed", "norms", "scales", "qjl", "residual_norms"):
+        a, b = getattr(codes, name), getattr(again, name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_codes_slicing_and_foreign_codes():
+    q = TurboQuantMSE(16, 2, seed=1, scale="lsq")
+    x = unit_rows(10, 16, 0)
+    codes = q.encode(x)
+    np.testing.assert_array_equal(q.decode(codes[2:5]), q.decode(codes)[2:5])
+    np.testing.assert_array_equal(q.decode(codes[np.array([7, 1])]), q.decode(codes)[[7, 1]])
+    with pytest.raises(ValueError, match="different quantizer"):
+        TurboQuantMSE(16, 2, seed=2).decode(codes)
+    with pytest.raises(ValueError, match="different quantizer"):
+        TurboQuantMSE(16, 3, seed=1).inner_products(x, codes)
+
+
+def test_corrupt_codes_bytes_are_rejected():
+    codes = TurboQuantMSE(16, 2).encode(unit_rows(10, 16, 0))
+    raw = bytearray(codes.to_bytes())
+    with pytest.raises(FileFormatError, match="truncated"):
+        Codes.from_bytes(bytes(raw[: len(raw) - 1]))
+    at = bytes(raw).index(codes.packed.tobytes())
+    raw[at + 3] ^= 0x01
+    with pytest.raises(FileFormatError, match="checksum"):
+        Codes.from_bytes(bytes(raw))
+    with pytest.raises(FileFormatError, match="not a TQCODES1"):
+        Codes.from_bytes(b"GGUF" + bytes(raw[4:]))
