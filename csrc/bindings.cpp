@@ -68,7 +68,7 @@ NB_MODULE(_core, m) {
   m.def("derive_seed", &tq::derive_seed);
 
   nb::class_<tq::Rotation>(m, "Rotation")
-      .def_static("fht_kac", &tq::Rotation::fht_kac, "dim"_a, "seed"_a, "rounds"_a)
+      .def_static("fht_kac", &tq::Rotation::fht_kac, "dim"_a, "seed"_a, "steps"_a)
       .def_static("dense",
                   [](const In<float>& mat) {
                     TQ_CHECK(mat.shape(0) == mat.shape(1), "dense rotation matrix must be square");
@@ -76,7 +76,7 @@ NB_MODULE(_core, m) {
                                                std::vector<float>(mat.data(), mat.data() + mat.size()));
                   })
       .def_prop_ro("dim", &tq::Rotation::dim)
-      .def_prop_ro("rounds", &tq::Rotation::rounds);
+      .def_prop_ro("steps", &tq::Rotation::steps);
 
   nb::enum_<tq::ScaleMode>(m, "ScaleMode")
       .value("none", tq::ScaleMode::None)
@@ -102,9 +102,11 @@ NB_MODULE(_core, m) {
             TQ_CHECK(codes.shape(0) == n && codes.shape(1) == c.row_bytes(), "codes buffer has the wrong shape");
             check_rows(norms.shape(0), n, "norms");
             check_rows(scales.shape(0), n, "scales");
+            int64_t bad = -1;
             without_gil([&](const tq::InterruptCheck& chk) {
-              c.encode(x.data(), n, mode, codes.data(), norms.data(), scales.data(), threads, chk);
+              bad = c.encode(x.data(), n, mode, codes.data(), norms.data(), scales.data(), threads, chk);
             });
+            return bad;
           },
           "x"_a, "mode"_a, "codes"_a, "norms"_a, "scales"_a, "threads"_a)
       .def(

@@ -1,6 +1,7 @@
 #include "codec.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "common.h"
@@ -15,6 +16,12 @@ float scale_for(ScaleMode mode, float dot_uc, float sq_c) {
   if (mode == ScaleMode::Unbiased) return dot_uc > 1e-30f ? 1.0f / dot_uc : 1.0f;
   if (mode == ScaleMode::Lsq) return sq_c > 0.0f ? dot_uc / sq_c : 1.0f;
   return 1.0f;
+}
+
+void record_bad(std::atomic<int64_t>& first_bad, size_t row) {
+  int64_t seen = first_bad.load();
+  while (int64_t(row) < seen && !first_bad.compare_exchange_weak(seen, int64_t(row))) {
+  }
 }
 
 }  // namespace
@@ -32,15 +39,33 @@ MSECodec::MSECodec(Rotation rotation, int bits, const std::vector<float>& centro
     bounds_[i] = float((double(centroids[i]) + double(centroids[i + 1])) * 0.5);
 }
 
-void MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, float* norms, float* scales,
-                      int threads, const InterruptCheck& interrupted) const {
+int64_t MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, float* norms, float* scales,
+                         int threads, const InterruptCheck& interrupted) const {
   const size_t d = dim();
+  std::atomic<int64_t> first_bad{int64_t(n)};
   parallel_for(n, kEncodeChunk, threads, interrupted, [&](size_t b, size_t e) {
     std::vector<float> y(d), scratch(d);
     std::vector<uint8_t> idx(d);
+    const bool fused = k_->encode && rotation_.kind() == Rotation::Kind::FhtKac;
+    const EncodePlan plan{rotation_.plan(), bounds_.data(), centroids_.data(), bits_};
     for (size_t i = b; i < e; ++i) {
       const float* xi = x + i * d;
+      float stats[3];
+      if (fused && k_->encode(plan, xi, idx.data(), stats)) {
+        if (!std::isfinite(stats[0])) {
+          record_bad(first_bad, i);
+          continue;
+        }
+        k_->pack(idx.data(), d, bits_, codes + i * row_bytes_);
+        norms[i] = stats[0];
+        scales[i] = stats[0] > 0.0f ? scale_for(mode, stats[1], stats[2]) : 1.0f;
+        continue;
+      }
       const float norm = std::sqrt(k_->dot(xi, xi, d));
+      if (!std::isfinite(norm)) {
+        record_bad(first_bad, i);
+        continue;
+      }
       rotation_.forward(*k_, xi, y.data(), scratch.data());
       const float inv = norm > 0.0f ? 1.0f / norm : 0.0f;
       float dot_uc = 0, sq_c = 0;
@@ -50,6 +75,7 @@ void MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, 
       scales[i] = norm > 0.0f ? scale_for(mode, dot_uc, sq_c) : 1.0f;
     }
   });
+  return first_bad.load() < int64_t(n) ? first_bad.load() : -1;
 }
 
 void MSECodec::decode(const uint8_t* codes, const float* norms, const float* scales, size_t n, float* out, int threads,

@@ -29,9 +29,10 @@ class MSECodec {
   // Centroids padded with zeros to max(16, 2^bits) floats (kernels read whole registers).
   const float* centroids() const { return centroids_.data(); }
 
-  // x: n x dim. codes: n x row_bytes, norms and scales: n.
-  void encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, float* norms, float* scales, int threads,
-              const InterruptCheck& interrupted) const;
+  // x: n x dim. codes: n x row_bytes, norms and scales: n. Returns the first row whose squared norm is
+  // not finite (a NaN or Inf in the row, or values too large for float32), or -1; such rows are skipped.
+  int64_t encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, float* norms, float* scales, int threads,
+                 const InterruptCheck& interrupted) const;
   // out: n x dim, out[i] = norms[i] * scales[i] * R^T c_i (scales may be null: 1).
   void decode(const uint8_t* codes, const float* norms, const float* scales, size_t n, float* out, int threads,
               const InterruptCheck& interrupted) const;

@@ -44,8 +44,5 @@ inline void unpack_bits(const uint8_t* in, size_t n, int bits, uint8_t* idx) {
   for (size_t i = 0; i < rest; ++i) idx[full * 8 + i] = uint8_t((w >> (i * bits)) & mask);
 }
 
-// Folds eight lane accumulators in the canonical order of kernels.h.
-inline float reduce8(const float* l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
-
 }  // namespace
 }  // namespace tq

@@ -1,10 +1,8 @@
 // The kernel table: plain function pointers over float/uint8 buffers, one table per ISA.
 //
 // Contract shared by every table (the scalar one in kernels_scalar.cpp is the reference):
-// * Everything that feeds codes (mul, scale, fwht, butterfly, dot, quantize) must give bit-identical
-//   results on every ISA. Reductions therefore use one canonical order: eight lane accumulators
-//   (element j goes to lane j % 8, products rounded before the add) folded as
-//   ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).
+// * Everything that feeds codes (mul, scale, fwht, kac, rotate, dot, quantize) must give bit-identical
+//   results on every ISA. Reductions therefore use one canonical order (simd/reduce-inl.h).
 // * Scan scores only need to agree with the reference within float rounding (1e-5 relative).
 // * Indices are "the number of boundaries strictly below the value" (ties go to the lower cell).
 #pragma once
@@ -13,14 +11,31 @@
 
 namespace tq {
 
+// What a kernel needs to apply an FhtKac rotation (see rotation.h) in one call.
+struct RotationPlan {
+  size_t dim, block, half;  // Hadamard block p, Kac pairing distance h (0: no Kac layer)
+  int steps;                // Kac layer after each odd step
+  const float* signs;       // steps x dim, 1/sqrt(p) folded in on each step's block
+  float kac_scale;
+};
+
+// A rotation plus the codebook of one MSE codec (see codec.h), for the fused encode fast path.
+struct EncodePlan {
+  RotationPlan rotation;
+  const float* bounds;     // 2^bits - 1 sorted boundaries
+  const float* centroids;  // padded to >= 16 floats
+  int bits;
+};
+
 struct Kernels {
   const char* name;
   // x[i] *= s[i]
   void (*mul)(float* x, const float* s, size_t n);
   // x[i] *= c
   void (*scale)(float* x, float c, size_t n);
-  // Unnormalised Walsh-Hadamard transform of n = 2^k floats in place (norm grows by sqrt(n)).
-  void (*fwht)(float* x, size_t n);
+  // x <- post * H (pre * x) for n = 2^k floats, H the unnormalised Walsh-Hadamard transform in
+  // Sylvester order (norm grows by sqrt(n)); pre and post are elementwise factors and may be null.
+  void (*fwht)(float* x, const float* pre, const float* post, size_t n);
   // (a[i], b[i]) <- ((a[i] + b[i]) * c, (a[i] - b[i]) * c) for i < n: one Kac-walk layer (c = 1/sqrt 2).
   void (*kac)(float* a, float* b, size_t n, float c);
   // Canonical-order inner product (see above).
@@ -36,6 +51,12 @@ struct Kernels {
   void (*unpack)(const uint8_t* in, size_t n, int bits, uint8_t* idx);
   // out[q] = <queries[q], row> for nq rows of `queries` (row stride n), any order of summation.
   void (*dot_many)(const float* queries, size_t nq, const float* row, size_t n, float* out);
+  // Optional whole-rotation fast path y = R x (inverse: R^T x; x may equal y). Returns false for shapes it does not
+  // handle, and the caller composes mul/fwht/kac instead. Null when the ISA has none.
+  bool (*rotate)(const RotationPlan& plan, bool inverse, const float* x, float* y);
+  // Optional fused Alg. 1 for one row: stats = {||x||, <u, c>, ||c||^2} and the unpacked indices, equal
+  // to dot -> rotate -> quantize. Returns false for shapes it does not handle. Null when absent.
+  bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats);
 };
 
 extern const Kernels kKernelsScalar;

@@ -3,7 +3,10 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "pack-inl.h"
+#include "simd/reduce-inl.h"
 
 namespace tq {
 namespace avx2 {
@@ -52,45 +55,66 @@ inline void bfly(float* a, float* b, size_t n) {
   }
 }
 
-// x + (-y) is exactly x - y in IEEE arithmetic, so the sign masks reproduce the scalar butterflies.
+// Stages h = 1, 2, 4 inside one register. Each stage swaps partners with one shuffle t, then
+// lanes holding the first of a pair take v + t (= a + b) and the others t - v (= a - b): the very
+// operations of the scalar butterflies, so results are bit-identical.
 inline __m256 fwht8(__m256 v) {
-  const __m256 s1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, int(0x80000000), 0, int(0x80000000), 0,
-                                                          int(0x80000000), 0, int(0x80000000)));
-  const __m256 s2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, int(0x80000000), int(0x80000000), 0, 0,
-                                                          int(0x80000000), int(0x80000000)));
-  const __m256 s4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, int(0x80000000), int(0x80000000),
-                                                          int(0x80000000), int(0x80000000)));
-  v = _mm256_add_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 2, 0, 0)),
-                    _mm256_xor_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(3, 3, 1, 1)), s1));
-  v = _mm256_add_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 1, 0)),
-                    _mm256_xor_ps(_mm256_shuffle_ps(v, v, _MM_SHUFFLE(3, 2, 3, 2)), s2));
-  v = _mm256_add_ps(_mm256_permute2f128_ps(v, v, 0x00), _mm256_xor_ps(_mm256_permute2f128_ps(v, v, 0x11), s4));
-  return v;
+  __m256 t = _mm256_permute_ps(v, 0xB1);
+  v = _mm256_blend_ps(_mm256_add_ps(v, t), _mm256_sub_ps(t, v), 0xAA);
+  t = _mm256_permute_ps(v, 0x4E);
+  v = _mm256_blend_ps(_mm256_add_ps(v, t), _mm256_sub_ps(t, v), 0xCC);
+  t = _mm256_permute2f128_ps(v, v, 0x01);
+  return _mm256_blend_ps(_mm256_add_ps(v, t), _mm256_sub_ps(t, v), 0xF0);
 }
 
+// Stages with h >= h0 as passes over memory (the scalar order, so results are identical).
 inline void fwht_wide_stages(float* x, size_t n, size_t h0) {
   for (size_t h = h0; h < n; h <<= 1)
     for (size_t i = 0; i < n; i += 2 * h) bfly(x + i, x + i + h, h);
 }
 
-inline void fwht(float* x, size_t n) {
-  if (n < 8) {
-    for (size_t h = 1; h < n; h <<= 1)
-      for (size_t i = 0; i < n; i += 2 * h) bfly(x + i, x + i + h, h);
-    return;
+// All stages of a 64-float chunk in eight registers: stages 1..4 in-register, 8..32 across registers.
+inline void fwht64(float* x, const float* pre) {
+  __m256 v[8];
+  _Pragma("GCC unroll 8") for (int i = 0; i < 8; ++i) {
+    v[i] = _mm256_loadu_ps(x + 8 * i);
+    if (pre) v[i] = _mm256_mul_ps(v[i], _mm256_loadu_ps(pre + 8 * i));
+    v[i] = fwht8(v[i]);
   }
-  for (size_t i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, fwht8(_mm256_loadu_ps(x + i)));
-  fwht_wide_stages(x, n, 8);
+  _Pragma("GCC unroll 8") for (int h = 1; h < 8; h <<= 1)
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i += 2 * h)
+      _Pragma("GCC unroll 8") for (int j = i; j < i + h; ++j) {
+        const __m256 a = v[j], b = v[j + h];
+        v[j] = _mm256_add_ps(a, b);
+        v[j + h] = _mm256_sub_ps(a, b);
+      }
+  _Pragma("GCC unroll 8") for (int i = 0; i < 8; ++i) _mm256_storeu_ps(x + 8 * i, v[i]);
 }
 
+inline void fwht(float* x, const float* pre, const float* post, size_t n) {
+  if (n < 64) {
+    if (pre) mul(x, pre, n);
+    if (n >= 8)
+      for (size_t i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, fwht8(_mm256_loadu_ps(x + i)));
+    fwht_wide_stages(x, n, n >= 8 ? 8 : 1);
+  } else {
+    for (size_t i = 0; i < n; i += 64) fwht64(x + i, pre ? pre + i : nullptr);
+    fwht_wide_stages(x, n, 64);
+  }
+  if (post) mul(x, post, n);
+}
+
+// Canonical reduction (reduce-inl.h) with four 8-lane accumulators covering the 32 lanes.
 inline float dot(const float* a, const float* b, size_t n) {
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   size_t j = 0;
-  for (; j + 8 <= n; j += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  for (size_t t = 0; j + t < n; ++t) lanes[t] = lanes[t] + a[j + t] * b[j + t];
-  return reduce8(lanes);
+  for (; j + kLanes <= n; j += kLanes)
+    for (int t = 0; t < 4; ++t)
+      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_loadu_ps(a + j + 8 * t), _mm256_loadu_ps(b + j + 8 * t)));
+  alignas(32) float lanes[kLanes];
+  for (int t = 0; t < 4; ++t) _mm256_store_ps(lanes + 8 * t, acc[t]);
+  for (; j < n; ++j) lanes[j % kLanes] = lanes[j % kLanes] + a[j] * b[j];
+  return reduce_lanes(lanes);
 }
 
 inline void store_idx8(uint8_t* dst, __m256i v) {
@@ -132,35 +156,44 @@ struct CentroidTable {
   }
 };
 
+inline unsigned cell_scalar(float u, const float* bounds, int bits) {
+  unsigned pos = 0;
+  for (unsigned step = 1u << (bits - 1); step > 0; step >>= 1)
+    if (bounds[pos + step - 1] < u) pos += step;
+  return pos;
+}
+
 inline void quantize(const float* y, float inv_norm, const float* bounds, const float* centroids, int bits,
                      size_t n, uint8_t* idx, float* dot_uc, float* sq_c) {
   const __m256 vin = _mm256_set1_ps(inv_norm);
   const CentroidTable table(centroids, bits);
-  __m256 ad = _mm256_setzero_ps(), as = _mm256_setzero_ps();
+  __m256 ad[4], as[4];
+  for (int t = 0; t < 4; ++t) ad[t] = as[t] = _mm256_setzero_ps();
   size_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 u = _mm256_mul_ps(_mm256_loadu_ps(y + j), vin);
-    const __m256i pos = cell8(u, bounds, bits);
-    const __m256 c = table(pos);
-    store_idx8(idx + j, pos);
-    ad = _mm256_add_ps(ad, _mm256_mul_ps(u, c));
-    as = _mm256_add_ps(as, _mm256_mul_ps(c, c));
+  for (; j + kLanes <= n; j += kLanes)
+    for (int t = 0; t < 4; ++t) {
+      const __m256 u = _mm256_mul_ps(_mm256_loadu_ps(y + j + 8 * t), vin);
+      const __m256i pos = cell8(u, bounds, bits);
+      const __m256 c = table(pos);
+      store_idx8(idx + j + 8 * t, pos);
+      ad[t] = _mm256_add_ps(ad[t], _mm256_mul_ps(u, c));
+      as[t] = _mm256_add_ps(as[t], _mm256_mul_ps(c, c));
+    }
+  alignas(32) float ld[kLanes], ls[kLanes];
+  for (int t = 0; t < 4; ++t) {
+    _mm256_store_ps(ld + 8 * t, ad[t]);
+    _mm256_store_ps(ls + 8 * t, as[t]);
   }
-  alignas(32) float ld[8], ls[8];
-  _mm256_store_ps(ld, ad);
-  _mm256_store_ps(ls, as);
-  for (size_t t = 0; j + t < n; ++t) {
-    const float u = y[j + t] * inv_norm;
-    unsigned pos = 0;
-    for (unsigned step = 1u << (bits - 1); step > 0; step >>= 1)
-      if (bounds[pos + step - 1] < u) pos += step;
-    idx[j + t] = uint8_t(pos);
+  for (; j < n; ++j) {
+    const float u = y[j] * inv_norm;
+    const unsigned pos = cell_scalar(u, bounds, bits);
+    idx[j] = uint8_t(pos);
     const float c = centroids[pos];
-    ld[t] = ld[t] + u * c;
-    ls[t] = ls[t] + c * c;
+    ld[j % kLanes] = ld[j % kLanes] + u * c;
+    ls[j % kLanes] = ls[j % kLanes] + c * c;
   }
-  *dot_uc = reduce8(ld);
-  *sq_c = reduce8(ls);
+  *dot_uc = reduce_lanes(ld);
+  *sq_c = reduce_lanes(ls);
 }
 
 inline void lookup(const uint8_t* idx, const float* centroids, size_t n, float* out) {
@@ -207,8 +240,38 @@ inline void dot_many(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
-inline void pack(const uint8_t* idx, size_t n, int bits, uint8_t* out) { pack_bits(idx, n, bits, out); }
-inline void unpack(const uint8_t* in, size_t n, int bits, uint8_t* idx) { unpack_bits(in, n, bits, idx); }
+// BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).
+inline uint64_t byte_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
+
+inline void pack(const uint8_t* idx, size_t n, int bits, uint8_t* out) {
+  const uint64_t mask = byte_mask(bits);
+  const size_t groups = n / 8, total = (n * size_t(bits) + 7) / 8;
+  for (size_t g = 0; g < groups; ++g) {
+    uint64_t w;
+    std::memcpy(&w, idx + 8 * g, 8);
+    const uint64_t p = _pext_u64(w, mask);
+    if (g * bits + 8 <= total)
+      std::memcpy(out + g * bits, &p, 8);  // the spill is overwritten by the next group
+    else
+      std::memcpy(out + g * bits, &p, size_t(bits));
+  }
+  if (n % 8) pack_bits(idx + groups * 8, n % 8, bits, out + groups * bits);
+}
+
+inline void unpack(const uint8_t* in, size_t n, int bits, uint8_t* idx) {
+  const uint64_t mask = byte_mask(bits);
+  const size_t groups = n / 8, total = (n * size_t(bits) + 7) / 8;
+  for (size_t g = 0; g < groups; ++g) {
+    uint64_t w = 0;
+    if (g * bits + 8 <= total)
+      std::memcpy(&w, in + g * bits, 8);
+    else
+      std::memcpy(&w, in + g * bits, size_t(bits));
+    const uint64_t p = _pdep_u64(w, mask);
+    std::memcpy(idx + 8 * g, &p, 8);
+  }
+  if (n % 8) unpack_bits(in + groups * bits, n % 8, bits, idx + groups * 8);
+}
 
 }  // namespace
 }  // namespace avx2

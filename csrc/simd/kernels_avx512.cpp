@@ -1,6 +1,8 @@
 // AVX-512 (F/BW/VL/DQ) kernel table. Streaming ops use 16 lanes; reductions keep the canonical
 // eight-lane order of kernels.h by folding each 16-lane product into the 8-lane accumulators
 // low half first, so codes stay bit-identical to the scalar reference.
+#include <cmath>
+
 #include "simd/kernels.h"
 #include "simd/kernels_avx2-inl.h"
 
@@ -42,108 +44,203 @@ void kac(float* a, float* b, size_t n, float c) {
   avx2::kac(a + i, b + i, n - i, c);
 }
 
-__m512 neg_mask(int pattern) {
-  alignas(64) int m[16];
-  for (int i = 0; i < 16; ++i) m[i] = ((pattern >> i) & 1) ? int(0x80000000) : 0;
-  return _mm512_castsi512_ps(_mm512_load_si512(m));
+// Stages h = 1, 2, 4, 8 inside one register, one shuffle each (see avx2::fwht8 for why it is exact).
+inline __m512 fwht16(__m512 v) {
+  __m512 t = _mm512_permute_ps(v, 0xB1);
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, t), 0xAAAA, t, v);
+  t = _mm512_permute_ps(v, 0x4E);
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, t), 0xCCCC, t, v);
+  t = _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1));
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, t), 0xF0F0, t, v);
+  t = _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2));
+  return _mm512_mask_sub_ps(_mm512_add_ps(v, t), 0xFF00, t, v);
 }
 
-// Stages h = 1, 2, 4, 8 inside one register (same butterflies as the scalar reference).
-__m512 fwht16(__m512 v, __m512 s1, __m512 s2, __m512 s4, __m512 s8) {
-  v = _mm512_add_ps(_mm512_shuffle_ps(v, v, _MM_SHUFFLE(2, 2, 0, 0)),
-                    _mm512_xor_ps(_mm512_shuffle_ps(v, v, _MM_SHUFFLE(3, 3, 1, 1)), s1));
-  v = _mm512_add_ps(_mm512_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 1, 0)),
-                    _mm512_xor_ps(_mm512_shuffle_ps(v, v, _MM_SHUFFLE(3, 2, 3, 2)), s2));
-  v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 2, 0, 0)),
-                    _mm512_xor_ps(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 3, 1, 1)), s4));
-  v = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 1, 0)),
-                    _mm512_xor_ps(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 2, 3, 2)), s8));
-  return v;
+// Register arrays below are only indexed by constants after full unrolling, so they stay in registers.
+
+// Stages h = 16 .. 8P of a block held in P registers (butterflies between registers).
+template <int P>
+inline void fwht_across(__m512* v) {
+  _Pragma("GCC unroll 32") for (int h = 1; h < P; h <<= 1)
+    _Pragma("GCC unroll 32") for (int i = 0; i < P; i += 2 * h)
+      _Pragma("GCC unroll 32") for (int j = i; j < i + h; ++j) {
+        const __m512 a = v[j], b = v[j + h];
+        v[j] = _mm512_add_ps(a, b);
+        v[j + h] = _mm512_sub_ps(a, b);
+      }
 }
 
-void fwht(float* x, size_t n) {
-  if (n < 16) return avx2::fwht(x, n);
-  const __m512 s1 = neg_mask(0xAAAA), s2 = neg_mask(0xCCCC), s4 = neg_mask(0xF0F0), s8 = neg_mask(0xFF00);
-  for (size_t i = 0; i < n; i += 16) _mm512_storeu_ps(x + i, fwht16(_mm512_loadu_ps(x + i), s1, s2, s4, s8));
-  for (size_t h = 16; h < n; h <<= 1)
-    for (size_t i = 0; i < n; i += 2 * h) bfly(x + i, x + i + h, h);
+// All stages of a 16*M-float chunk (M <= 16) kept in registers: one load and one store per element.
+template <int M>
+void fwht_chunk(float* x, const float* pre) {
+  __m512 v[M];
+  _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) {
+    v[i] = _mm512_loadu_ps(x + 16 * i);
+    if (pre) v[i] = _mm512_mul_ps(v[i], _mm512_loadu_ps(pre + 16 * i));
+    v[i] = fwht16(v[i]);
+  }
+  fwht_across<M>(v);
+  _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) _mm512_storeu_ps(x + 16 * i, v[i]);
 }
 
-// Adds the 16 products to the 8 canonical lanes: elements j..j+7 first, then j+8..j+15.
-inline __m256 fold16(__m256 acc, __m512 p) {
-  acc = _mm256_add_ps(acc, _mm512_castps512_ps256(p));
-  return _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
+// The whole rotation of a d = 16*M vector kept in M registers (P-register Hadamard block, Kac pairs
+// H registers apart), the same operations in the same order as Rotation::forward/inverse.
+template <int M, int P, int H>
+__attribute__((always_inline)) inline void rotate_regs(__m512 (&v)[M], const RotationPlan& plan, bool inverse) {
+  const __m512 c = _mm512_set1_ps(plan.kac_scale);
+  auto block = [&](int step) {
+    if (step % 2 == 0 || P == M) {
+      _Pragma("GCC unroll 32") for (int i = 0; i < P; ++i) v[i] = fwht16(v[i]);
+      fwht_across<P>(v);
+    } else {
+      _Pragma("GCC unroll 32") for (int i = 0; i < P; ++i) v[M - P + i] = fwht16(v[M - P + i]);
+      fwht_across<P>(v + (M - P));
+    }
+  };
+  auto kac = [&] {
+    _Pragma("GCC unroll 32") for (int i = 0; i < H; ++i) {
+      const __m512 a = v[i], b = v[i + H];
+      v[i] = _mm512_mul_ps(_mm512_add_ps(a, b), c);
+      v[i + H] = _mm512_mul_ps(_mm512_sub_ps(a, b), c);
+    }
+  };
+  auto signs = [&](int step) {
+    const float* s = plan.signs + size_t(step) * plan.dim;
+    _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) v[i] = _mm512_mul_ps(v[i], _mm512_loadu_ps(s + 16 * i));
+  };
+  for (int i = 0; i < plan.steps; ++i) {
+    const int step = inverse ? plan.steps - 1 - i : i;
+    const bool with_kac = H && step % 2 == 1;
+    if (!inverse) {
+      signs(step);
+      block(step);
+      if (with_kac) kac();
+    } else {
+      if (with_kac) kac();
+      block(step);
+      signs(step);
+    }
+  }
 }
 
+template <int M, int P, int H>
+void rotate_in_registers(const RotationPlan& plan, bool inverse, const float* x, float* y) {
+  __m512 v[M];
+  _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) v[i] = _mm512_loadu_ps(x + 16 * i);
+  rotate_regs<M, P, H>(v, plan, inverse);
+  _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) _mm512_storeu_ps(y + 16 * i, v[i]);
+}
+
+bool rotate(const RotationPlan& plan, bool inverse, const float* x, float* y) {
+  switch (plan.dim) {
+    case 128: rotate_in_registers<8, 8, 0>(plan, inverse, x, y); return true;
+    case 256: rotate_in_registers<16, 16, 0>(plan, inverse, x, y); return true;
+    case 384: rotate_in_registers<24, 16, 12>(plan, inverse, x, y); return true;
+    case 512: rotate_in_registers<32, 32, 0>(plan, inverse, x, y); return true;
+    default: return false;
+  }
+}
+
+void fwht(float* x, const float* pre, const float* post, size_t n) {
+  if (n < 16) return avx2::fwht(x, pre, post, n);
+  switch (n) {
+    case 16: fwht_chunk<1>(x, pre); break;
+    case 32: fwht_chunk<2>(x, pre); break;
+    case 64: fwht_chunk<4>(x, pre); break;
+    case 128: fwht_chunk<8>(x, pre); break;
+    default:
+      for (size_t i = 0; i < n; i += 256) fwht_chunk<16>(x + i, pre ? pre + i : nullptr);
+      for (size_t h = 256; h < n; h <<= 1)
+        for (size_t i = 0; i < n; i += 2 * h) bfly(x + i, x + i + h, h);
+  }
+  if (post) mul(x, post, n);
+}
+
+// Canonical reduction (reduce-inl.h) with two 16-lane accumulators covering the 32 lanes.
 float dot(const float* a, const float* b, size_t n) {
-  __m256 acc = _mm256_setzero_ps();
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   size_t j = 0;
-  for (; j + 16 <= n; j += 16) acc = fold16(acc, _mm512_mul_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j)));
-  for (; j + 8 <= n; j += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  for (size_t t = 0; j + t < n; ++t) lanes[t] = lanes[t] + a[j + t] * b[j + t];
-  return reduce8(lanes);
+  for (; j + kLanes <= n; j += kLanes) {
+    acc0 = _mm512_add_ps(acc0, _mm512_mul_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j)));
+    acc1 = _mm512_add_ps(acc1, _mm512_mul_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16)));
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, acc0);
+  _mm512_store_ps(lanes + 16, acc1);
+  for (; j < n; ++j) lanes[j % kLanes] = lanes[j % kLanes] + a[j] * b[j];
+  return reduce_lanes(lanes);
 }
 
-__m512i cell16(__m512 u, const float* bounds, int bits) {
-  __m512i pos = _mm512_setzero_si512();
-  if (bits <= 4) {
-    const __m512i one = _mm512_set1_epi32(1);
-    const int nb = (1 << bits) - 1;
-    for (int k = 0; k < nb; ++k)
-      pos = _mm512_mask_add_epi32(pos, _mm512_cmp_ps_mask(_mm512_set1_ps(bounds[k]), u, _CMP_LT_OQ), pos, one);
+// Number of boundaries below u. Up to 32 boundaries (5 bits) the sorted table lives in registers and a
+// branchless binary search probes it with permutes; beyond that the probes are gathers.
+struct Cells {
+  __m512 lo, hi;
+  const float* bounds;
+  int bits;
+  Cells(const float* b, int nbits) : bounds(b), bits(nbits) {
+    alignas(64) float t[32];
+    const int nb = (1 << nbits) - 1;
+    for (int i = 0; i < 32; ++i) t[i] = i < nb ? b[i] : 0.0f;  // probes never reach the padding
+    lo = _mm512_load_ps(t);
+    hi = _mm512_load_ps(t + 16);
+  }
+  // The search with the width known at compile time (fully unrolled).
+  template <int BITS>
+  __m512i find(__m512 u) const {
+    __m512i pos = _mm512_setzero_si512();
+    _Pragma("GCC unroll 8") for (int step = 1 << (BITS - 1); step > 0; step >>= 1) {
+      const __m512i probe = _mm512_add_epi32(pos, _mm512_set1_epi32(step - 1));
+      const __m512 b = BITS <= 4   ? _mm512_permutexvar_ps(probe, lo)
+                       : BITS == 5 ? _mm512_permutex2var_ps(lo, probe, hi)
+                                   : _mm512_i32gather_ps(probe, bounds, 4);
+      pos = _mm512_mask_add_epi32(pos, _mm512_cmp_ps_mask(b, u, _CMP_LT_OQ), pos, _mm512_set1_epi32(step));
+    }
     return pos;
   }
-  for (int step = 1 << (bits - 1); step > 0; step >>= 1) {
-    const __m512i probe = _mm512_add_epi32(pos, _mm512_set1_epi32(step - 1));
-    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_i32gather_ps(probe, bounds, 4), u, _CMP_LT_OQ);
-    pos = _mm512_mask_add_epi32(pos, m, pos, _mm512_set1_epi32(step));
+  __m512i operator()(__m512 u) const {
+    __m512i pos = _mm512_setzero_si512();
+    for (int step = 1 << (bits - 1); step > 0; step >>= 1) {
+      const __m512i probe = _mm512_add_epi32(pos, _mm512_set1_epi32(step - 1));
+      const __m512 b = bits <= 4   ? _mm512_permutexvar_ps(probe, lo)
+                       : bits == 5 ? _mm512_permutex2var_ps(lo, probe, hi)
+                                   : _mm512_i32gather_ps(probe, bounds, 4);
+      pos = _mm512_mask_add_epi32(pos, _mm512_cmp_ps_mask(b, u, _CMP_LT_OQ), pos, _mm512_set1_epi32(step));
+    }
+    return pos;
   }
-  return pos;
-}
+};
 
 void quantize(const float* y, float inv_norm, const float* bounds, const float* centroids, int bits, size_t n,
               uint8_t* idx, float* dot_uc, float* sq_c) {
   const __m512 vin = _mm512_set1_ps(inv_norm);
   const __m512 table = _mm512_loadu_ps(centroids);
-  __m256 ad = _mm256_setzero_ps(), as = _mm256_setzero_ps();
+  const Cells cells(bounds, bits);
+  __m512 ad[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, as[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   size_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m512 u = _mm512_mul_ps(_mm512_loadu_ps(y + j), vin);
-    const __m512i pos = cell16(u, bounds, bits);
-    const __m512 c = bits <= 4 ? _mm512_permutexvar_ps(pos, table) : _mm512_i32gather_ps(pos, centroids, 4);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + j), _mm512_cvtepi32_epi8(pos));
-    ad = fold16(ad, _mm512_mul_ps(u, c));
-    as = fold16(as, _mm512_mul_ps(c, c));
+  for (; j + kLanes <= n; j += kLanes)
+    for (int t = 0; t < 2; ++t) {
+      const __m512 u = _mm512_mul_ps(_mm512_loadu_ps(y + j + 16 * t), vin);
+      const __m512i pos = cells(u);
+      const __m512 c = bits <= 4 ? _mm512_permutexvar_ps(pos, table) : _mm512_i32gather_ps(pos, centroids, 4);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + j + 16 * t), _mm512_cvtepi32_epi8(pos));
+      ad[t] = _mm512_add_ps(ad[t], _mm512_mul_ps(u, c));
+      as[t] = _mm512_add_ps(as[t], _mm512_mul_ps(c, c));
+    }
+  alignas(64) float ld[kLanes], ls[kLanes];
+  for (int t = 0; t < 2; ++t) {
+    _mm512_store_ps(ld + 16 * t, ad[t]);
+    _mm512_store_ps(ls + 16 * t, as[t]);
   }
-  // The remaining < 16 elements continue in the same lanes through the AVX2 body.
-  alignas(32) float ld[8], ls[8];
-  _mm256_store_ps(ld, ad);
-  _mm256_store_ps(ls, as);
-  const avx2::CentroidTable t8(centroids, bits);
-  const __m256 vin8 = _mm256_set1_ps(inv_norm);
-  if (j + 8 <= n) {
-    const __m256 u = _mm256_mul_ps(_mm256_loadu_ps(y + j), vin8);
-    const __m256i pos = avx2::cell8(u, bounds, bits);
-    const __m256 c = t8(pos);
-    avx2::store_idx8(idx + j, pos);
-    _mm256_store_ps(ld, _mm256_add_ps(_mm256_load_ps(ld), _mm256_mul_ps(u, c)));
-    _mm256_store_ps(ls, _mm256_add_ps(_mm256_load_ps(ls), _mm256_mul_ps(c, c)));
-    j += 8;
-  }
-  for (size_t t = 0; j + t < n; ++t) {
-    const float u = y[j + t] * inv_norm;
-    unsigned pos = 0;
-    for (unsigned step = 1u << (bits - 1); step > 0; step >>= 1)
-      if (bounds[pos + step - 1] < u) pos += step;
-    idx[j + t] = uint8_t(pos);
+  for (; j < n; ++j) {
+    const float u = y[j] * inv_norm;
+    const unsigned pos = avx2::cell_scalar(u, bounds, bits);
+    idx[j] = uint8_t(pos);
     const float c = centroids[pos];
-    ld[t] = ld[t] + u * c;
-    ls[t] = ls[t] + c * c;
+    ld[j % kLanes] = ld[j % kLanes] + u * c;
+    ls[j % kLanes] = ls[j % kLanes] + c * c;
   }
-  *dot_uc = reduce8(ld);
-  *sq_c = reduce8(ls);
+  *dot_uc = reduce_lanes(ld);
+  *sq_c = reduce_lanes(ls);
 }
 
 void lookup(const uint8_t* idx, const float* centroids, size_t n, float* out) {
@@ -178,11 +275,70 @@ void dot_many(const float* queries, size_t nq, const float* row, size_t n, float
   if (q < nq) avx2::dot_many(queries + q * n, nq - q, row, n, out + q);
 }
 
+// Alg. 1 for one row entirely in registers: canonical norm of x, rotation, quantisation. Reproduces
+// MSECodec's generic path (dot -> Rotation::forward -> quantize) operation for operation.
+template <int M, int P, int H, int BITS>
+void encode_in_registers(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats) {
+  static_assert(M % 2 == 0, "32-lane canonical order needs an even register count");
+  __m512 v[M];
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) {
+    v[i] = _mm512_loadu_ps(x + 16 * i);
+    acc[i & 1] = _mm512_add_ps(acc[i & 1], _mm512_mul_ps(v[i], v[i]));
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, acc[0]);
+  _mm512_store_ps(lanes + 16, acc[1]);
+  const float norm = std::sqrt(reduce_lanes(lanes));
+  rotate_regs<M, P, H>(v, plan.rotation, false);
+  const __m512 vin = _mm512_set1_ps(norm > 0.0f ? 1.0f / norm : 0.0f);
+  const __m512 table = _mm512_loadu_ps(plan.centroids);
+  const Cells cells(plan.bounds, BITS);
+  __m512 ad[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, as[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) {
+    const __m512 u = _mm512_mul_ps(v[i], vin);
+    const __m512i pos = cells.template find<BITS>(u);
+    const __m512 c = BITS <= 4 ? _mm512_permutexvar_ps(pos, table) : _mm512_i32gather_ps(pos, plan.centroids, 4);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + 16 * i), _mm512_cvtepi32_epi8(pos));
+    ad[i & 1] = _mm512_add_ps(ad[i & 1], _mm512_mul_ps(u, c));
+    as[i & 1] = _mm512_add_ps(as[i & 1], _mm512_mul_ps(c, c));
+  }
+  stats[0] = norm;
+  _mm512_store_ps(lanes, ad[0]);
+  _mm512_store_ps(lanes + 16, ad[1]);
+  stats[1] = reduce_lanes(lanes);
+  _mm512_store_ps(lanes, as[0]);
+  _mm512_store_ps(lanes + 16, as[1]);
+  stats[2] = reduce_lanes(lanes);
+}
+
+template <int M, int P, int H>
+bool encode_dim(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats) {
+  switch (plan.bits) {
+    case 1: encode_in_registers<M, P, H, 1>(plan, x, idx, stats); return true;
+    case 2: encode_in_registers<M, P, H, 2>(plan, x, idx, stats); return true;
+    case 3: encode_in_registers<M, P, H, 3>(plan, x, idx, stats); return true;
+    case 4: encode_in_registers<M, P, H, 4>(plan, x, idx, stats); return true;
+    case 5: encode_in_registers<M, P, H, 5>(plan, x, idx, stats); return true;
+    default: return false;  // wider codes take the generic path
+  }
+}
+
+bool encode(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats) {
+  switch (plan.rotation.dim) {
+    case 128: return encode_dim<8, 8, 0>(plan, x, idx, stats);
+    case 256: return encode_dim<16, 16, 0>(plan, x, idx, stats);
+    case 384: return encode_dim<24, 16, 12>(plan, x, idx, stats);
+    case 512: return encode_dim<32, 32, 0>(plan, x, idx, stats);
+    default: return false;
+  }
+}
+
 }  // namespace
 }  // namespace avx512
 
 const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale,    avx512::fwht,
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
-                                avx2::pack,       avx2::unpack,  avx512::dot_many};
+                                avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode};
 
 }  // namespace tq

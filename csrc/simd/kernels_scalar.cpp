@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "pack-inl.h"
+#include "simd/reduce-inl.h"
 #include "simd/kernels.h"
 
 namespace tq {
@@ -16,7 +17,8 @@ void scale_scalar(float* x, float c, size_t n) {
 }
 
 // Rotation step: Walsh-Hadamard butterflies, stride h doubling (Sylvester order).
-void fwht_scalar(float* x, size_t n) {
+void fwht_scalar(float* x, const float* pre, const float* post, size_t n) {
+  if (pre) mul_scalar(x, pre, n);
   for (size_t h = 1; h < n; h <<= 1)
     for (size_t i = 0; i < n; i += 2 * h)
       for (size_t j = i; j < i + h; ++j) {
@@ -24,6 +26,7 @@ void fwht_scalar(float* x, size_t n) {
         x[j] = a + b;
         x[j + h] = a - b;
       }
+  if (post) mul_scalar(x, post, n);
 }
 
 // Rotation step: one Kac-walk layer pairing coordinate i with i + d/2.
@@ -36,18 +39,18 @@ void kac_scalar(float* a, float* b, size_t n, float c) {
 }
 
 float dot_scalar(const float* a, const float* b, size_t n) {
-  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float lanes[kLanes] = {};
   for (size_t j = 0; j < n; ++j) {
     const float p = a[j] * b[j];
-    lanes[j & 7] = lanes[j & 7] + p;
+    lanes[j % kLanes] = lanes[j % kLanes] + p;
   }
-  return reduce8(lanes);
+  return reduce_lanes(lanes);
 }
 
 // Alg. 1, Quant: nearest Lloyd-Max centroid by a branchless binary search over the boundaries.
 void quantize_scalar(const float* y, float inv_norm, const float* bounds, const float* centroids, int bits,
                      size_t n, uint8_t* idx, float* dot_uc, float* sq_c) {
-  float ld[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ls[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float ld[kLanes] = {}, ls[kLanes] = {};
   for (size_t j = 0; j < n; ++j) {
     const float u = y[j] * inv_norm;
     unsigned pos = 0;
@@ -56,11 +59,11 @@ void quantize_scalar(const float* y, float inv_norm, const float* bounds, const 
     idx[j] = uint8_t(pos);
     const float c = centroids[pos];
     const float pd = u * c, ps = c * c;
-    ld[j & 7] = ld[j & 7] + pd;
-    ls[j & 7] = ls[j & 7] + ps;
+    ld[j % kLanes] = ld[j % kLanes] + pd;
+    ls[j % kLanes] = ls[j % kLanes] + ps;
   }
-  *dot_uc = reduce8(ld);
-  *sq_c = reduce8(ls);
+  *dot_uc = reduce_lanes(ld);
+  *sq_c = reduce_lanes(ls);
 }
 
 void lookup_scalar(const uint8_t* idx, const float* centroids, size_t n, float* out) {
@@ -82,6 +85,6 @@ void dot_many_scalar(const float* queries, size_t nq, const float* row, size_t n
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
-                                pack_scalar,   unpack_scalar, dot_many_scalar};
+                                pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr};
 
 }  // namespace tq

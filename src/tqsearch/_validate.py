@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_matrix(x: object, dim: int, name: str = "vectors") -> np.ndarray:
-    """Return `x` as a C-contiguous float32 (n, dim) array; raise TypeError/ValueError naming `name`."""
+def as_matrix(x: object, dim: int, name: str = "vectors", finite: bool = True) -> np.ndarray:
+    """Return `x` as a C-contiguous float32 (n, dim) array; raise TypeError/ValueError naming `name`.
+
+    finite=False skips the NaN/Inf scan for callers whose native pass reports bad rows itself
+    (see `bad_row`), so large batches are read once.
+    """
     arr = np.asarray(x)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float array (float16/32/64), got dtype {arr.dtype}")
@@ -16,7 +20,8 @@ def as_matrix(x: object, dim: int, name: str = "vectors") -> np.ndarray:
         raise ValueError(f"{name} must have {dim} columns (the index dimension), got {arr.shape[1]}")
     with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported just below
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    check_finite(out, name)
+    if finite:
+        check_finite(out, name)
     return out
 
 
@@ -25,6 +30,13 @@ def check_finite(arr: np.ndarray, name: str) -> None:
     if arr.size and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
         raise ValueError(f"{name} contains NaN or Inf (first at row {bad})")
+
+
+def bad_row(arr: np.ndarray, row: int, name: str) -> ValueError:
+    """The error for a row the native encoder could not take (its squared norm is not finite)."""
+    if not np.isfinite(arr[row]).all():
+        return ValueError(f"{name} contains NaN or Inf (first at row {row})")
+    return ValueError(f"{name} row {row} is too large: its squared norm overflows float32")
 
 
 def as_bits(bits: object, allowed: range = range(1, 9)) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core, _format
-from ._validate import as_bits, as_choice, as_dim, as_matrix, as_seed, as_threads
+from ._validate import as_bits, as_choice, as_dim, as_matrix, as_seed, as_threads, bad_row
 from .codebooks import lloyd_max
 from .errors import FileFormatError
 from .rotation import DEFAULT_ROTATION, Rotation, make_rotation
@@ -157,7 +157,7 @@ class TurboQuantMSE(_Quantizer):
     """Algorithm 1: rotate, quantize each coordinate with the b-bit Lloyd-Max codebook, keep ||x||.
 
     dim: any >= 1. bits: 1..8. seed: rotation seed. scale: "none" (the paper), "unbiased" or "lsq" (one
-    more float per vector). rotation: "fht-kac-4" (default), "dense-qr" or a Rotation. threads: None = all
+    more float per vector). rotation: "fht-kac-3" (default), "dense-qr" or a Rotation. threads: None = all
     cores. simd: force "scalar"/"avx2"/"avx512" (tests); default picks the best the CPU has.
     """
 
@@ -177,12 +177,14 @@ class TurboQuantMSE(_Quantizer):
 
     def encode(self, x: object, threads: int | None = None) -> Codes:
         """Compress (n, dim) float vectors; zero rows encode to zero. Multi-threaded, GIL released."""
-        arr = as_matrix(x, self.dim, "vectors")
+        arr = as_matrix(x, self.dim, "vectors", finite=False)
         n = len(arr)
         packed = np.empty((n, self._codec.row_bytes), dtype=np.uint8)
         norms, scales = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
-        _core.MSECodec.encode(self._codec, arr, getattr(_core.ScaleMode, self.scale), packed, norms, scales,
-                              self._threads(threads))
+        bad = self._codec.encode(arr, getattr(_core.ScaleMode, self.scale), packed, norms, scales,
+                                 self._threads(threads))
+        if bad >= 0:
+            raise bad_row(arr, bad, "vectors")
         return Codes("mse", self.dim, self.bits, self.seed, self.rotation.algorithm, self.scale, packed, norms,
                      None if self.scale == "none" else scales)
 

@@ -1,0 +1,178 @@
+"""Codec benchmark: tqsearch TurboQuant vs FAISS 1.15 (TQ-MSE, EDEN, RaBitQ) and turbovec 1.1.2.
+
+One process, one data set (../shared/data/wordnet_minilm, 116,659 x 384, 1,000 gloss queries):
+encode throughput at 1 and 2 cores, reconstruction MSE, inner-product RMSE and recall@10 of a
+brute-force scan with each estimator. Writes bench/results/codec.json, docs/codec.png and the
+"codec" section of docs/benchmarks.md.
+
+    python bench/codec.py            # full run (about 10 minutes on 2 cores)
+    python bench/codec.py --quick    # 20k base rows, 200 queries: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+import tqsearch
+from common import ALL_CORES, BENCH_MD, exact_knn, load_wordnet, pinned, progress, recall_at_k, timeit, \
+    update_markdown_section, write_json
+from peers import faiss_codec, turbovec_add
+
+K = 10
+BITS = (1, 2, 3, 4)
+SCALES = ("none", "unbiased", "lsq")
+
+
+def ours_encode(base: np.ndarray, make: Any, threads: int) -> dict[str, Any]:
+    """Best-of-3 encode time of the whole base on `threads` cores."""
+    q = make()
+    q.encode(base[:1000])  # warm the codebook cache and the page cache
+    with pinned(threads):
+        seconds = timeit(lambda: q.encode(base, threads=threads))
+    return {"threads": threads, "encode_s": seconds, "vectors_per_s": len(base) / seconds}
+
+
+def ours_quality(base: np.ndarray, queries: np.ndarray, gt: np.ndarray, q: Any) -> dict[str, Any]:
+    """Reconstruction MSE, inner-product RMSE and recall@10 of a brute-force scan over the codes."""
+    codes = q.encode(base)
+    sample = base[:: max(1, len(base) // 5000)]
+    recon = q.decode(codes[:: max(1, len(base) // 5000)])
+    found, sq_err, count = [], 0.0, 0
+    for start in range(0, len(queries), 100):
+        block = queries[start : start + 100]
+        est = q.inner_products(block, codes)
+        if start < 200:  # IP error on 200 queries x all base vectors
+            sq_err += float(np.sum((est - block @ base.T) ** 2, dtype=np.float64))
+            count += est.size
+        top = np.argpartition(-est, K, axis=1)[:, :K]
+        found.append(np.take_along_axis(top, np.argsort(-np.take_along_axis(est, top, 1), axis=1), 1))
+    return {
+        "bytes_per_vector": codes.bytes_per_vector,
+        "mse": float(np.mean(np.sum((sample - recon) ** 2, axis=1))),
+        "ip_rmse": float(np.sqrt(sq_err / count)),
+        f"recall@{K}": recall_at_k(np.vstack(found), gt, K),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Measure every codec; return the JSON payload."""
+    base, queries, gt = load_wordnet()
+    if quick:
+        base, queries = base[:20_000], queries[:200]
+        gt = exact_knn(base, queries, 100)
+    dim, threads_list = base.shape[1], sorted({1, len(ALL_CORES)})
+    ours: list[dict[str, Any]] = []
+    configs = [(b, "mse", s) for b in BITS for s in SCALES] + [(b, "prod", "none") for b in BITS] + [(8, "mse", "lsq")]
+    for bits, kind, scale in progress(configs, desc="tqsearch"):
+        make = (lambda b=bits, s=scale: tqsearch.TurboQuantMSE(dim, b, scale=s)) if kind == "mse" else \
+            (lambda b=bits: tqsearch.TurboQuantProd(dim, b))
+        row = {"codec": f"tqsearch:{kind}", "bits": bits, "scale": scale} | ours_quality(base, queries, gt, make())
+        row["encode"] = [ours_encode(base, make, t) for t in threads_list]
+        ours.append(row)
+    faiss_rows = [faiss_codec(f, base, queries, gt, threads=t) | {"bits": b}
+                  for b in BITS for f in (f"RR,SQtqmse{b}", f"RR,EDEN{b}", f"RR,RaBitQ{b}")
+                  for t in progress(threads_list, desc=f"faiss {b}-bit")]
+    turbovec_rows = [turbovec_add(base, b, t, queries, gt) | {"bits": b} for b in (2, 4) for t in threads_list]
+    return {"n": len(base), "dim": dim, "queries": len(queries), "ours": ours, "faiss": faiss_rows,
+            "turbovec": turbovec_rows, "targets": targets(ours, faiss_rows, turbovec_rows)}
+
+
+def _ours_rate(ours, bits, threads, kind="mse", scale="lsq") -> float:
+    row = next(r for r in ours if r["bits"] == bits and r["codec"] == f"tqsearch:{kind}" and r["scale"] == scale)
+    return next(e["vectors_per_s"] for e in row["encode"] if e["threads"] == threads)
+
+
+def targets(ours, faiss_rows, turbovec_rows) -> dict[str, Any]:
+    """The issue's targets as same-run ratios, per core (1 thread)."""
+    out = {}
+    for bits in (2, 4):
+        tv = next(r for r in turbovec_rows if r["bits"] == bits and r["threads"] == 1)
+        out[f"encode_vs_turbovec_{bits}bit"] = _ours_rate(ours, bits, 1) / tv["vectors_per_s"]
+    for bits in BITS:
+        fr = next(r for r in faiss_rows if r["codec"] == f"faiss:RR,RaBitQ{bits}" and r["threads"] == 1)
+        out[f"encode_vs_faiss_rabitq{bits}"] = _ours_rate(ours, bits, 1) / fr["vectors_per_s"]
+    return out
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """The benchmarks.md section: quality table, speed table, targets."""
+    lines = [f"## Codec (bench/codec.py)\n",
+             f"WordNet MiniLM, {payload['n']:,} x {payload['dim']}, {payload['queries']} gloss queries, "
+             f"recall@{K} of a brute-force scan over the codes against exact inner-product top-{K}. "
+             "Encode = vectors/s for the whole base (FAISS: train + add; turbovec: add), best of 3, "
+             "pinned to 1 or 2 cores, same process.\n",
+             "![codec](codec.png)\n",
+             f"| codec | bits | bytes/vec | MSE | IP RMSE | recall@{K} | encode 1 core (vec/s) | encode 2 cores |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in payload["ours"]:
+        enc = {e["threads"]: e["vectors_per_s"] for e in r["encode"]}
+        name = f"tqsearch {r['codec'].split(':')[1]}" + (f" scale={r['scale']}" if r["codec"].endswith("mse") else "")
+        lines.append(f"| {name} | {r['bits']} | {r['bytes_per_vector']:.0f} | {r['mse']:.4f} | {r['ip_rmse']:.4f} | "
+                     f"{r[f'recall@{K}']:.3f} | {enc.get(1, 0):,.0f} | {enc.get(2, 0):,.0f} |")
+    for rows in (payload["faiss"], payload["turbovec"]):
+        for bits in sorted({r["bits"] for r in rows}):
+            for codec in dict.fromkeys(r["codec"] for r in rows if r["bits"] == bits):
+                group = {r["threads"]: r for r in rows if r["bits"] == bits and r["codec"] == codec}
+                r = group[1]
+                if "error" in r:
+                    lines.append(f"| {codec} | {bits} | – | – | – | – | {r['error']} | |")
+                    continue
+                mse = f"{r['mse']:.4f}" if isinstance(r.get("mse"), float) else "n/a"
+                rec = r.get(f"recall@{K}")
+                lines.append(f"| {codec} | {bits} | {r['bytes_per_vector']:.0f} | {mse} | – | "
+                             f"{rec:.3f}{'*' if r.get('queries_scored', 10**9) < payload['queries'] else ''} | "
+                             f"{r['vectors_per_s']:,.0f} | {group.get(2, r)['vectors_per_s']:,.0f} |")
+    lines.append("\n\\* FAISS flat TQ/EDEN/RaBitQ searches scored on the first 200 queries (they decode per distance).")
+    lines.append("\n| target (1 core, same run) | ratio |\n|---|---|")
+    lines += [f"| {k} | {v:.1f}x |" for k, v in payload["targets"].items()]
+    return "\n".join(lines)
+
+
+def plot(payload: dict[str, Any]) -> None:
+    """docs/codec.png: recall@10 vs bytes/vector, and 1-core encode throughput at 4 bits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in payload["ours"]:
+        if r["bits"] in BITS:
+            series.setdefault(f"tqsearch {r['codec'].split(':')[1]} {r['scale']}", []).append(
+                (r["bytes_per_vector"], r[f"recall@{K}"]))
+    for r in payload["faiss"] + payload["turbovec"]:
+        if r["threads"] == 1 and "error" not in r:
+            series.setdefault(r["codec"].rstrip("0123456789").replace("bit", ""), []).append(
+                (r["bytes_per_vector"], r[f"recall@{K}"]))
+    for name, pts in series.items():
+        pts.sort()
+        ax.plot(*zip(*pts), marker="o", label=name, linestyle="-" if name.startswith("tqsearch") else "--")
+    ax.set(xlabel="bytes / vector", ylabel=f"recall@{K} (brute-force scan)", title="Quality vs size")
+    ax.legend(fontsize=7)
+    bars = [(f"tqsearch mse {b}b", _ours_rate(payload["ours"], b, 1)) for b in (2, 4)]
+    bars += [(r["codec"].replace("faiss:RR,", "faiss "), r["vectors_per_s"]) for r in payload["faiss"] + payload["turbovec"]
+             if r["threads"] == 1 and r["bits"] in (2, 4) and "error" not in r]
+    bx.barh([b[0] for b in bars], [b[1] for b in bars], color=["C0" if b[0].startswith("tq") else "C7" for b in bars])
+    bx.set(xscale="log", xlabel="vectors / s, 1 core (log)", title="Encode throughput (FAISS: train+add)")
+    fig.tight_layout()
+    fig.savefig(BENCH_MD.parent / "codec.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    payload = run(args.quick)
+    print(f"wrote {write_json('codec_quick' if args.quick else 'codec', payload)}")
+    if not args.quick:
+        update_markdown_section("codec", markdown(payload))
+        plot(payload)
+    print(markdown(payload))
+
+
+if __name__ == "__main__":
+    main()
