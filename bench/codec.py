@@ -12,13 +12,15 @@ brute-force scan with each estimator. Writes bench/results/codec.json, docs/code
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
+
+from common import ALL_CORES, BENCH_MD, exact_knn, load_wordnet, pinned, progress, recall_at_k, timeit, \
+    update_markdown_section, write_json  # first: sets the BLAS thread count before numpy loads
 
 import numpy as np
 
 import tqsearch
-from common import ALL_CORES, BENCH_MD, exact_knn, load_wordnet, pinned, progress, recall_at_k, timeit, \
-    update_markdown_section, write_json
 from peers import faiss_codec, turbovec_add
 
 K = 10
@@ -54,6 +56,7 @@ def ours_quality(base: np.ndarray, queries: np.ndarray, gt: np.ndarray, q: Any) 
         "mse": float(np.mean(np.sum((sample - recon) ** 2, axis=1))),
         "ip_rmse": float(np.sqrt(sq_err / count)),
         f"recall@{K}": recall_at_k(np.vstack(found), gt, K),
+        f"recall@{K}_200q": recall_at_k(np.vstack(found)[:200], gt[:200], K),  # the queries FAISS is scored on
     }
 
 
@@ -77,7 +80,7 @@ def run(quick: bool) -> dict[str, Any]:
                   for t in progress(threads_list, desc=f"faiss {b}-bit")]
     turbovec_rows = [turbovec_add(base, b, t, queries, gt) | {"bits": b} for b in (2, 4) for t in threads_list]
     return {"n": len(base), "dim": dim, "queries": len(queries), "ours": ours, "faiss": faiss_rows,
-            "turbovec": turbovec_rows, "targets": targets(ours, faiss_rows, turbovec_rows)}
+            "turbovec": turbovec_rows, "targets": head_to_head(base)}
 
 
 def _ours_rate(ours, bits, threads, kind="mse", scale="lsq") -> float:
@@ -85,16 +88,33 @@ def _ours_rate(ours, bits, threads, kind="mse", scale="lsq") -> float:
     return next(e["vectors_per_s"] for e in row["encode"] if e["threads"] == threads)
 
 
-def targets(ours, faiss_rows, turbovec_rows) -> dict[str, Any]:
-    """The issue's targets as same-run ratios, per core (1 thread)."""
-    out = {}
-    for bits in (2, 4):
-        tv = next(r for r in turbovec_rows if r["bits"] == bits and r["threads"] == 1)
-        out[f"encode_vs_turbovec_{bits}bit"] = _ours_rate(ours, bits, 1) / tv["vectors_per_s"]
-    for bits in BITS:
-        fr = next(r for r in faiss_rows if r["codec"] == f"faiss:RR,RaBitQ{bits}" and r["threads"] == 1)
-        out[f"encode_vs_faiss_rabitq{bits}"] = _ours_rate(ours, bits, 1) / fr["vectors_per_s"]
-    return out
+def head_to_head(base: np.ndarray, rounds: int = 7) -> dict[str, Any]:
+    """The issue's encode targets on one core: ours and each peer timed alternately, best of `rounds` each.
+
+    Alternating cancels the slow and fast spells of a shared machine, which move single runs by +-20%.
+    """
+    dim = base.shape[1]
+    ours = {b: tqsearch.TurboQuantMSE(dim, b, scale="lsq") for b in BITS}
+    best: dict[str, float] = {}
+    for bits in (2, 4):  # warm turbovec's per-width codebook cache, as ours is warm
+        turbovec_add(base[:1000], bits, 1, repeat=1)
+    for _ in progress(range(rounds), desc="head to head"):
+        for bits in BITS:
+            best[f"tqsearch{bits}"] = max(best.get(f"tqsearch{bits}", 0),
+                                          ours_encode(base, lambda b=bits: ours[b], 1)["vectors_per_s"])
+            if bits in (2, 4):
+                best[f"turbovec{bits}"] = max(best.get(f"turbovec{bits}", 0),
+                                              turbovec_add(base, bits, 1, repeat=1)["vectors_per_s"])
+    for bits in BITS:  # FAISS RaBitQ is ~100x slower: three alternations are plenty
+        for _ in range(3):
+            best[f"tqsearch{bits}"] = max(best[f"tqsearch{bits}"],
+                                          ours_encode(base, lambda b=bits: ours[b], 1)["vectors_per_s"])
+            rate = faiss_codec(f"RR,RaBitQ{bits}", base, threads=1, repeat=1, mse_rows=0)["vectors_per_s"]
+            best[f"faiss_rabitq{bits}"] = max(best.get(f"faiss_rabitq{bits}", 0), rate)
+    pairs = [(b, f"turbovec{b}", 5) for b in (2, 4)] + [(b, f"faiss_rabitq{b}", 20) for b in BITS]
+    return {"vectors_per_s": best,
+            "ratios": [{"bits": b, "peer": peer, "ratio": best[f"tqsearch{b}"] / best[peer], "goal": goal}
+                       for b, peer, goal in pairs]}
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -105,29 +125,38 @@ def markdown(payload: dict[str, Any]) -> str:
              "Encode = vectors/s for the whole base (FAISS: train + add; turbovec: add), best of 3, "
              "pinned to 1 or 2 cores, same process.\n",
              "![codec](codec.png)\n",
-             f"| codec | bits | bytes/vec | MSE | IP RMSE | recall@{K} | encode 1 core (vec/s) | encode 2 cores |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| codec | bits | bytes/vec | MSE | IP RMSE | recall@{K} (1000 q) | recall@{K} (200 q) | "
+             "encode 1 core (vec/s) | encode 2 cores |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in payload["ours"]:
         enc = {e["threads"]: e["vectors_per_s"] for e in r["encode"]}
         name = f"tqsearch {r['codec'].split(':')[1]}" + (f" scale={r['scale']}" if r["codec"].endswith("mse") else "")
         lines.append(f"| {name} | {r['bits']} | {r['bytes_per_vector']:.0f} | {r['mse']:.4f} | {r['ip_rmse']:.4f} | "
-                     f"{r[f'recall@{K}']:.3f} | {enc.get(1, 0):,.0f} | {enc.get(2, 0):,.0f} |")
+                     f"{r[f'recall@{K}']:.3f} | {r[f'recall@{K}_200q']:.3f} | {enc.get(1, 0):,.0f} | "
+                     f"{enc.get(2, 0):,.0f} |")
     for rows in (payload["faiss"], payload["turbovec"]):
         for bits in sorted({r["bits"] for r in rows}):
             for codec in dict.fromkeys(r["codec"] for r in rows if r["bits"] == bits):
                 group = {r["threads"]: r for r in rows if r["bits"] == bits and r["codec"] == codec}
                 r = group[1]
                 if "error" in r:
-                    lines.append(f"| {codec} | {bits} | – | – | – | – | {r['error']} | |")
+                    lines.append(f"| {codec} | {bits} | – | – | – | – | – | {r['error']} | |")
                     continue
                 mse = f"{r['mse']:.4f}" if isinstance(r.get("mse"), float) else "n/a"
-                rec = r.get(f"recall@{K}")
-                lines.append(f"| {codec} | {bits} | {r['bytes_per_vector']:.0f} | {mse} | – | "
-                             f"{rec:.3f}{'*' if r.get('queries_scored', 10**9) < payload['queries'] else ''} | "
+                rec = f"{r[f'recall@{K}']:.3f}"
+                all_q, few_q = ("–", rec) if r.get("queries", 0) < payload["queries"] else (rec, "–")
+                lines.append(f"| {codec} | {bits} | {r['bytes_per_vector']:.0f} | {mse} | – | {all_q} | {few_q} | "
                              f"{r['vectors_per_s']:,.0f} | {group.get(2, r)['vectors_per_s']:,.0f} |")
-    lines.append("\n\\* FAISS flat TQ/EDEN/RaBitQ searches scored on the first 200 queries (they decode per distance).")
-    lines.append("\n| target (1 core, same run) | ratio |\n|---|---|")
-    lines += [f"| {k} | {v:.1f}x |" for k, v in payload["targets"].items()]
+    lines.append("\nFAISS flat TQ/EDEN/RaBitQ searches decode every code per query, so they are scored on the first "
+                 "200 queries; compare them with the 200-query column. FAISS RaBitQ's MSE is that of its 1-bit "
+                 "decode (`sa_decode` ignores the extra bits), so it says nothing about its search quality.")
+    rates = payload["targets"]["vectors_per_s"]
+    lines.append("\nEncode targets, 1 core, ours and the peer timed alternately (best of 7; FAISS best of 3):\n")
+    lines.append("| target | tqsearch vec/s | peer vec/s | ratio | goal |\n|---|---|---|---|---|")
+    for t in payload["targets"]["ratios"]:
+        lines.append(f"| {t['bits']}-bit encode vs {t['peer']} | {rates['tqsearch' + str(t['bits'])]:,.0f} | "
+                     f"{rates[t['peer']]:,.0f} | {t['ratio']:.1f}x | "
+                     f"{'met' if t['ratio'] >= t['goal'] else 'NOT met'} (>= {t['goal']}x) |")
     return "\n".join(lines)
 
 
@@ -146,7 +175,7 @@ def plot(payload: dict[str, Any]) -> None:
                 (r["bytes_per_vector"], r[f"recall@{K}"]))
     for r in payload["faiss"] + payload["turbovec"]:
         if r["threads"] == 1 and "error" not in r:
-            series.setdefault(r["codec"].rstrip("0123456789").replace("bit", ""), []).append(
+            series.setdefault(re.sub(r"(:\d+bit|\d+)$", "", r["codec"]), []).append(
                 (r["bytes_per_vector"], r[f"recall@{K}"]))
     for name, pts in series.items():
         pts.sort()

@@ -6,12 +6,17 @@ The data folder is ``<repo>/../shared/data`` unless the ``TQSEARCH_DATA`` env va
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenBLAS workers spin on whatever core a timed section is pinned to; keep numpy's BLAS on one
+# thread (set before numpy loads) so 1-core timings measure only the code under test.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import contextlib
 import datetime
 import gzip
 import importlib.metadata
 import json
-import os
 import platform
 import sys
 import time

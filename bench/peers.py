@@ -60,7 +60,8 @@ def faiss_codec(
         except RuntimeError as exc:  # unparseable factory string, or a codec that rejects this data
             return out | {"error": _short_faiss_error(exc)}
         out |= timing | {"bytes_per_vector": index.sa_code_size()} | _faiss_details(index)
-        out |= _faiss_mse(index, _sample_rows(base, mse_rows), sign_only="RaBitQ" in out["index"])
+        if mse_rows:
+            out |= _faiss_mse(index, _sample_rows(base, mse_rows), sign_only="RaBitQ" in out["index"])
         if queries is not None and gt_ids is not None:
             out |= _search(lambda q: index.search(q, k)[1], queries, gt_ids, k, max_queries)
     return out

@@ -1,0 +1,44 @@
+"""Long native calls release the GIL and stop early on Ctrl-C (KeyboardInterrupt)."""
+
+import subprocess
+import sys
+import textwrap
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, threading, time
+    import numpy as np
+    import tqsearch
+
+    q = tqsearch.TurboQuantMSE(1024, 4, rotation="dense-qr", threads=1)  # O(d^2) per row: a slow encode
+    x = np.random.default_rng(0).standard_normal((6000, 1024)).astype(np.float32)
+    t = time.perf_counter()
+    q.encode(x)
+    full = time.perf_counter() - t
+
+    ticks = []
+    ticker = threading.Thread(target=lambda: [ticks.append(1) or time.sleep(0.01) for _ in range(20)])
+    threading.Timer(full / 10, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t = time.perf_counter()
+    ticker.start()
+    try:
+        q.encode(x)
+        outcome = "completed"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    stopped = time.perf_counter() - t
+    ticker.join()
+    print(outcome, full, stopped, len(ticks))
+    """
+)
+
+
+def test_ctrl_c_stops_a_long_encode_and_other_threads_run_meanwhile():
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    outcome, full, stopped, ticks = out.stdout.split()
+    assert outcome == "interrupted"
+    # It stopped at the next chunk boundary, long before the work would have finished.
+    assert float(stopped) < 0.6 * float(full), (full, stopped)
+    # A Python thread kept running while the encode held no GIL.
+    assert int(ticks) >= 5
