@@ -198,15 +198,16 @@ struct Cells {
     return pos;
   }
   __m512i operator()(__m512 u) const {
-    __m512i pos = _mm512_setzero_si512();
-    for (int step = 1 << (bits - 1); step > 0; step >>= 1) {
-      const __m512i probe = _mm512_add_epi32(pos, _mm512_set1_epi32(step - 1));
-      const __m512 b = bits <= 4   ? _mm512_permutexvar_ps(probe, lo)
-                       : bits == 5 ? _mm512_permutex2var_ps(lo, probe, hi)
-                                   : _mm512_i32gather_ps(probe, bounds, 4);
-      pos = _mm512_mask_add_epi32(pos, _mm512_cmp_ps_mask(b, u, _CMP_LT_OQ), pos, _mm512_set1_epi32(step));
+    switch (bits) {
+      case 1: return find<1>(u);
+      case 2: return find<2>(u);
+      case 3: return find<3>(u);
+      case 4: return find<4>(u);
+      case 5: return find<5>(u);
+      case 6: return find<6>(u);
+      case 7: return find<7>(u);
+      default: return find<8>(u);
     }
-    return pos;
   }
 };
 

@@ -1,7 +1,5 @@
 """tqsearch: TurboQuant vector compression and search (numpy in, numpy out)."""
 
-from __future__ import annotations
-
 from ._core import __version__, available_simd_levels, cpu_features
 from ._core import default_simd_level as simd_level
 from .codebooks import Codebook, lloyd_max
