@@ -321,7 +321,9 @@ bool encode_dim(const EncodePlan& plan, const float* x, uint8_t* idx, float* sta
     case 3: encode_in_registers<M, P, H, 3>(plan, x, idx, stats); return true;
     case 4: encode_in_registers<M, P, H, 4>(plan, x, idx, stats); return true;
     case 5: encode_in_registers<M, P, H, 5>(plan, x, idx, stats); return true;
-    default: return false;  // wider codes take the generic path
+    case 6: encode_in_registers<M, P, H, 6>(plan, x, idx, stats); return true;
+    case 7: encode_in_registers<M, P, H, 7>(plan, x, idx, stats); return true;
+    default: encode_in_registers<M, P, H, 8>(plan, x, idx, stats); return true;
   }
 }
 
