@@ -38,6 +38,13 @@ MSECodec::MSECodec(Rotation rotation, int bits, const std::vector<float>& centro
   bounds_.resize(centroids.size() - 1);
   for (size_t i = 0; i + 1 < centroids.size(); ++i)
     bounds_[i] = float((double(centroids[i]) + double(centroids[i + 1])) * 0.5);
+  if (bits <= 5) {
+    levels_.assign(size_t(bits) * 32, 0.0f);
+    for (int k = 0; k < bits; ++k) {
+      const size_t step = size_t(1) << (bits - 1 - k);
+      for (size_t p = 0; p + step - 1 < bounds_.size(); p += 2 * step) levels_[k * 32 + p] = bounds_[p + step - 1];
+    }
+  }
 }
 
 int64_t MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* codes, float* norms, float* scales,
@@ -48,18 +55,17 @@ int64_t MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* code
     std::vector<float> y(d), scratch(d);
     std::vector<uint8_t> idx(d);
     const bool fused = k_->encode && rotation_.kind() == Rotation::Kind::FhtKac;
-    const EncodePlan plan{rotation_.plan(), bounds_.data(), centroids_.data(), bits_};
+    const EncodePlan plan{rotation_.plan(), bounds_.data(), centroids_.data(), bits_, levels_.data()};
     for (size_t i = b; i < e; ++i) {
       const float* xi = x + i * d;
       if (i + kPrefetchRows < e)  // rows stream from DRAM: ask for them before the core needs them
         for (size_t off = 0; off < d; off += 16) __builtin_prefetch(xi + kPrefetchRows * d + off);
       float stats[3];
-      if (fused && k_->encode(plan, xi, idx.data(), stats)) {
+      if (fused && k_->encode(plan, xi, codes + i * row_bytes_, stats)) {
         if (!std::isfinite(stats[0])) {
           record_bad(first_bad, i);
           continue;
         }
-        k_->pack(idx.data(), d, bits_, codes + i * row_bytes_);
         norms[i] = stats[0];
         scales[i] = stats[0] > 0.0f ? scale_for(mode, stats[1], stats[2]) : 1.0f;
         continue;

@@ -41,7 +41,7 @@ class MSECodec {
   Rotation rotation_;
   int bits_;
   size_t row_bytes_;
-  std::vector<float> centroids_, bounds_;
+  std::vector<float> centroids_, bounds_, levels_;
   const Kernels* k_;
 };
 

@@ -5,7 +5,7 @@ import pytest
 
 from tqsearch import TurboQuantMSE
 
-DIMS = [1, 3, 7, 8, 15, 16, 17, 97, 384]
+DIMS = [1, 3, 7, 8, 15, 16, 17, 97, 128, 256, 384, 512]
 
 
 def _data(n, dim, seed=0):

@@ -25,6 +25,9 @@ struct EncodePlan {
   const float* bounds;     // 2^bits - 1 sorted boundaries
   const float* centroids;  // padded to >= 16 floats
   int bits;
+  // Binary-search tables, 32 floats per level: levels[k*32 + p] = bounds[p + 2^(bits-1-k) - 1] for the
+  // positions p reachable at level k (0 elsewhere), so each probe is one table lookup. bits <= 5 only.
+  const float* levels;
 };
 
 struct Kernels {
@@ -54,9 +57,9 @@ struct Kernels {
   // Optional whole-rotation fast path y = R x (inverse: R^T x; x may equal y). Returns false for shapes it does not
   // handle, and the caller composes mul/fwht/kac instead. Null when the ISA has none.
   bool (*rotate)(const RotationPlan& plan, bool inverse, const float* x, float* y);
-  // Optional fused Alg. 1 for one row: stats = {||x||, <u, c>, ||c||^2} and the unpacked indices, equal
-  // to dot -> rotate -> quantize. Returns false for shapes it does not handle. Null when absent.
-  bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats);
+  // Optional fused Alg. 1 for one row: stats = {||x||, <u, c>, ||c||^2} and the packed code row, equal
+  // to dot -> rotate -> quantize -> pack. Returns false for shapes it does not handle. Null when absent.
+  bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* code, float* stats);
 };
 
 extern const Kernels kKernelsScalar;

@@ -2,6 +2,7 @@
 // eight-lane order of kernels.h by folding each 16-lane product into the 8-lane accumulators
 // low half first, so codes stay bit-identical to the scalar reference.
 #include <cmath>
+#include <cstring>
 
 #include "simd/kernels.h"
 #include "simd/kernels_avx2-inl.h"
@@ -276,10 +277,69 @@ void dot_many(const float* queries, size_t nq, const float* row, size_t n, float
   if (q < nq) avx2::dot_many(queries + q * n, nq - q, row, n, out + q);
 }
 
+// The binary search of Cells with the plan's per-level tables held in registers (bits <= 5).
+template <int BITS>
+struct LevelSearch {
+  __m512 lo[BITS], hi[BITS];
+  explicit LevelSearch(const float* levels) {
+    _Pragma("GCC unroll 8") for (int k = 0; k < BITS; ++k) {
+      lo[k] = _mm512_loadu_ps(levels + 32 * k);
+      hi[k] = _mm512_loadu_ps(levels + 32 * k + 16);
+    }
+  }
+  __m512i operator()(__m512 u) const {
+    __m512i pos = _mm512_setzero_si512();
+    _Pragma("GCC unroll 8") for (int k = 0; k < BITS; ++k) {
+      const __m512 b = BITS <= 4 ? _mm512_permutexvar_ps(pos, lo[k]) : _mm512_permutex2var_ps(lo[k], pos, hi[k]);
+      pos = _mm512_mask_or_epi32(pos, _mm512_cmp_ps_mask(b, u, _CMP_LT_OQ), pos, _mm512_set1_epi32(1 << (BITS - 1 - k)));
+    }
+    return pos;
+  }
+};
+
+// The cell search for a compile-time width: register tables up to 5 bits, gathers above.
+template <int BITS, bool kTables = (BITS <= 5)>
+struct Finder : LevelSearch<BITS> {
+  explicit Finder(const EncodePlan& plan) : LevelSearch<BITS>(plan.levels) {}
+};
+template <int BITS>
+struct Finder<BITS, false> {
+  Cells cells;
+  explicit Finder(const EncodePlan& plan) : cells(plan.bounds, BITS) {}
+  __m512i operator()(__m512 u) const { return cells.template find<BITS>(u); }
+};
+
+// Packs 16 indices (one register) into 2*BITS bytes of the row layout of pack-inl.h.
+template <int BITS>
+inline void store_codes(uint8_t* dst, __m512i pos) {
+  const __m128i b = _mm512_cvtepi32_epi8(pos);
+  if constexpr (BITS == 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), b);
+  } else if constexpr (BITS == 4) {
+    const __m128i pairs = _mm_maddubs_epi16(b, _mm_set1_epi16(16 << 8 | 1));  // b[2i] + 16 b[2i+1]
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(pairs, pairs));
+  } else if constexpr (BITS == 2) {
+    const __m128i pairs = _mm_maddubs_epi16(b, _mm_set1_epi16(4 << 8 | 1));
+    const __m128i bytes = _mm_packus_epi16(pairs, pairs);
+    const __m128i quads = _mm_maddubs_epi16(bytes, _mm_set1_epi16(16 << 8 | 1));
+    const uint32_t w = uint32_t(_mm_cvtsi128_si32(_mm_packus_epi16(quads, quads)));
+    std::memcpy(dst, &w, 4);
+  } else if constexpr (BITS == 1) {
+    const uint16_t w = _mm512_test_epi32_mask(pos, pos);
+    std::memcpy(dst, &w, 2);
+  } else {
+    const uint64_t mask = avx2::byte_mask(BITS);
+    const uint64_t lo = _pext_u64(uint64_t(_mm_cvtsi128_si64(b)), mask);
+    const uint64_t hi = _pext_u64(uint64_t(_mm_extract_epi64(b, 1)), mask);
+    std::memcpy(dst, &lo, BITS);
+    std::memcpy(dst + BITS, &hi, BITS);
+  }
+}
+
 // Alg. 1 for one row entirely in registers: canonical norm of x, rotation, quantisation. Reproduces
 // MSECodec's generic path (dot -> Rotation::forward -> quantize) operation for operation.
 template <int M, int P, int H, int BITS>
-void encode_in_registers(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats) {
+void encode_in_registers(const EncodePlan& plan, const float* x, uint8_t* code, float* stats) {
   static_assert(M % 2 == 0, "32-lane canonical order needs an even register count");
   __m512 v[M];
   __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -294,13 +354,13 @@ void encode_in_registers(const EncodePlan& plan, const float* x, uint8_t* idx, f
   rotate_regs<M, P, H>(v, plan.rotation, false);
   const __m512 vin = _mm512_set1_ps(norm > 0.0f ? 1.0f / norm : 0.0f);
   const __m512 table = _mm512_loadu_ps(plan.centroids);
-  const Cells cells(plan.bounds, BITS);
+  const Finder<BITS> find(plan);
   __m512 ad[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, as[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   _Pragma("GCC unroll 32") for (int i = 0; i < M; ++i) {
     const __m512 u = _mm512_mul_ps(v[i], vin);
-    const __m512i pos = cells.template find<BITS>(u);
+    const __m512i pos = find(u);
     const __m512 c = BITS <= 4 ? _mm512_permutexvar_ps(pos, table) : _mm512_i32gather_ps(pos, plan.centroids, 4);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + 16 * i), _mm512_cvtepi32_epi8(pos));
+    store_codes<BITS>(code + 2 * BITS * i, pos);
     ad[i & 1] = _mm512_add_ps(ad[i & 1], _mm512_mul_ps(u, c));
     as[i & 1] = _mm512_add_ps(as[i & 1], _mm512_mul_ps(c, c));
   }
@@ -314,25 +374,25 @@ void encode_in_registers(const EncodePlan& plan, const float* x, uint8_t* idx, f
 }
 
 template <int M, int P, int H>
-bool encode_dim(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats) {
+bool encode_dim(const EncodePlan& plan, const float* x, uint8_t* code, float* stats) {
   switch (plan.bits) {
-    case 1: encode_in_registers<M, P, H, 1>(plan, x, idx, stats); return true;
-    case 2: encode_in_registers<M, P, H, 2>(plan, x, idx, stats); return true;
-    case 3: encode_in_registers<M, P, H, 3>(plan, x, idx, stats); return true;
-    case 4: encode_in_registers<M, P, H, 4>(plan, x, idx, stats); return true;
-    case 5: encode_in_registers<M, P, H, 5>(plan, x, idx, stats); return true;
-    case 6: encode_in_registers<M, P, H, 6>(plan, x, idx, stats); return true;
-    case 7: encode_in_registers<M, P, H, 7>(plan, x, idx, stats); return true;
-    default: encode_in_registers<M, P, H, 8>(plan, x, idx, stats); return true;
+    case 1: encode_in_registers<M, P, H, 1>(plan, x, code, stats); return true;
+    case 2: encode_in_registers<M, P, H, 2>(plan, x, code, stats); return true;
+    case 3: encode_in_registers<M, P, H, 3>(plan, x, code, stats); return true;
+    case 4: encode_in_registers<M, P, H, 4>(plan, x, code, stats); return true;
+    case 5: encode_in_registers<M, P, H, 5>(plan, x, code, stats); return true;
+    case 6: encode_in_registers<M, P, H, 6>(plan, x, code, stats); return true;
+    case 7: encode_in_registers<M, P, H, 7>(plan, x, code, stats); return true;
+    default: encode_in_registers<M, P, H, 8>(plan, x, code, stats); return true;
   }
 }
 
-bool encode(const EncodePlan& plan, const float* x, uint8_t* idx, float* stats) {
+bool encode(const EncodePlan& plan, const float* x, uint8_t* code, float* stats) {
   switch (plan.rotation.dim) {
-    case 128: return encode_dim<8, 8, 0>(plan, x, idx, stats);
-    case 256: return encode_dim<16, 16, 0>(plan, x, idx, stats);
-    case 384: return encode_dim<24, 16, 12>(plan, x, idx, stats);
-    case 512: return encode_dim<32, 32, 0>(plan, x, idx, stats);
+    case 128: return encode_dim<8, 8, 0>(plan, x, code, stats);
+    case 256: return encode_dim<16, 16, 0>(plan, x, code, stats);
+    case 384: return encode_dim<24, 16, 12>(plan, x, code, stats);
+    case 512: return encode_dim<32, 32, 0>(plan, x, code, stats);
     default: return false;
   }
 }
