@@ -56,6 +56,8 @@ def test_bad_parameters():
         TurboQuantMSE(8, 2).encode(np.ones((1, 8)), threads=-2)
     with pytest.raises(ValueError, match="rotation has dim"):
         TurboQuantMSE(8, 2, rotation=FhtKacRotation(9))
+    with pytest.raises(ValueError, match="seed"):
+        TurboQuantMSE(8, 2, seed=1, rotation=FhtKacRotation(8, seed=2))
 
 
 @pytest.mark.parametrize("make", QUANTIZERS)

@@ -116,8 +116,9 @@ class _Quantizer:
         if simd and simd not in _core.available_simd_levels():
             raise ValueError(f"SIMD level {simd!r} is not available here (have {_core.available_simd_levels()})")
         if isinstance(rotation, Rotation):
-            if rotation.dim != self.dim:
-                raise ValueError(f"rotation has dim {rotation.dim}, quantizer has dim {self.dim}")
+            if (rotation.dim, rotation.seed) != (self.dim, self.seed):  # codes record (algorithm, seed) only
+                raise ValueError(f"rotation has dim {rotation.dim} and seed {rotation.seed}, the quantizer "
+                                 f"dim {self.dim} and seed {self.seed}")
             self.rotation = rotation
         else:
             self.rotation = make_rotation(rotation or DEFAULT_ROTATION, self.dim, self.seed)
