@@ -2,10 +2,12 @@
 // Python validates inputs and allocates outputs; C++ re-checks cheap invariants.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "codec.h"
+#include "flat.h"
 #include "common.h"
 #include "random.h"
 #include "rotation.h"
@@ -49,11 +51,15 @@ void check_rows(size_t got, size_t want, const char* what) {
 
 std::vector<float> to_vector(const In<float, Vec>& a) { return std::vector<float>(a.data(), a.data() + a.shape(0)); }
 
-nb::ndarray<nb::numpy, float> to_numpy(std::vector<float> v) {
-  auto* heap = new std::vector<float>(std::move(v));
-  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
-  return nb::ndarray<nb::numpy, float>(heap->data(), {heap->size()}, owner);
+template <class T>
+nb::ndarray<nb::numpy, T> owned_array(std::vector<T> v) {
+  auto* heap = new std::vector<T>(std::move(v));
+  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T>(heap->data(), {heap->size()}, owner);
 }
+
+nb::ndarray<nb::numpy, float> to_numpy(std::vector<float> v) { return owned_array(std::move(v)); }
+nb::ndarray<nb::numpy, uint8_t> to_numpy_u8(std::vector<uint8_t> v) { return owned_array(std::move(v)); }
 
 }  // namespace
 
@@ -152,6 +158,60 @@ NB_MODULE(_core, m) {
         });
       },
       "queries"_a, "codes"_a, "bits"_a, "centroids"_a, "factors"_a, "out"_a, "threads"_a, "simd"_a = "");
+  nb::class_<tq::FlatStore>(m, "FlatStore")
+      .def(
+          "__init__",
+          [](tq::FlatStore* self, size_t dim, int bits, const In<float, Vec>& centroids, const std::string& simd) {
+            new (self) tq::FlatStore(dim, bits, to_vector(centroids), pick(simd));
+          },
+          "dim"_a, "bits"_a, "centroids"_a, "simd"_a = "")
+      .def_prop_ro("size", &tq::FlatStore::size)
+      .def_prop_ro("layout", [](const tq::FlatStore& s) { return int(s.layout()); })
+      .def(
+          "append",
+          [](tq::FlatStore& s, const In<uint8_t>& packed, const In<float, Vec>& a, const In<float, Vec>& b) {
+            const size_t n = packed.shape(0);
+            check_rows(a.shape(0), n, "a");
+            check_rows(b.shape(0), n, "b");
+            s.append(packed.data(), a.data(), b.data(), n);
+          },
+          "packed"_a, "a"_a, "b"_a)
+      .def("move", &tq::FlatStore::move, "src"_a, "dst"_a)
+      .def("truncate", &tq::FlatStore::truncate, "n"_a)
+      .def(
+          "packed_rows",
+          [](const tq::FlatStore& s, const In<int64_t, Vec>& slots, Out<uint8_t>& out) {
+            check_rows(out.shape(0), slots.shape(0), "output buffer");
+            s.packed_rows(slots.data(), slots.shape(0), out.data());
+          },
+          "slots"_a, "out"_a)
+      .def(
+          "search",
+          [](const tq::FlatStore& s, const In<float>& queries, size_t k, std::optional<In<uint64_t, Vec>> allowed,
+             Out<float>& scores, Out<int64_t>& slots, int threads) {
+            const size_t nq = queries.shape(0);
+            TQ_CHECK(scores.shape(0) == nq && scores.shape(1) == k && slots.shape(0) == nq && slots.shape(1) == k,
+                     "output buffers have the wrong shape");
+            TQ_CHECK(!allowed || allowed->shape(0) >= (s.size() + 63) / 64, "allowed bitset is too short");
+            const uint64_t* bits = allowed ? allowed->data() : nullptr;
+            without_gil([&](const tq::InterruptCheck& chk) {
+              s.search(queries.data(), nq, k, bits, scores.data(), slots.data(), threads, chk);
+            });
+          },
+          "queries"_a, "k"_a, "allowed"_a.none(), "scores"_a, "slots"_a, "threads"_a)
+      .def("codes", [](const tq::FlatStore& s) { return to_numpy_u8(s.codes()); })
+      .def("a", [](const tq::FlatStore& s) { return to_numpy(s.a()); })
+      .def("b", [](const tq::FlatStore& s) { return to_numpy(s.b()); })
+      .def(
+          "restore",
+          [](tq::FlatStore& s, const In<uint8_t, Vec>& codes, const In<float, Vec>& a, const In<float, Vec>& b,
+             size_t n) {
+            s.restore(std::vector<uint8_t>(codes.data(), codes.data() + codes.shape(0)),
+                      std::vector<float>(a.data(), a.data() + a.shape(0)),
+                      std::vector<float>(b.data(), b.data() + b.shape(0)), n);
+          },
+          "codes"_a, "a"_a, "b"_a, "n"_a);
+
   m.def(
       "unpack",
       [](const In<uint8_t>& codes, size_t dim, int bits, Out<uint8_t>& out) {

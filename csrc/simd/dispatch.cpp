@@ -14,7 +14,8 @@ bool cpu_has(const char* feature) {
                                         __builtin_cpu_supports("bmi2");
   if (std::string(feature) == "avx512")
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vnni");
 #endif
   (void)feature;
   return false;

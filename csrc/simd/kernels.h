@@ -60,6 +60,10 @@ struct Kernels {
   // Optional fused Alg. 1 for one row: stats = {||x||, <u, c>, ||c||^2} and the packed code row, equal
   // to dot -> rotate -> quantize -> pack. Returns false for shapes it does not handle. Null when absent.
   bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* code, float* stats);
+  // One 16-vector block of the kI8Dot layout (flat.h) against nq <= 4 queries of 4*groups int8 values
+  // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic.
+  void (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
+                       const uint8_t* table, int32_t* out);
 };
 
 extern const Kernels kKernelsScalar;

@@ -240,6 +240,32 @@ inline void dot_many(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
+// kI8Dot block: per 4-dim group one 32-byte load, nibbles decoded by vpshufb, u8 x s8 pairs summed by
+// maddubs (no saturation: |q| <= 63) and madd into int32 lanes, one lane per vector.
+inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  __m256i lo[4], hi[4];
+  for (size_t t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
+  for (size_t g = 0; g < groups; ++g) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + g * 32));
+    const __m256i dlo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low));
+    const __m256i dhi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+    for (size_t t = 0; t < nq; ++t) {
+      int32_t q4;
+      std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
+      const __m256i q = _mm256_set1_epi32(q4);
+      lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(dlo, q), ones));
+      hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(dhi, q), ones));
+    }
+  }
+  for (size_t t = 0; t < nq; ++t) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
+  }
+}
+
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).
 inline uint64_t byte_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
 

@@ -1,4 +1,4 @@
-// AVX-512 (F/BW/VL/DQ) kernel table. Streaming ops use 16 lanes; reductions keep the canonical
+// AVX-512 (F/BW/VL/DQ/VNNI) kernel table. Streaming ops use 16 lanes; reductions keep the canonical
 // eight-lane order of kernels.h by folding each 16-lane product into the 8-lane accumulators
 // low half first, so codes stay bit-identical to the scalar reference.
 #include <cmath>
@@ -397,11 +397,46 @@ bool encode(const EncodePlan& plan, const float* x, uint8_t* code, float* stats)
   }
 }
 
+// kI8Dot block with VNNI: a 64-byte load holds two groups; nibbles are split, regrouped so each register
+// holds one group for all 16 vectors (4 bytes per vector = one int32 lane), decoded by vpshufb and summed
+// by vpdpbusd against the query's 4 bytes broadcast to every lane.
+template <int NQ>
+void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table, int32_t* out) {
+  const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m512i low = _mm512_set1_epi8(15);
+  __m512i acc[NQ];
+  for (int t = 0; t < NQ; ++t) acc[t] = _mm512_setzero_si512();
+  const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
+  for (size_t g = 0; g < groups; g += 2) {
+    const __m512i x = _mm512_loadu_si512(block + g * 32);
+    const __m512i lo = _mm512_and_si512(x, low), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+    const __m512i a = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0x44));
+    const __m512i b = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0xEE));
+    for (int t = 0; t < NQ; ++t) {
+      const int32_t* qt = q32 + size_t(t) * groups;
+      acc[t] = _mm512_dpbusd_epi32(acc[t], a, _mm512_set1_epi32(qt[g]));
+      acc[t] = _mm512_dpbusd_epi32(acc[t], b, _mm512_set1_epi32(qt[g + 1]));
+    }
+  }
+  for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
+}
+
+void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                  int32_t* out) {
+  switch (nq) {
+    case 1: return dot_i8_block_nq<1>(block, groups, queries, table, out);
+    case 2: return dot_i8_block_nq<2>(block, groups, queries, table, out);
+    case 3: return dot_i8_block_nq<3>(block, groups, queries, table, out);
+    default: return dot_i8_block_nq<4>(block, groups, queries, table, out);
+  }
+}
+
 }  // namespace
 }  // namespace avx512
 
 const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale,    avx512::fwht,
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
-                                avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode};
+                                avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
+                                avx512::dot_i8_block};
 
 }  // namespace tq

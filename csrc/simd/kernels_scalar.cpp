@@ -81,10 +81,27 @@ void dot_many_scalar(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
+// kI8Dot reference: decode each nibble through the table, multiply by the query byte, sum in int32.
+void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  for (size_t t = 0; t < nq; ++t)
+    for (size_t v = 0; v < 16; ++v) {
+      int32_t s = 0;
+      for (size_t g = 0; g < groups; ++g)
+        for (size_t j = 0; j < 4; ++j) {
+          const uint8_t byte = block[g * 32 + (v % 8) * 4 + j];
+          const uint8_t code = v < 8 ? byte & 15 : byte >> 4;
+          s += int32_t(queries[t * groups * 4 + g * 4 + j]) * int32_t(table[code]);
+        }
+      out[t * 16 + v] = s;
+    }
+}
+
 }  // namespace
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
-                                pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr};
+                                pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
+                                dot_i8_block_scalar};
 
 }  // namespace tq

@@ -4,8 +4,15 @@ from ._core import __version__, available_simd_levels, cpu_features
 from ._core import default_simd_level as simd_level
 from .codebooks import Codebook, lloyd_max
 from .errors import FileFormatError
+from .flat import FlatIndex
 from .quantizer import Codes, TurboQuantMSE, TurboQuantProd
 from .rotation import DenseRotation, FhtKacRotation, Rotation, make_rotation
+
+
+def load(path, mmap: bool = True):
+    """Load an index written by `save` (the file says which kind)."""
+    return FlatIndex.load(path, mmap=mmap)
+
 
 __all__ = [
     "Codebook",
@@ -13,6 +20,7 @@ __all__ = [
     "DenseRotation",
     "FhtKacRotation",
     "FileFormatError",
+    "FlatIndex",
     "Rotation",
     "TurboQuantMSE",
     "TurboQuantProd",
@@ -20,6 +28,7 @@ __all__ = [
     "available_simd_levels",
     "cpu_features",
     "lloyd_max",
+    "load",
     "make_rotation",
     "simd_level",
 ]

@@ -1,0 +1,195 @@
+#include "flat.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common.h"
+#include "topk.h"
+
+namespace tq {
+namespace {
+
+constexpr size_t kQueryChunk = 4;  // queries sharing one pass over the codes (kernel limit for kI8Dot)
+
+bool allowed_bit(const uint64_t* allowed, size_t slot) { return !allowed || ((allowed[slot / 64] >> (slot % 64)) & 1); }
+
+// The 16 bits of `allowed` covering one block (blocks never straddle a 64-bit word).
+uint64_t block_bits(const uint64_t* allowed, size_t block) {
+  return allowed ? (allowed[block * 16 / 64] >> (block * 16 % 64)) & 0xFFFF : 0xFFFF;
+}
+
+}  // namespace
+
+FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels)
+    : dim_(dim), row_bytes_(packed_row_bytes(dim, bits)), bits_(bits), k_(kernels) {
+  TQ_CHECK(dim >= 1, "dim must be >= 1");
+  TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
+  TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
+  layout_ = bits == 4 ? Layout::I8Dot : Layout::Rows;
+  centroids_.assign(std::max<size_t>(16, centroids.size()), 0.0f);
+  std::copy(centroids.begin(), centroids.end(), centroids_.begin());
+  if (layout_ == Layout::I8Dot) {
+    const size_t groups = (dim + 3) / 4;
+    groups2_ = groups + (groups & 1);
+    block_bytes_ = groups2_ * 32;
+    float cmax = 0;
+    for (float c : centroids) cmax = std::max(cmax, std::fabs(c));
+    centroid_unit_ = cmax / 127.0f;
+    for (size_t i = 0; i < 16; ++i) table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
+  }
+}
+
+void FlatStore::set_code(size_t slot, const uint8_t* idx) {
+  if (layout_ == Layout::Rows) return k_->pack(idx, dim_, bits_, codes_.data() + slot * row_bytes_);
+  uint8_t* block = codes_.data() + (slot / kBlock) * block_bytes_;
+  const size_t v = slot % kBlock;
+  for (size_t j = 0; j < dim_; ++j) {
+    uint8_t& byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
+    byte = v < 8 ? uint8_t((byte & 0xF0) | idx[j]) : uint8_t((byte & 0x0F) | (idx[j] << 4));
+  }
+}
+
+void FlatStore::get_code(size_t slot, uint8_t* idx) const {
+  if (layout_ == Layout::Rows) return k_->unpack(codes_.data() + slot * row_bytes_, dim_, bits_, idx);
+  const uint8_t* block = codes_.data() + (slot / kBlock) * block_bytes_;
+  const size_t v = slot % kBlock;
+  for (size_t j = 0; j < dim_; ++j) {
+    const uint8_t byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
+    idx[j] = v < 8 ? byte & 15 : byte >> 4;
+  }
+}
+
+void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* b, size_t n) {
+  const size_t total = n_ + n;
+  if (layout_ == Layout::Rows)
+    codes_.resize(total * row_bytes_);
+  else
+    codes_.resize((total + kBlock - 1) / kBlock * block_bytes_, 0);
+  a_.insert(a_.end(), a, a + n);
+  b_.insert(b_.end(), b, b + n);
+  std::vector<uint8_t> idx(dim_);
+  for (size_t i = 0; i < n; ++i) {
+    k_->unpack(packed_rows + i * row_bytes_, dim_, bits_, idx.data());
+    set_code(n_ + i, idx.data());
+  }
+  n_ = total;
+}
+
+void FlatStore::move(size_t from, size_t to) {
+  TQ_CHECK(from < n_ && to < n_, "slot out of range");
+  std::vector<uint8_t> idx(dim_);
+  get_code(from, idx.data());
+  set_code(to, idx.data());
+  a_[to] = a_[from];
+  b_[to] = b_[from];
+}
+
+void FlatStore::truncate(size_t n) {
+  TQ_CHECK(n <= n_, "cannot grow by truncate");
+  const std::vector<uint8_t> zeros(dim_, 0);
+  for (size_t s = n; s < n_ && s < (n + kBlock - 1) / kBlock * kBlock; ++s) set_code(s, zeros.data());
+  n_ = n;
+  a_.resize(n);
+  b_.resize(n);
+  codes_.resize(layout_ == Layout::Rows ? n * row_bytes_ : (n + kBlock - 1) / kBlock * block_bytes_);
+}
+
+void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) const {
+  std::vector<uint8_t> idx(dim_);
+  for (size_t i = 0; i < count; ++i) {
+    TQ_CHECK(slots[i] >= 0 && size_t(slots[i]) < n_, "slot out of range");
+    get_code(size_t(slots[i]), idx.data());
+    k_->pack(idx.data(), dim_, bits_, out + i * row_bytes_);
+  }
+}
+
+void FlatStore::restore(std::vector<uint8_t> codes, std::vector<float> a, std::vector<float> b, size_t n) {
+  const size_t want = layout_ == Layout::Rows ? n * row_bytes_ : (n + kBlock - 1) / kBlock * block_bytes_;
+  TQ_CHECK(codes.size() == want && a.size() == n && b.size() == n, "stored index arrays have inconsistent sizes");
+  codes_ = std::move(codes);
+  a_ = std::move(a);
+  b_ = std::move(b);
+  n_ = n;
+}
+
+void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
+                        std::vector<TopK>& tops) const {
+  // Round each rotated query to 7 bits (|q| <= 63 keeps the AVX2 pair sums below int16 saturation).
+  const size_t width = groups2_ * 4;
+  std::vector<int8_t> q7(nq * width, 0);
+  std::vector<float> unit(nq);
+  std::vector<int32_t> offset(nq);
+  for (size_t t = 0; t < nq; ++t) {
+    const float* q = queries + (q0 + t) * dim_;
+    float qmax = 0;
+    for (size_t j = 0; j < dim_; ++j) qmax = std::max(qmax, std::fabs(q[j]));
+    const float s = qmax > 0 ? 63.0f / qmax : 0.0f;
+    int32_t sum = 0;
+    for (size_t j = 0; j < dim_; ++j) {
+      q7[t * width + j] = int8_t(std::lrint(q[j] * s));
+      sum += q7[t * width + j];
+    }
+    unit[t] = qmax > 0 ? centroid_unit_ / s : 0.0f;
+    offset[t] = 128 * sum;  // the table stores centroids shifted by +128
+  }
+  int32_t dots[kQueryChunk * kBlock];
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const uint64_t bits = block_bits(allowed, blk);
+    if (!bits) continue;
+    k_->dot_i8_block(codes_.data() + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
+    const size_t end = std::min(kBlock, n_ - blk * kBlock);
+    for (size_t t = 0; t < nq; ++t)
+      for (size_t v = 0; v < end; ++v) {
+        if (!((bits >> v) & 1)) continue;
+        const size_t slot = blk * kBlock + v;
+        const float s = a_[slot] * (float(dots[t * kBlock + v] - offset[t]) * unit[t]) + b_[slot];
+        if (s >= tops[t].threshold()) tops[t].push(s, int64_t(slot));
+      }
+  }
+}
+
+void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0, size_t r1, const uint64_t* allowed,
+                          std::vector<TopK>& tops) const {
+  std::vector<uint8_t> idx(dim_);
+  std::vector<float> row(dim_), est(nq);
+  for (size_t r = r0; r < r1; ++r) {
+    if (!allowed_bit(allowed, r)) continue;
+    k_->unpack(codes_.data() + r * row_bytes_, dim_, bits_, idx.data());
+    k_->lookup(idx.data(), centroids_.data(), dim_, row.data());
+    k_->dot_many(queries + q0 * dim_, nq, row.data(), dim_, est.data());
+    for (size_t t = 0; t < nq; ++t) {
+      const float s = a_[r] * est[t] + b_[r];
+      if (s >= tops[t].threshold()) tops[t].push(s, int64_t(r));
+    }
+  }
+}
+
+void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
+                       int64_t* slots, int threads, const InterruptCheck& interrupted) const {
+  const size_t chunks = (nq + kQueryChunk - 1) / kQueryChunk, blocks = (n_ + kBlock - 1) / kBlock;
+  // Few queries: split the codes too, so every thread has work; each task keeps its own top-k.
+  const size_t t = size_t(resolve_threads(threads, chunks * std::max<size_t>(blocks, 1), 1));
+  const size_t ranges = std::max<size_t>(1, std::min(blocks, (t + chunks - 1) / chunks));
+  std::vector<std::vector<TopK>> tops(chunks * ranges);
+  parallel_for(chunks * ranges, 1, threads, interrupted, [&](size_t b, size_t e) {
+    for (size_t task = b; task < e; ++task) {
+      const size_t c = task / ranges, r = task % ranges;
+      const size_t q0 = c * kQueryChunk, m = std::min(kQueryChunk, nq - q0);
+      const size_t b0 = blocks * r / ranges, b1 = blocks * (r + 1) / ranges;
+      tops[task].assign(m, TopK(k));
+      if (layout_ == Layout::I8Dot)
+        scan_i8(queries, q0, m, b0, b1, allowed, tops[task]);
+      else
+        scan_rows(queries, q0, m, b0 * kBlock, std::min(n_, b1 * kBlock), allowed, tops[task]);
+    }
+  });
+  for (size_t q = 0; q < nq; ++q) {
+    const size_t c = q / kQueryChunk, t_in = q % kQueryChunk;
+    TopK best(k);
+    for (size_t r = 0; r < ranges; ++r) best.merge(tops[c * ranges + r][t_in]);
+    best.write(scores + q * k, slots + q * k);
+  }
+}
+
+}  // namespace tq

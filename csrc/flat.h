@@ -1,0 +1,73 @@
+// Storage and exhaustive search for FlatIndex: codes in a scan-friendly blocked layout, O(1) moves.
+//
+// Layout kI8Dot (4-bit codes): blocks of 16 vectors; dims in groups of 4, padded to an even number of
+// groups G2. Group g of a block is 32 bytes; byte k holds, in its low nibble, the code of vector k/4 at
+// dim 4g + k%4 and, in its high nibble, that of vector 8 + k/4. A 64-byte load thus yields two groups
+// whose decoded bytes feed one int8 dot-product instruction per group for all 16 vectors.
+// Layout kRows (other widths): the packed rows of pack-inl.h, scanned by decode + float dot.
+//
+// Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
+// code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product).
+// In kI8Dot the inner product is computed exactly in integers from q' rounded to 7 bits (per query) and
+// the centroids rounded to 8 bits, so every kernel set returns identical scores.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "parallel.h"
+#include "simd/kernels.h"
+
+namespace tq {
+
+class FlatStore {
+ public:
+  enum class Layout { I8Dot = 1, Rows = 2 };
+  static constexpr size_t kBlock = 16;
+
+  // centroids: 2^bits sorted values (the codec's codebook).
+  FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
+
+  size_t size() const { return n_; }
+  Layout layout() const { return layout_; }
+  size_t block_bytes() const { return block_bytes_; }
+
+  // Appends n rows of packed codes (pack-inl.h layout) with their per-vector a, b.
+  void append(const uint8_t* packed_rows, const float* a, const float* b, size_t n);
+  // Copies slot `from` over slot `to` (for swap-remove); then shrink with truncate(n - 1).
+  void move(size_t from, size_t to);
+  void truncate(size_t n);
+  // Writes the packed rows of the given slots (inverse of append).
+  void packed_rows(const int64_t* slots, size_t count, uint8_t* out) const;
+
+  // Best k slots per query (scores best first; -inf / -1 where fewer exist). queries: nq x dim rotated.
+  // allowed: optional bitset over slots (bit i of word i/64), blocks without an allowed slot are skipped.
+  void search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores, int64_t* slots,
+              int threads, const InterruptCheck& interrupted) const;
+
+  // Raw buffers for persistence: blocks (or rows), a, b.
+  const std::vector<uint8_t>& codes() const { return codes_; }
+  const std::vector<float>& a() const { return a_; }
+  const std::vector<float>& b() const { return b_; }
+  // Restores the buffers written by codes()/a()/b() for n vectors (sizes are checked).
+  void restore(std::vector<uint8_t> codes, std::vector<float> a, std::vector<float> b, size_t n);
+
+ private:
+  void set_code(size_t slot, const uint8_t* idx);
+  void get_code(size_t slot, uint8_t* idx) const;
+  void scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
+               std::vector<class TopK>& tops) const;
+  void scan_rows(const float* queries, size_t q0, size_t nq, size_t r0, size_t r1, const uint64_t* allowed,
+                 std::vector<class TopK>& tops) const;
+
+  size_t dim_, groups2_ = 0, row_bytes_, block_bytes_ = 0, n_ = 0;
+  int bits_;
+  Layout layout_;
+  std::vector<float> centroids_;  // padded to >= 16
+  uint8_t table_[16] = {};        // kI8Dot: centroid -> 128 + round(127 c / max|c|)
+  float centroid_unit_ = 1.0f;    // max|c| / 127
+  std::vector<uint8_t> codes_;
+  std::vector<float> a_, b_;
+  const Kernels* k_;
+};
+
+}  // namespace tq

@@ -1,0 +1,198 @@
+import numpy as np
+import pytest
+
+import tqsearch
+from tqsearch import FileFormatError, FlatIndex, _core
+from tqsearch.datasets import load_demo_corpus
+
+
+def _data(n, dim, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, dim)) * scale).astype(np.float32)
+
+
+def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
+    """All (query, slot) scores recomputed independently in numpy from the stored codes."""
+    n = len(index)
+    packed = np.empty((n, index._codec._codec.row_bytes), dtype=np.uint8)
+    index._store.packed_rows(np.arange(n, dtype=np.int64), packed)
+    idx = np.empty((n, index.dim), dtype=np.uint8)
+    _core.unpack(packed, index.dim, index.bits, idx)
+    a, b = index._store.a(), index._store.b()
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30) if index.metric == "cosine" \
+        else queries
+    rq = index._codec.rotation.forward(q).astype(np.float64)
+    c = index._codec.codebook.centroids.astype(np.float64)
+    if index.bits == 4:  # the documented int8 estimator of flat.h
+        cmax = np.abs(c).max()
+        table = 128 + np.rint(127 * c / cmax)
+        s = 63 / np.abs(rq).max(axis=1, keepdims=True)
+        q7 = np.rint(rq * s)
+        dots = q7 @ table[idx].T - 128 * q7.sum(axis=1, keepdims=True)
+        est = dots * (np.float32(cmax / 127) / s)
+    else:
+        est = rq @ c[idx].T
+    scores = a * est + b
+    if index.metric == "l2":
+        scores -= np.sum(queries.astype(np.float64) ** 2, axis=1, keepdims=True)
+    return scores
+
+
+def top_k(scores: np.ndarray, slots_to_ids: np.ndarray, k: int):
+    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), slots_to_ids[order]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_search_equals_brute_force_over_the_same_codes(bits, metric):
+    x, queries = _data(700, 97, scale=3.0), _data(9, 97, seed=1)
+    index = FlatIndex(97, bits, metric=metric, seed=3)
+    index.add(x)
+    scores, ids = index.search(queries, 10)
+    want_scores, want_ids = top_k(brute_force_scores(index, queries), index.ids, 10)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4 * np.abs(want_scores).max())
+
+
+def test_int8_scan_tracks_the_float_estimate():
+    x, queries = _data(2000, 128), _data(20, 128, seed=1)
+    index = FlatIndex(128, 4)
+    index.add(x)
+    scores, ids = index.search(queries, 5)
+    est = index._codec.inner_products(queries, index._codec.encode(x))
+    np.testing.assert_allclose(scores, np.take_along_axis(est, ids, 1), rtol=0.02, atol=0.02)
+
+
+def test_every_kernel_set_returns_identical_results(simd):
+    x, queries = _data(1000, 384), _data(7, 384, seed=1)
+    results = []
+    for level in ("scalar", simd):
+        index = FlatIndex(384, 4, simd=level)
+        index.add(x)
+        results.append(index.search(queries, 10))
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+
+
+def test_recall_on_the_bundled_corpus():
+    c = load_demo_corpus()
+    index = FlatIndex(384, 4)
+    index.add(c.vectors)
+    _, ids = index.search(c.queries, 10)
+    recall = np.mean([len(set(f) & set(g[:10])) / 10 for f, g in zip(ids, c.gt_ids)])
+    assert recall >= 0.93
+    fine = FlatIndex(384, 4, rerank="fp16")
+    fine.add(c.vectors)
+    _, ids = fine.search(c.queries, 10)
+    assert np.mean([len(set(f) & set(g[:10])) / 10 for f, g in zip(ids, c.gt_ids)]) >= 0.99
+
+
+def test_padding_filters_and_masks():
+    x = _data(100, 16)
+    index = FlatIndex(16, 2)
+    index.add(x)
+    scores, ids = index.search(x[:2], 150)
+    assert (ids[:, 100:] == -1).all() and np.isneginf(scores[:, 100:]).all() and (ids[:, :100] >= 0).all()
+    allowed = np.array([3, 50, 77, 99])
+    scores, ids = index.search(x[:5], 10, filter=allowed)
+    assert set(ids[:, :4].ravel()) <= set(allowed) and (ids[:, 4:] == -1).all()
+    mask = np.zeros(100, dtype=bool)
+    mask[allowed] = True
+    np.testing.assert_array_equal(index.search(x[:5], 10, filter=mask)[1], ids)
+    full_scores = brute_force_scores(index, x[:5])
+    keep = np.isin(index.ids, allowed)
+    want_scores, want_ids = top_k(np.where(keep, full_scores, -np.inf), index.ids, 4)
+    np.testing.assert_array_equal(ids[:, :4], want_ids)
+
+
+def test_deletes_and_upserts_keep_results_exact():
+    x, queries = _data(300, 32), _data(6, 32, seed=1)
+    index = FlatIndex(32, 4)
+    index.add(x, ids=np.arange(1000, 1300))
+    index.remove([1000, 1150, 1299, 1042])
+    assert len(index) == 296 and 1150 not in index and 1151 in index
+    scores, ids = index.search(queries, 20)
+    assert not set(ids.ravel()) & {1000, 1150, 1299, 1042}
+    want_scores, want_ids = top_k(brute_force_scores(index, queries), index.ids, 20)
+    np.testing.assert_array_equal(ids, want_ids)
+    index.upsert(queries[:1] * 10, ids=[1001])  # replace an existing vector
+    assert index.search(queries[:1], 1)[1][0, 0] == 1001 and len(index) == 296
+    index.add(x[:1], ids=[1150])  # a removed id can come back
+    assert 1150 in index and len(index) == 297
+
+
+def test_bad_input_leaves_the_index_unchanged():
+    x = _data(50, 8)
+    index = FlatIndex(8, 4)
+    index.add(x)
+    before = index.search(x[:3], 5)
+    bad = x[:2].copy()
+    bad[1, 2] = np.nan
+    calls = [
+        (lambda: index.add(bad), ValueError, "NaN"),
+        (lambda: index.add(x[:2, :7]), ValueError, "8 columns"),
+        (lambda: index.add(x[:2], ids=[0, 60]), ValueError, "already in the index"),
+        (lambda: index.add(x[:2], ids=[70, 70]), ValueError, "duplicates"),
+        (lambda: index.add(x[:2], ids=[1.5, 2.5]), TypeError, "integers"),
+        (lambda: index.add(x[:2], ids=[-4, 5]), ValueError, ">= 0"),
+        (lambda: index.upsert(bad, ids=[1, 2]), ValueError, "NaN"),
+        (lambda: index.remove([3, 999]), KeyError, "999"),
+        (lambda: index.search(x[:1], 0), ValueError, "k must be"),
+        (lambda: index.search(x[:1, :3], 5), ValueError, "8 columns"),
+        (lambda: index.search(x[:1], 5, filter=np.array([0.5])), TypeError, "filter"),
+        (lambda: index.search(x[:1], 5, rerank_factor=3), ValueError, "rerank"),
+        (lambda: index.reconstruct([999]), KeyError, "999"),
+    ]
+    for call, error, match in calls:
+        with pytest.raises(error, match=match):
+            call()
+    assert len(index) == 50
+    after = index.search(x[:3], 5)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+
+
+@pytest.mark.parametrize("rerank", [None, "fp16", 8])
+def test_save_load_round_trip(tmp_path, rerank):
+    x, queries = _data(500, 40, scale=2), _data(5, 40, seed=1)
+    index = FlatIndex(40, 4, metric="l2", rerank=rerank)
+    index.add(x, ids=np.arange(500) * 3)
+    index.remove([3, 6])
+    path = tmp_path / "index.tq"
+    index.save(path)
+    again = tqsearch.load(path)
+    assert len(again) == 498 and again.metric == "l2" and 6 not in again
+    for a, b in zip(index.search(queries, 10), again.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(again.add(x[:1]), [1498])  # auto ids continue after the largest (1497)
+
+
+def test_corrupt_or_foreign_files(tmp_path):
+    index = FlatIndex(8, 4)
+    index.add(_data(40, 8))
+    path = tmp_path / "i.tq"
+    index.save(path)
+    raw = path.read_bytes()
+    for bad, match in [(raw[:-5], "truncated"), (b"\x00" * 8 + raw[8:], "not a TQFLAT01"),
+                       (raw[:-3] + bytes([raw[-3] ^ 1]) + raw[-2:], "checksum")]:
+        (tmp_path / "bad.tq").write_bytes(bad)
+        with pytest.raises(FileFormatError, match=match):
+            tqsearch.load(tmp_path / "bad.tq")
+
+
+def test_l2_on_unnormalized_data_and_zero_vectors():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2000, 64)) * rng.uniform(0.1, 20, (2000, 1))).astype(np.float32)
+    x[5] = 0
+    queries = x[:50] + rng.standard_normal((50, 64)).astype(np.float32) * 0.1
+    index = FlatIndex(64, 4, metric="l2")
+    index.add(x)
+    _, ids = index.search(queries, 1)
+    exact = np.argmin(((queries[:, None] - x[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(ids[:, 0] == exact) >= 0.9
+    cos = FlatIndex(64, 4, metric="cosine")
+    cos.add(x)
+    scores, _ = cos.search(np.zeros((1, 64), dtype=np.float32), 3)
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(cos.reconstruct([5]), 0)
