@@ -12,11 +12,24 @@ namespace {
 
 constexpr size_t kQueryChunk = 4;  // queries sharing one pass over the codes (kernel limit for kI8Dot)
 
+// Scores s_v = a_v * (raw_v * step + base) + b_v for a run of slots (written so the compiler vectorises
+// it), then offers those at or above the current threshold to the top-k.
+template <class Raw>
+void offer(const Raw* raw, size_t count, float step, float base, const float* a, const float* b, uint64_t bits,
+           size_t first_slot, TopK& top) {
+  float scores[32];
+  for (size_t v = 0; v < count; ++v) scores[v] = a[v] * (float(raw[v]) * step + base) + b[v];
+  const float threshold = top.threshold();
+  for (size_t v = 0; v < count; ++v)
+    if (((bits >> v) & 1) && scores[v] >= threshold) top.push(scores[v], int64_t(first_slot + v));
+}
+
 bool allowed_bit(const uint64_t* allowed, size_t slot) { return !allowed || ((allowed[slot / 64] >> (slot % 64)) & 1); }
 
-// The 16 bits of `allowed` covering one block (blocks never straddle a 64-bit word).
-uint64_t block_bits(const uint64_t* allowed, size_t block) {
-  return allowed ? (allowed[block * 16 / 64] >> (block * 16 % 64)) & 0xFFFF : 0xFFFF;
+// The bits of `allowed` covering one block of `width` (16 or 32) slots; blocks never straddle a word.
+uint64_t block_bits(const uint64_t* allowed, size_t block, size_t width) {
+  const uint64_t all = (uint64_t(1) << width) - 1;
+  return allowed ? (allowed[block * width / 64] >> (block * width % 64)) & all : all;
 }
 
 }  // namespace
@@ -26,7 +39,7 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
   TQ_CHECK(dim >= 1, "dim must be >= 1");
   TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
   TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
-  layout_ = bits == 4 ? Layout::I8Dot : Layout::Rows;
+  layout_ = bits == 4 ? Layout::I8Dot : bits <= 2 ? Layout::Lut : Layout::Rows;
   centroids_.assign(std::max<size_t>(16, centroids.size()), 0.0f);
   std::copy(centroids.begin(), centroids.end(), centroids_.begin());
   if (layout_ == Layout::I8Dot) {
@@ -37,13 +50,35 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
     for (float c : centroids) cmax = std::max(cmax, std::fabs(c));
     centroid_unit_ = cmax / 127.0f;
     for (size_t i = 0; i < 16; ++i) table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
+  } else if (layout_ == Layout::Lut) {
+    sub_dims_ = size_t(4 / bits);
+    const size_t nibbles = (dim + sub_dims_ - 1) / sub_dims_;
+    chunks_ = (nibbles + 3) / 4;
+    block_vectors_ = 32;
+    block_bytes_ = chunks_ * 64;
   }
+}
+
+uint8_t* FlatStore::code_byte(size_t slot, size_t j, int* shift) const {
+  // kLut: the byte and bit offset of (slot, dim j); see the layout comment in flat.h.
+  const size_t v = slot % 32, m = j / sub_dims_;
+  *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
+  return const_cast<uint8_t*>(codes_.data()) + (slot / 32) * block_bytes_ + (m / 4) * 64 + (m % 4) * 16 + v % 16;
 }
 
 void FlatStore::set_code(size_t slot, const uint8_t* idx) {
   if (layout_ == Layout::Rows) return k_->pack(idx, dim_, bits_, codes_.data() + slot * row_bytes_);
-  uint8_t* block = codes_.data() + (slot / kBlock) * block_bytes_;
-  const size_t v = slot % kBlock;
+  if (layout_ == Layout::Lut) {
+    const uint8_t mask = uint8_t((1 << bits_) - 1);
+    for (size_t j = 0; j < dim_; ++j) {
+      int shift;
+      uint8_t* byte = code_byte(slot, j, &shift);
+      *byte = uint8_t((*byte & ~(mask << shift)) | (idx[j] << shift));
+    }
+    return;
+  }
+  uint8_t* block = codes_.data() + (slot / 16) * block_bytes_;
+  const size_t v = slot % 16;
   for (size_t j = 0; j < dim_; ++j) {
     uint8_t& byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
     byte = v < 8 ? uint8_t((byte & 0xF0) | idx[j]) : uint8_t((byte & 0x0F) | (idx[j] << 4));
@@ -52,8 +87,15 @@ void FlatStore::set_code(size_t slot, const uint8_t* idx) {
 
 void FlatStore::get_code(size_t slot, uint8_t* idx) const {
   if (layout_ == Layout::Rows) return k_->unpack(codes_.data() + slot * row_bytes_, dim_, bits_, idx);
-  const uint8_t* block = codes_.data() + (slot / kBlock) * block_bytes_;
-  const size_t v = slot % kBlock;
+  if (layout_ == Layout::Lut) {
+    for (size_t j = 0; j < dim_; ++j) {
+      int shift;
+      idx[j] = uint8_t((*code_byte(slot, j, &shift) >> shift) & ((1 << bits_) - 1));
+    }
+    return;
+  }
+  const uint8_t* block = codes_.data() + (slot / 16) * block_bytes_;
+  const size_t v = slot % 16;
   for (size_t j = 0; j < dim_; ++j) {
     const uint8_t byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
     idx[j] = v < 8 ? byte & 15 : byte >> 4;
@@ -65,7 +107,7 @@ void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* 
   if (layout_ == Layout::Rows)
     codes_.resize(total * row_bytes_);
   else
-    codes_.resize((total + kBlock - 1) / kBlock * block_bytes_, 0);
+    codes_.resize(blocks_for(total) * block_bytes_, 0);
   a_.insert(a_.end(), a, a + n);
   b_.insert(b_.end(), b, b + n);
   std::vector<uint8_t> idx(dim_);
@@ -88,11 +130,11 @@ void FlatStore::move(size_t from, size_t to) {
 void FlatStore::truncate(size_t n) {
   TQ_CHECK(n <= n_, "cannot grow by truncate");
   const std::vector<uint8_t> zeros(dim_, 0);
-  for (size_t s = n; s < n_ && s < (n + kBlock - 1) / kBlock * kBlock; ++s) set_code(s, zeros.data());
+  for (size_t s = n; s < n_ && s < blocks_for(n) * block_vectors_; ++s) set_code(s, zeros.data());
   n_ = n;
   a_.resize(n);
   b_.resize(n);
-  codes_.resize(layout_ == Layout::Rows ? n * row_bytes_ : (n + kBlock - 1) / kBlock * block_bytes_);
+  codes_.resize(layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_);
 }
 
 void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) const {
@@ -105,7 +147,7 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
 }
 
 void FlatStore::restore(std::vector<uint8_t> codes, std::vector<float> a, std::vector<float> b, size_t n) {
-  const size_t want = layout_ == Layout::Rows ? n * row_bytes_ : (n + kBlock - 1) / kBlock * block_bytes_;
+  const size_t want = layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_;
   TQ_CHECK(codes.size() == want && a.size() == n && b.size() == n, "stored index arrays have inconsistent sizes");
   codes_ = std::move(codes);
   a_ = std::move(a);
@@ -133,19 +175,59 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
     unit[t] = qmax > 0 ? centroid_unit_ / s : 0.0f;
     offset[t] = 128 * sum;  // the table stores centroids shifted by +128
   }
-  int32_t dots[kQueryChunk * kBlock];
+  int32_t dots[kQueryChunk * 16];
   for (size_t blk = b0; blk < b1; ++blk) {
-    const uint64_t bits = block_bits(allowed, blk);
+    const uint64_t bits = block_bits(allowed, blk, 16);
     if (!bits) continue;
     k_->dot_i8_block(codes_.data() + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
-    const size_t end = std::min(kBlock, n_ - blk * kBlock);
+    const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
     for (size_t t = 0; t < nq; ++t)
-      for (size_t v = 0; v < end; ++v) {
-        if (!((bits >> v) & 1)) continue;
-        const size_t slot = blk * kBlock + v;
-        const float s = a_[slot] * (float(dots[t * kBlock + v] - offset[t]) * unit[t]) + b_[slot];
-        if (s >= tops[t].threshold()) tops[t].push(s, int64_t(slot));
+      offer(dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_.data() + first, b_.data() + first, bits,
+            first, tops[t]);
+  }
+}
+
+void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
+                         std::vector<TopK>& tops) const {
+  // Per query: float partial inner product of every sub-quantizer value, then one u8 rounding with a
+  // shared step and a per-table offset, so integer sums map back to float with one multiply-add.
+  const size_t tables = chunks_ * 4, mask = (size_t(1) << bits_) - 1;
+  std::vector<uint8_t> lut(nq * tables * 16);
+  std::vector<float> step(nq), base(nq), partial(tables * 16);
+  for (size_t t = 0; t < nq; ++t) {
+    const float* q = queries + (q0 + t) * dim_;
+    float widest = 0, offsets = 0;
+    for (size_t m = 0; m < tables; ++m) {
+      float lo = 0, hi = 0;
+      for (size_t nib = 0; nib < 16; ++nib) {
+        float v = 0;
+        for (size_t s = 0; s < sub_dims_; ++s) {
+          const size_t j = m * sub_dims_ + s;
+          if (j < dim_) v += q[j] * centroids_[(nib >> (bits_ * s)) & mask];
+        }
+        partial[m * 16 + nib] = v;
+        lo = nib == 0 ? v : std::min(lo, v);
+        hi = nib == 0 ? v : std::max(hi, v);
       }
+      widest = std::max(widest, hi - lo);
+      for (size_t nib = 0; nib < 16; ++nib) partial[m * 16 + nib] -= lo;
+      offsets += lo;
+    }
+    step[t] = widest > 0 ? widest / 255.0f : 1.0f;
+    base[t] = offsets;
+    for (size_t m = 0; m < tables; ++m)
+      for (size_t nib = 0; nib < 16; ++nib)
+        lut[t * tables * 16 + m * 16 + nib] = uint8_t(std::lrint(partial[m * 16 + nib] / step[t]));
+  }
+  uint32_t sums[32];
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const uint64_t bits = block_bits(allowed, blk, 32);
+    if (!bits) continue;
+    const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
+    for (size_t t = 0; t < nq; ++t) {
+      k_->lut_block(codes_.data() + blk * block_bytes_, chunks_, lut.data() + t * tables * 16, sums);
+      offer(sums, end, step[t], base[t], a_.data() + first, b_.data() + first, bits, first, tops[t]);
+    }
   }
 }
 
@@ -167,7 +249,7 @@ void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0,
 
 void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
                        int64_t* slots, int threads, const InterruptCheck& interrupted) const {
-  const size_t chunks = (nq + kQueryChunk - 1) / kQueryChunk, blocks = (n_ + kBlock - 1) / kBlock;
+  const size_t chunks = (nq + kQueryChunk - 1) / kQueryChunk, blocks = blocks_for(n_);
   // Few queries: split the codes too, so every thread has work; each task keeps its own top-k.
   const size_t t = size_t(resolve_threads(threads, chunks * std::max<size_t>(blocks, 1), 1));
   const size_t ranges = std::max<size_t>(1, std::min(blocks, (t + chunks - 1) / chunks));
@@ -180,8 +262,10 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
       tops[task].assign(m, TopK(k));
       if (layout_ == Layout::I8Dot)
         scan_i8(queries, q0, m, b0, b1, allowed, tops[task]);
+      else if (layout_ == Layout::Lut)
+        scan_lut(queries, q0, m, b0, b1, allowed, tops[task]);
       else
-        scan_rows(queries, q0, m, b0 * kBlock, std::min(n_, b1 * kBlock), allowed, tops[task]);
+        scan_rows(queries, q0, m, b0 * block_vectors_, std::min(n_, b1 * block_vectors_), allowed, tops[task]);
     }
   });
   for (size_t q = 0; q < nq; ++q) {

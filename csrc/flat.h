@@ -4,6 +4,11 @@
 // groups G2. Group g of a block is 32 bytes; byte k holds, in its low nibble, the code of vector k/4 at
 // dim 4g + k%4 and, in its high nibble, that of vector 8 + k/4. A 64-byte load thus yields two groups
 // whose decoded bytes feed one int8 dot-product instruction per group for all 16 vectors.
+// Layout kLut (1- and 2-bit codes, FastScan-style): blocks of 32 vectors; the codes of 4/bits consecutive
+// dims form one 4-bit sub-quantizer index ("nibble"). Chunk c of a block is 64 bytes, one 16-byte lane per
+// sub-quantizer 4c..4c+3; byte i of lane L holds the nibble of vector i (low) and of vector 16 + i
+// (high). Per query, each sub-quantizer gets a 16-entry u8 table (its partial inner products, rounded
+// with one scale and a per-table offset), so one byte shuffle scores 64 (vector, sub-quantizer) pairs.
 // Layout kRows (other widths): the packed rows of pack-inl.h, scanned by decode + float dot.
 //
 // Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
@@ -21,8 +26,7 @@ namespace tq {
 
 class FlatStore {
  public:
-  enum class Layout { I8Dot = 1, Rows = 2 };
-  static constexpr size_t kBlock = 16;
+  enum class Layout { I8Dot = 1, Rows = 2, Lut = 3 };
 
   // centroids: 2^bits sorted values (the codec's codebook).
   FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
@@ -56,10 +60,15 @@ class FlatStore {
   void get_code(size_t slot, uint8_t* idx) const;
   void scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
                std::vector<class TopK>& tops) const;
+  void scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
+                std::vector<class TopK>& tops) const;
+  size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
+  uint8_t* code_byte(size_t slot, size_t dim, int* shift) const;
   void scan_rows(const float* queries, size_t q0, size_t nq, size_t r0, size_t r1, const uint64_t* allowed,
                  std::vector<class TopK>& tops) const;
 
-  size_t dim_, groups2_ = 0, row_bytes_, block_bytes_ = 0, n_ = 0;
+  size_t dim_, groups2_ = 0, row_bytes_, block_bytes_ = 0, block_vectors_ = 16, n_ = 0;
+  size_t sub_dims_ = 0, chunks_ = 0;  // kLut: dims per nibble, 64-byte chunks per block
   int bits_;
   Layout layout_;
   std::vector<float> centroids_;  // padded to >= 16

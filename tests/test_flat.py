@@ -30,12 +30,38 @@ def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
         q7 = np.rint(rq * s)
         dots = q7 @ table[idx].T - 128 * q7.sum(axis=1, keepdims=True)
         est = dots * (np.float32(cmax / 127) / s)
+    elif index.bits <= 2:  # the documented u8 lookup-table estimator of flat.h, in float32 like the C++
+        est = np.stack([_lut_estimate(q, idx, index.bits, index._codec.codebook.centroids) for q in rq.astype(np.float32)])
     else:
         est = rq @ c[idx].T
     scores = a * est + b
     if index.metric == "l2":
         scores -= np.sum(queries.astype(np.float64) ** 2, axis=1, keepdims=True)
     return scores
+
+
+def _lut_estimate(q: np.ndarray, idx: np.ndarray, bits: int, centroids: np.ndarray) -> np.ndarray:
+    """Per vector: step * sum of u8 table entries + sum of table offsets (one table per 4/bits dims)."""
+    sub = 4 // bits
+    tables = -(-len(q) // sub)
+    tables += -tables % 4
+    qp = np.zeros(tables * sub, dtype=np.float32)
+    qp[: len(q)] = q
+    nib = np.arange(16)
+    partial = np.zeros((tables, 16), dtype=np.float32)
+    for s in range(sub):  # accumulate in the same order as the C++ (float32, no fused multiply-add)
+        partial = partial + qp[s::sub][:, None] * centroids[(nib >> (bits * s)) & ((1 << bits) - 1)][None, :]
+    lo = partial.min(axis=1)
+    step = np.float32((partial.max(axis=1) - lo).max() / np.float32(255))
+    base = np.float32(0)
+    for v in lo:
+        base = np.float32(base + v)
+    lut = np.rint((partial - lo[:, None]) / step).astype(np.int64)
+    codes = np.zeros((len(idx), tables * sub), dtype=np.int64)
+    codes[:, : idx.shape[1]] = idx
+    nibbles = sum(codes[:, s::sub] << (bits * s) for s in range(sub))
+    sums = lut[np.arange(tables), nibbles].sum(axis=1)
+    return sums.astype(np.float32) * step + base
 
 
 def top_k(scores: np.ndarray, slots_to_ids: np.ndarray, k: int):
@@ -64,11 +90,12 @@ def test_int8_scan_tracks_the_float_estimate():
     np.testing.assert_allclose(scores, np.take_along_axis(est, ids, 1), rtol=0.02, atol=0.02)
 
 
-def test_every_kernel_set_returns_identical_results(simd):
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_every_kernel_set_returns_identical_results(simd, bits):
     x, queries = _data(1000, 384), _data(7, 384, seed=1)
     results = []
     for level in ("scalar", simd):
-        index = FlatIndex(384, 4, simd=level)
+        index = FlatIndex(384, bits, simd=level)
         index.add(x)
         results.append(index.search(queries, 10))
     np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -3,6 +3,7 @@
 #pragma once
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "pack-inl.h"
@@ -263,6 +264,40 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
   for (size_t t = 0; t < nq; ++t) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
+  }
+}
+
+// kLut block, 32 bytes (two sub-quantizers) at a time: vpshufb looks up each lane in its own table and
+// the u8 results accumulate as even/odd u16 words (at most 256 chunks between widenings to u32).
+inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
+  const __m256i low = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xFF);
+  __m256i wide[4];  // u32 sums of vectors {0,2,..14}, {1,3,..15}, {16,18,..30}, {17,..31} per lane pair
+  for (auto& w : wide) w = _mm256_setzero_si256();
+  for (size_t c0 = 0; c0 < chunks; c0 += 256) {
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (size_t c = c0; c < std::min(chunks, c0 + 256); ++c)
+      for (size_t half = 0; half < 2; ++half) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + c * 64 + half * 32));
+        const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + c * 64 + half * 32));
+        const __m256i rlo = _mm256_shuffle_epi8(t, _mm256_and_si256(x, low));
+        const __m256i rhi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+        acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(rlo, even));
+        acc[1] = _mm256_add_epi16(acc[1], _mm256_srli_epi16(rlo, 8));
+        acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(rhi, even));
+        acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16(rhi, 8));
+      }
+    for (int a = 0; a < 4; ++a) {  // both 128-bit lanes hold the same 8 vectors: widen and add
+      wide[a] = _mm256_add_epi32(wide[a], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(acc[a])));
+      wide[a] = _mm256_add_epi32(wide[a], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(acc[a], 1)));
+    }
+  }
+  alignas(32) uint32_t w[4][8];
+  for (int a = 0; a < 4; ++a) _mm256_store_si256(reinterpret_cast<__m256i*>(w[a]), wide[a]);
+  for (int j = 0; j < 8; ++j) {
+    out[2 * j] = w[0][j];
+    out[2 * j + 1] = w[1][j];
+    out[16 + 2 * j] = w[2][j];
+    out[16 + 2 * j + 1] = w[3][j];
   }
 }
 

@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL/DQ/VNNI) kernel table. Streaming ops use 16 lanes; reductions keep the canonical
 // eight-lane order of kernels.h by folding each 16-lane product into the 8-lane accumulators
 // low half first, so codes stay bit-identical to the scalar reference.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -431,12 +432,48 @@ void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   }
 }
 
+// kLut block, one 64-byte chunk (four sub-quantizers, one per 128-bit lane) per step.
+void lut_block(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
+  const __m512i low = _mm512_set1_epi8(15), even = _mm512_set1_epi16(0xFF);
+  __m512i wide[4];
+  for (auto& w : wide) w = _mm512_setzero_si512();
+  for (size_t c0 = 0; c0 < chunks; c0 += 256) {
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    const size_t c1 = std::min(chunks, c0 + 256);
+    for (size_t c = c0; c < c1; ++c) {
+      const __m512i x = _mm512_loadu_si512(block + c * 64);
+      const __m512i t = _mm512_loadu_si512(lut + c * 64);
+      const __m512i rlo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, low));
+      const __m512i rhi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), low));
+      acc[0] = _mm512_add_epi16(acc[0], _mm512_and_si512(rlo, even));
+      acc[1] = _mm512_add_epi16(acc[1], _mm512_srli_epi16(rlo, 8));
+      acc[2] = _mm512_add_epi16(acc[2], _mm512_and_si512(rhi, even));
+      acc[3] = _mm512_add_epi16(acc[3], _mm512_srli_epi16(rhi, 8));
+    }
+    for (int a = 0; a < 4; ++a) {  // the four 128-bit lanes hold the same 8 vectors: widen and add
+      const __m256i s01 = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 0)),
+                                           _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 1)));
+      const __m256i s23 = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 2)),
+                                           _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 3)));
+      wide[a] = _mm512_add_epi32(wide[a], _mm512_zextsi256_si512(_mm256_add_epi32(s01, s23)));
+    }
+  }
+  alignas(64) uint32_t w[4][16];
+  for (int a = 0; a < 4; ++a) _mm512_store_si512(w[a], wide[a]);
+  for (int j = 0; j < 8; ++j) {
+    out[2 * j] = w[0][j];
+    out[2 * j + 1] = w[1][j];
+    out[16 + 2 * j] = w[2][j];
+    out[16 + 2 * j + 1] = w[3][j];
+  }
+}
+
 }  // namespace
 }  // namespace avx512
 
 const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale,    avx512::fwht,
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
                                 avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
-                                avx512::dot_i8_block};
+                                avx512::dot_i8_block, avx512::lut_block};
 
 }  // namespace tq

@@ -97,11 +97,24 @@ void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* quer
     }
 }
 
+// kLut reference: chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low nibble) and i + 16.
+void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
+  for (size_t v = 0; v < 32; ++v) {
+    uint32_t s = 0;
+    for (size_t c = 0; c < chunks; ++c)
+      for (size_t lane = 0; lane < 4; ++lane) {
+        const uint8_t byte = block[c * 64 + lane * 16 + v % 16];
+        s += lut[c * 64 + lane * 16 + (v < 16 ? byte & 15 : byte >> 4)];
+      }
+    out[v] = s;
+  }
+}
+
 }  // namespace
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
                                 pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
-                                dot_i8_block_scalar};
+                                dot_i8_block_scalar, lut_block_scalar};
 
 }  // namespace tq

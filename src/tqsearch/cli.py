@@ -1,11 +1,10 @@
-"""Command line: `tqsearch info` (build and CPU facts) and `tqsearch demo` (compress the bundled corpus)."""
+"""Command line: `tqsearch info` (build and CPU facts) and `tqsearch demo` (search the bundled corpus)."""
 
 from __future__ import annotations
 
 import argparse
 import platform
 import sys
-import time
 
 import numpy as np
 
@@ -28,16 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tqsearch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print version, CPU features and the kernel set in use")
-    demo = sub.add_parser("demo", help="compress the bundled WordNet corpus and report quality and speed")
-    demo.add_argument("--bits", type=int, nargs="+", default=[1, 2, 3, 4, 8])
-    demo.add_argument("--threads", type=int, default=None, help="encode threads (default: all cores)")
+    demo = sub.add_parser("demo", help="search the bundled WordNet corpus (4-bit index) and report quality")
+    demo.add_argument("queries", nargs="*", help="text queries (need the embed extra; else bundled ones)")
+    demo.add_argument("--bits", type=int, default=4)
+    demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
         return 0
     from .demo import run_demo
 
-    run_demo(args.bits, args.threads, out=sys.stdout)
+    run_demo(args.bits, args.queries, args.threads, out=sys.stdout)
     return 0
 
 

@@ -1,55 +1,63 @@
-"""The README demo: compress the bundled real corpus and show what it costs and what it keeps."""
+"""The README demo: a 4-bit index of the bundled real corpus, searched with text or bundled queries."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
 import numpy as np
 
 from .datasets import load_demo_corpus
-from .quantizer import TurboQuantMSE
+from .embed import load_embedder
+from .flat import FlatIndex
 
 _K = 10
 
 
-def run_demo(bits_list: list[int], threads: int | None, out: TextIO) -> list[dict]:
-    """Encode the corpus at each bit width; print distortion, size, speed and search quality."""
+def run_demo(bits: int, queries: Sequence[str], threads: int | None, out: TextIO) -> dict:
+    """Build the index, report memory, recall vs exact and speed, then show hits with their texts."""
     corpus = load_demo_corpus()
-    x, queries, gt = corpus.vectors, corpus.queries, corpus.gt_ids
-    exact = queries @ x.T
-    print(f"corpus: {len(x):,} WordNet glosses, all-MiniLM-L6-v2, dim {x.shape[1]} "
-          f"(float32: {x.shape[1] * 4} bytes/vector); {len(queries)} gloss queries", file=out)
-    print(f"{'bits':>4} {'bytes/vec':>9} {'ratio':>6} {'MSE':>8} {'IP RMSE':>8} {'recall@10':>9} "
-          f"{'encode vec/s':>12}", file=out)
-    rows = []
-    for bits in bits_list:
-        q = TurboQuantMSE(x.shape[1], bits, scale="lsq", threads=threads)
-        q.encode(x[:256])  # warm up (codebook is computed once and cached)
-        t0 = time.perf_counter()
-        codes = q.encode(x)
-        rate = len(x) / (time.perf_counter() - t0)
-        est = q.inner_products(queries, codes)
-        found = np.argsort(-est, axis=1)[:, :_K]
-        row = {
-            "bits": bits,
-            "bytes_per_vector": codes.bytes_per_vector,
-            "mse": float(np.mean(np.sum((x - q.decode(codes)) ** 2, axis=1))),
-            "ip_rmse": float(np.sqrt(np.mean((est - exact) ** 2))),
-            "recall_at_10": float(np.mean([len(set(f) & set(g[:_K])) / _K for f, g in zip(found, gt)])),
-            "encode_per_s": rate,
-        }
-        rows.append(row)
-        print(f"{bits:>4} {row['bytes_per_vector']:>9.0f} {x.shape[1] * 4 / row['bytes_per_vector']:>5.1f}x "
-              f"{row['mse']:>8.4f} {row['ip_rmse']:>8.4f} {row['recall_at_10']:>9.3f} {rate:>12,.0f}", file=out)
-    _show_hits(corpus, TurboQuantMSE(x.shape[1], 4, scale="lsq", threads=threads), out)
-    return rows
+    x = corpus.vectors
+    index = FlatIndex(x.shape[1], bits, threads=threads)
+    t0 = time.perf_counter()
+    index.add(x)
+    build = time.perf_counter() - t0
+    mem = index.memory_usage()
+    print(f"indexed {len(x):,} WordNet glosses (all-MiniLM-L6-v2, dim {x.shape[1]}) at {bits} bits in "
+          f"{build * 1000:.0f} ms ({len(x) / build:,.0f} vectors/s)", file=out)
+    print(f"memory: {mem['codes'] / len(x):.0f} bytes/vector of codes vs {x.shape[1] * 4} as float32 "
+          f"({x.shape[1] * 4 * len(x) / mem['codes']:.1f}x smaller); ids {mem['ids'] / len(x):.0f} bytes/vector",
+          file=out)
+    report = _quality(index, corpus, threads, out) | {"bits": bits, "build_s": build,
+                                                      "bytes_per_vector": mem["codes"] / len(x)}
+    _show(index, corpus, queries, out)
+    return report
 
 
-def _show_hits(corpus, q: TurboQuantMSE, out: TextIO) -> None:
-    codes = q.encode(corpus.vectors)
-    scores = q.inner_products(corpus.queries[:2], codes)
-    for i, row in enumerate(scores):
-        print(f"\nquery: {corpus.query_texts[i][:90]}", file=out)
-        for j in np.argsort(-row)[:3]:
-            print(f"  {row[j]:.3f}  {corpus.texts[j][:90]}", file=out)
+def _quality(index: FlatIndex, corpus, threads: int | None, out: TextIO) -> dict:
+    index.search(corpus.queries[:8], _K, threads=threads)  # warm up
+    t0 = time.perf_counter()
+    _, ids = index.search(corpus.queries, _K, threads=threads)
+    qps = len(corpus.queries) / (time.perf_counter() - t0)
+    recall = float(np.mean([len(set(f) & set(g[:_K])) / _K for f, g in zip(ids, corpus.gt_ids)]))
+    print(f"recall@{_K} vs exact search over {len(corpus.queries)} bundled queries: {recall:.3f}; "
+          f"{qps:,.0f} queries/s", file=out)
+    return {"recall_at_10": recall, "qps": qps}
+
+
+def _show(index: FlatIndex, corpus, queries: Sequence[str], out: TextIO) -> None:
+    embed = load_embedder() if queries else None
+    if queries and embed is None:
+        print("\n(text queries need the embed extra: pip install 'tqsearch[embed]'; "
+              "showing bundled queries instead)", file=out)
+    if embed is not None:
+        texts, vectors = list(queries), embed(queries)
+    else:
+        print("\nbundled queries (embedded ahead of time with all-MiniLM-L6-v2):", file=out)
+        texts, vectors = corpus.query_texts[1:4], corpus.queries[1:4]
+    scores, ids = index.search(vectors, 3)
+    for text, row_s, row_i in zip(texts, scores, ids):
+        print(f"\nquery: {text[:100]}", file=out)
+        for s, i in zip(row_s, row_i):
+            print(f"  {s:.3f}  {corpus.texts[i][:100]}", file=out)
