@@ -202,13 +202,13 @@ NB_MODULE(_core, m) {
       .def("codes", [](const tq::FlatStore& s) { return to_numpy_u8(s.codes()); })
       .def("a", [](const tq::FlatStore& s) { return to_numpy(s.a()); })
       .def("b", [](const tq::FlatStore& s) { return to_numpy(s.b()); })
+      .def_prop_ro("attached", &tq::FlatStore::attached)
       .def(
-          "restore",
+          "attach",  // zero-copy: the caller keeps the arrays alive (FlatIndex holds them)
           [](tq::FlatStore& s, const In<uint8_t, Vec>& codes, const In<float, Vec>& a, const In<float, Vec>& b,
              size_t n) {
-            s.restore(std::vector<uint8_t>(codes.data(), codes.data() + codes.shape(0)),
-                      std::vector<float>(a.data(), a.data() + a.shape(0)),
-                      std::vector<float>(b.data(), b.data() + b.shape(0)), n);
+            TQ_CHECK(a.shape(0) == n && b.shape(0) == n, "stored index arrays have inconsistent sizes");
+            s.attach(codes.data(), codes.shape(0), a.data(), b.data(), n);
           },
           "codes"_a, "a"_a, "b"_a, "n"_a);
 

@@ -57,13 +57,41 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
     block_vectors_ = 32;
     block_bytes_ = chunks_ * 64;
   }
+  refresh();
+}
+
+void FlatStore::refresh() {
+  codes_ptr_ = codes_.data();
+  a_ptr_ = a_.data();
+  b_ptr_ = b_.data();
+}
+
+void FlatStore::own() {
+  if (!attached_) return;
+  codes_.assign(codes_ptr_, codes_ptr_ + code_bytes(n_));
+  a_.assign(a_ptr_, a_ptr_ + n_);
+  b_.assign(b_ptr_, b_ptr_ + n_);
+  attached_ = false;
+  refresh();
+}
+
+void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n) {
+  TQ_CHECK(code_size == code_bytes(n), "stored index arrays have inconsistent sizes");
+  codes_.clear();
+  a_.clear();
+  b_.clear();
+  codes_ptr_ = codes;
+  a_ptr_ = a;
+  b_ptr_ = b;
+  n_ = n;
+  attached_ = true;
 }
 
 uint8_t* FlatStore::code_byte(size_t slot, size_t j, int* shift) const {
   // kLut: the byte and bit offset of (slot, dim j); see the layout comment in flat.h.
   const size_t v = slot % 32, m = j / sub_dims_;
   *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
-  return const_cast<uint8_t*>(codes_.data()) + (slot / 32) * block_bytes_ + (m / 4) * 64 + (m % 4) * 16 + v % 16;
+  return const_cast<uint8_t*>(codes_ptr_) + (slot / 32) * block_bytes_ + (m / 4) * 64 + (m % 4) * 16 + v % 16;
 }
 
 void FlatStore::set_code(size_t slot, const uint8_t* idx) {
@@ -86,7 +114,7 @@ void FlatStore::set_code(size_t slot, const uint8_t* idx) {
 }
 
 void FlatStore::get_code(size_t slot, uint8_t* idx) const {
-  if (layout_ == Layout::Rows) return k_->unpack(codes_.data() + slot * row_bytes_, dim_, bits_, idx);
+  if (layout_ == Layout::Rows) return k_->unpack(codes_ptr_ + slot * row_bytes_, dim_, bits_, idx);
   if (layout_ == Layout::Lut) {
     for (size_t j = 0; j < dim_; ++j) {
       int shift;
@@ -94,7 +122,7 @@ void FlatStore::get_code(size_t slot, uint8_t* idx) const {
     }
     return;
   }
-  const uint8_t* block = codes_.data() + (slot / 16) * block_bytes_;
+  const uint8_t* block = codes_ptr_ + (slot / 16) * block_bytes_;
   const size_t v = slot % 16;
   for (size_t j = 0; j < dim_; ++j) {
     const uint8_t byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
@@ -103,6 +131,7 @@ void FlatStore::get_code(size_t slot, uint8_t* idx) const {
 }
 
 void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* b, size_t n) {
+  own();
   const size_t total = n_ + n;
   if (layout_ == Layout::Rows)
     codes_.resize(total * row_bytes_);
@@ -110,6 +139,7 @@ void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* 
     codes_.resize(blocks_for(total) * block_bytes_, 0);
   a_.insert(a_.end(), a, a + n);
   b_.insert(b_.end(), b, b + n);
+  refresh();
   std::vector<uint8_t> idx(dim_);
   for (size_t i = 0; i < n; ++i) {
     k_->unpack(packed_rows + i * row_bytes_, dim_, bits_, idx.data());
@@ -120,6 +150,7 @@ void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* 
 
 void FlatStore::move(size_t from, size_t to) {
   TQ_CHECK(from < n_ && to < n_, "slot out of range");
+  own();
   std::vector<uint8_t> idx(dim_);
   get_code(from, idx.data());
   set_code(to, idx.data());
@@ -129,12 +160,14 @@ void FlatStore::move(size_t from, size_t to) {
 
 void FlatStore::truncate(size_t n) {
   TQ_CHECK(n <= n_, "cannot grow by truncate");
+  own();
   const std::vector<uint8_t> zeros(dim_, 0);
   for (size_t s = n; s < n_ && s < blocks_for(n) * block_vectors_; ++s) set_code(s, zeros.data());
   n_ = n;
   a_.resize(n);
   b_.resize(n);
-  codes_.resize(layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_);
+  codes_.resize(code_bytes(n));
+  refresh();
 }
 
 void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) const {
@@ -144,15 +177,6 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
     get_code(size_t(slots[i]), idx.data());
     k_->pack(idx.data(), dim_, bits_, out + i * row_bytes_);
   }
-}
-
-void FlatStore::restore(std::vector<uint8_t> codes, std::vector<float> a, std::vector<float> b, size_t n) {
-  const size_t want = layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_;
-  TQ_CHECK(codes.size() == want && a.size() == n && b.size() == n, "stored index arrays have inconsistent sizes");
-  codes_ = std::move(codes);
-  a_ = std::move(a);
-  b_ = std::move(b);
-  n_ = n;
 }
 
 void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
@@ -179,10 +203,10 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = block_bits(allowed, blk, 16);
     if (!bits) continue;
-    k_->dot_i8_block(codes_.data() + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
+    k_->dot_i8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
     const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
     for (size_t t = 0; t < nq; ++t)
-      offer(dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_.data() + first, b_.data() + first, bits,
+      offer(dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_ptr_ + first, b_ptr_ + first, bits,
             first, tops[t]);
   }
 }
@@ -225,8 +249,8 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
     if (!bits) continue;
     const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
     for (size_t t = 0; t < nq; ++t) {
-      k_->lut_block(codes_.data() + blk * block_bytes_, chunks_, lut.data() + t * tables * 16, sums);
-      offer(sums, end, step[t], base[t], a_.data() + first, b_.data() + first, bits, first, tops[t]);
+      k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data() + t * tables * 16, sums);
+      offer(sums, end, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
     }
   }
 }
@@ -237,11 +261,11 @@ void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0,
   std::vector<float> row(dim_), est(nq);
   for (size_t r = r0; r < r1; ++r) {
     if (!allowed_bit(allowed, r)) continue;
-    k_->unpack(codes_.data() + r * row_bytes_, dim_, bits_, idx.data());
+    k_->unpack(codes_ptr_ + r * row_bytes_, dim_, bits_, idx.data());
     k_->lookup(idx.data(), centroids_.data(), dim_, row.data());
     k_->dot_many(queries + q0 * dim_, nq, row.data(), dim_, est.data());
     for (size_t t = 0; t < nq; ++t) {
-      const float s = a_[r] * est[t] + b_[r];
+      const float s = a_ptr_[r] * est[t] + b_ptr_[r];
       if (s >= tops[t].threshold()) tops[t].push(s, int64_t(r));
     }
   }

@@ -48,14 +48,19 @@ class FlatStore {
   void search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores, int64_t* slots,
               int threads, const InterruptCheck& interrupted) const;
 
-  // Raw buffers for persistence: blocks (or rows), a, b.
-  const std::vector<uint8_t>& codes() const { return codes_; }
-  const std::vector<float>& a() const { return a_; }
-  const std::vector<float>& b() const { return b_; }
-  // Restores the buffers written by codes()/a()/b() for n vectors (sizes are checked).
-  void restore(std::vector<uint8_t> codes, std::vector<float> a, std::vector<float> b, size_t n);
+  // Raw buffers for persistence (copies): blocks (or rows), a, b.
+  std::vector<uint8_t> codes() const { return {codes_ptr_, codes_ptr_ + code_bytes(n_)}; }
+  std::vector<float> a() const { return {a_ptr_, a_ptr_ + n_}; }
+  std::vector<float> b() const { return {b_ptr_, b_ptr_ + n_}; }
+  // Reads n vectors from buffers laid out as codes()/a()/b() return them, without copying: the caller
+  // keeps them alive and unchanged (e.g. a read-only memory map). The first mutation copies them.
+  void attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n);
+  bool attached() const { return attached_; }
 
  private:
+  size_t code_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_; }
+  void own();      // copy attached buffers into owned storage before a mutation
+  void refresh();  // point the read pointers at owned storage
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
   void scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
@@ -74,8 +79,11 @@ class FlatStore {
   std::vector<float> centroids_;  // padded to >= 16
   uint8_t table_[16] = {};        // kI8Dot: centroid -> 128 + round(127 c / max|c|)
   float centroid_unit_ = 1.0f;    // max|c| / 127
-  std::vector<uint8_t> codes_;
+  std::vector<uint8_t> codes_;  // owned storage ...
   std::vector<float> a_, b_;
+  const uint8_t* codes_ptr_ = nullptr;  // ... or an attached view: scans read through these
+  const float *a_ptr_ = nullptr, *b_ptr_ = nullptr;
+  bool attached_ = false;
   const Kernels* k_;
 };
 

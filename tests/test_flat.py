@@ -223,3 +223,21 @@ def test_l2_on_unnormalized_data_and_zero_vectors():
     scores, _ = cos.search(np.zeros((1, 64), dtype=np.float32), 3)
     assert np.isfinite(scores).all()
     np.testing.assert_allclose(cos.reconstruct([5]), 0)
+
+
+def test_load_maps_the_file_and_copies_only_on_write(tmp_path):
+    x, queries = _data(300, 24), _data(4, 24, seed=1)
+    index = FlatIndex(24, 2)
+    index.add(x)
+    path = tmp_path / "m.tq"
+    index.save(path)
+    before = path.read_bytes()
+    mapped = tqsearch.load(path, mmap=True)
+    assert mapped._store.attached  # searched straight from the mapping
+    np.testing.assert_array_equal(mapped.search(queries, 5)[1], index.search(queries, 5)[1])
+    mapped.remove([0])
+    mapped.add(x[:2])
+    assert not mapped._store.attached and len(mapped) == 301
+    assert path.read_bytes() == before  # writes went to memory, never to the file
+    mapped.save(path)  # replacing the file under a live mapping is safe (atomic rename)
+    assert len(tqsearch.load(path, mmap=False)) == 301

@@ -47,6 +47,7 @@ class FlatIndex:
         self._slots: dict[int, int] = {}  # id -> slot
         self._extra = np.empty((0, self._extra_width()), dtype=self._extra_dtype())  # rerank tier, per slot
         self._next_id = 0
+        self._mapped: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -162,8 +163,8 @@ class FlatIndex:
                 raise FileFormatError(f"{source}: made with rotation {meta['rotation']!r} / scale {meta['scale']!r}, "
                                       "which this version does not read")
             n = int(meta["n"])
-            index._store.restore(np.ascontiguousarray(arrays["codes"]), np.ascontiguousarray(arrays["a"]),
-                                 np.ascontiguousarray(arrays["b"]), n)
+            index._store.attach(arrays["codes"], arrays["a"], arrays["b"], n)
+            index._mapped = arrays  # the store reads these (views of the file) until its first mutation
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, FileFormatError):
                 raise
