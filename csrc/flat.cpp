@@ -243,15 +243,14 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
       for (size_t nib = 0; nib < 16; ++nib)
         lut[t * tables * 16 + m * 16 + nib] = uint8_t(std::lrint(partial[m * 16 + nib] / step[t]));
   }
-  uint32_t sums[32];
+  uint32_t sums[kQueryChunk * 32];
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = block_bits(allowed, blk, 32);
     if (!bits) continue;
     const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
-    for (size_t t = 0; t < nq; ++t) {
-      k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data() + t * tables * 16, sums);
-      offer(sums, end, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
-    }
+    k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data(), tables * 16, nq, sums);
+    for (size_t t = 0; t < nq; ++t)
+      offer(sums + t * 32, end, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
   }
 }
 

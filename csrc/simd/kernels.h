@@ -64,9 +64,11 @@ struct Kernels {
   // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic.
   void (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
-  // One 32-vector block of the kLut layout (flat.h), `chunks` chunks of 64 bytes, against one query's u8
-  // tables (64 bytes per chunk): out[v] = sum over sub-quantizers m of lut[m][nibble(v, m)]. Exact.
-  void (*lut_block)(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out);
+  // One 32-vector block of the kLut layout (flat.h), `chunks` chunks of 64 bytes, against nq <= 4 queries'
+  // u8 tables (64 bytes per chunk, query t at luts + t * stride):
+  // out[t*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(v, m)]. Exact.
+  void (*lut_block)(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
+                    uint32_t* out);
 };
 
 extern const Kernels kKernelsScalar;

@@ -269,7 +269,7 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
 
 // kLut block, 32 bytes (two sub-quantizers) at a time: vpshufb looks up each lane in its own table and
 // the u8 results accumulate as even/odd u16 words (at most 256 chunks between widenings to u32).
-inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
+inline void lut_block_one(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
   const __m256i low = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xFF);
   __m256i wide[4];  // u32 sums of vectors {0,2,..14}, {1,3,..15}, {16,18,..30}, {17,..31} per lane pair
   for (auto& w : wide) w = _mm256_setzero_si256();
@@ -299,6 +299,11 @@ inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* lut, u
     out[16 + 2 * j] = w[2][j];
     out[16 + 2 * j + 1] = w[3][j];
   }
+}
+
+inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
+                      uint32_t* out) {
+  for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
 }
 
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).

@@ -1,4 +1,4 @@
-// AVX-512 (F/BW/VL/DQ/VNNI) kernel table. Streaming ops use 16 lanes; reductions keep the canonical
+// AVX-512 (F/BW/VL/DQ/VNNI/VBMI) kernel table. Streaming ops use 16 lanes; reductions keep the canonical
 // eight-lane order of kernels.h by folding each 16-lane product into the 8-lane accumulators
 // low half first, so codes stay bit-identical to the scalar reference.
 #include <algorithm>
@@ -432,39 +432,44 @@ void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   }
 }
 
-// kLut block, one 64-byte chunk (four sub-quantizers, one per 128-bit lane) per step.
-void lut_block(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
-  const __m512i low = _mm512_set1_epi8(15), even = _mm512_set1_epi16(0xFF);
-  __m512i wide[4];
-  for (auto& w : wide) w = _mm512_setzero_si512();
-  for (size_t c0 = 0; c0 < chunks; c0 += 256) {
-    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-    const size_t c1 = std::min(chunks, c0 + 256);
-    for (size_t c = c0; c < c1; ++c) {
-      const __m512i x = _mm512_loadu_si512(block + c * 64);
-      const __m512i t = _mm512_loadu_si512(lut + c * 64);
-      const __m512i rlo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, low));
-      const __m512i rhi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), low));
-      acc[0] = _mm512_add_epi16(acc[0], _mm512_and_si512(rlo, even));
-      acc[1] = _mm512_add_epi16(acc[1], _mm512_srli_epi16(rlo, 8));
-      acc[2] = _mm512_add_epi16(acc[2], _mm512_and_si512(rhi, even));
-      acc[3] = _mm512_add_epi16(acc[3], _mm512_srli_epi16(rhi, 8));
-    }
-    for (int a = 0; a < 4; ++a) {  // the four 128-bit lanes hold the same 8 vectors: widen and add
-      const __m256i s01 = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 0)),
-                                           _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 1)));
-      const __m256i s23 = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 2)),
-                                           _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(acc[a], 3)));
-      wide[a] = _mm512_add_epi32(wide[a], _mm512_zextsi256_si512(_mm256_add_epi32(s01, s23)));
+// kLut block with VBMI: a constant byte permute turns each chunk's (sub-quantizer, vector) nibble order
+// into (vector, sub-quantizer), so after the 64-entry table lookup (vpermb, four tables side by side)
+// vpdpbusd against ones adds the four sub-quantizers of every vector into its int32 lane. Up to four
+// queries share each load and split of the codes.
+template <int NQ>
+void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
+  alignas(64) uint8_t tr[64], lane[64];
+  for (int k = 0; k < 64; ++k) {
+    tr[k] = uint8_t(16 * (k % 4) + k / 4);  // byte 4i + L <- byte 16L + i
+    lane[k] = uint8_t((k % 4) << 4);        // ... which looks up table L
+  }
+  const __m512i perm = _mm512_load_si512(tr), tables = _mm512_load_si512(lane);
+  const __m512i low = _mm512_set1_epi8(15), ones = _mm512_set1_epi8(1);
+  __m512i lo_acc[NQ], hi_acc[NQ];
+  for (int t = 0; t < NQ; ++t) lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+  for (size_t c = 0; c < chunks; ++c) {
+    const __m512i x = _mm512_loadu_si512(block + c * 64);
+    const __m512i il = _mm512_or_si512(_mm512_permutexvar_epi8(perm, _mm512_and_si512(x, low)), tables);
+    const __m512i ih =
+        _mm512_or_si512(_mm512_permutexvar_epi8(perm, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)), tables);
+    for (int t = 0; t < NQ; ++t) {
+      const __m512i lut = _mm512_loadu_si512(luts + t * stride + c * 64);
+      lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], _mm512_permutexvar_epi8(il, lut), ones);
+      hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], _mm512_permutexvar_epi8(ih, lut), ones);
     }
   }
-  alignas(64) uint32_t w[4][16];
-  for (int a = 0; a < 4; ++a) _mm512_store_si512(w[a], wide[a]);
-  for (int j = 0; j < 8; ++j) {
-    out[2 * j] = w[0][j];
-    out[2 * j + 1] = w[1][j];
-    out[16 + 2 * j] = w[2][j];
-    out[16 + 2 * j + 1] = w[3][j];
+  for (int t = 0; t < NQ; ++t) {
+    _mm512_storeu_si512(out + t * 32, lo_acc[t]);
+    _mm512_storeu_si512(out + t * 32 + 16, hi_acc[t]);
+  }
+}
+
+void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
+  switch (nq) {
+    case 1: return lut_block_nq<1>(block, chunks, luts, stride, out);
+    case 2: return lut_block_nq<2>(block, chunks, luts, stride, out);
+    case 3: return lut_block_nq<3>(block, chunks, luts, stride, out);
+    default: return lut_block_nq<4>(block, chunks, luts, stride, out);
   }
 }
 

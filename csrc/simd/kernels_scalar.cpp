@@ -98,15 +98,18 @@ void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* quer
 }
 
 // kLut reference: chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low nibble) and i + 16.
-void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
+void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
+                      uint32_t* out) {
+  for (size_t t = 0; t < nq; ++t)
   for (size_t v = 0; v < 32; ++v) {
+    const uint8_t* lut = luts + t * stride;
     uint32_t s = 0;
     for (size_t c = 0; c < chunks; ++c)
       for (size_t lane = 0; lane < 4; ++lane) {
         const uint8_t byte = block[c * 64 + lane * 16 + v % 16];
         s += lut[c * 64 + lane * 16 + (v < 16 ? byte & 15 : byte >> 4)];
       }
-    out[v] = s;
+    out[t * 32 + v] = s;
   }
 }
 
