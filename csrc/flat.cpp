@@ -39,17 +39,17 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
   TQ_CHECK(dim >= 1, "dim must be >= 1");
   TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
   TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
-  layout_ = bits == 4 ? Layout::I8Dot : bits <= 2 ? Layout::Lut : Layout::Rows;
+  layout_ = bits == 4 ? Layout::I8Dot : bits == 8 ? Layout::I8Dot8 : bits <= 2 ? Layout::Lut : Layout::Rows;
   centroids_.assign(std::max<size_t>(16, centroids.size()), 0.0f);
   std::copy(centroids.begin(), centroids.end(), centroids_.begin());
-  if (layout_ == Layout::I8Dot) {
+  if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8) {
     const size_t groups = (dim + 3) / 4;
-    groups2_ = groups + (groups & 1);
-    block_bytes_ = groups2_ * 32;
+    groups2_ = layout_ == Layout::I8Dot ? groups + (groups & 1) : groups;  // kI8Dot loads two groups at once
+    block_bytes_ = groups2_ * (layout_ == Layout::I8Dot ? 32 : 64);
     float cmax = 0;
     for (float c : centroids) cmax = std::max(cmax, std::fabs(c));
     centroid_unit_ = cmax / 127.0f;
-    for (size_t i = 0; i < 16; ++i) table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
+    for (size_t i = 0; i < centroids.size(); ++i) table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
   } else if (layout_ == Layout::Lut) {
     sub_dims_ = size_t(4 / bits);
     const size_t nibbles = (dim + sub_dims_ - 1) / sub_dims_;
@@ -107,6 +107,10 @@ void FlatStore::set_code(size_t slot, const uint8_t* idx) {
   }
   uint8_t* block = codes_.data() + (slot / 16) * block_bytes_;
   const size_t v = slot % 16;
+  if (layout_ == Layout::I8Dot8) {
+    for (size_t j = 0; j < dim_; ++j) block[(j / 4) * 64 + v * 4 + j % 4] = idx[j];
+    return;
+  }
   for (size_t j = 0; j < dim_; ++j) {
     uint8_t& byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
     byte = v < 8 ? uint8_t((byte & 0xF0) | idx[j]) : uint8_t((byte & 0x0F) | (idx[j] << 4));
@@ -124,6 +128,10 @@ void FlatStore::get_code(size_t slot, uint8_t* idx) const {
   }
   const uint8_t* block = codes_ptr_ + (slot / 16) * block_bytes_;
   const size_t v = slot % 16;
+  if (layout_ == Layout::I8Dot8) {
+    for (size_t j = 0; j < dim_; ++j) idx[j] = block[(j / 4) * 64 + v * 4 + j % 4];
+    return;
+  }
   for (size_t j = 0; j < dim_; ++j) {
     const uint8_t byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
     idx[j] = v < 8 ? byte & 15 : byte >> 4;
@@ -203,7 +211,10 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = block_bits(allowed, blk, 16);
     if (!bits) continue;
-    k_->dot_i8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
+    if (layout_ == Layout::I8Dot)
+      k_->dot_i8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
+    else
+      k_->dot_u8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
     const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
     for (size_t t = 0; t < nq; ++t)
       offer(dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_ptr_ + first, b_ptr_ + first, bits,
@@ -283,7 +294,7 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
       const size_t q0 = c * kQueryChunk, m = std::min(kQueryChunk, nq - q0);
       const size_t b0 = blocks * r / ranges, b1 = blocks * (r + 1) / ranges;
       tops[task].assign(m, TopK(k));
-      if (layout_ == Layout::I8Dot)
+      if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8)
         scan_i8(queries, q0, m, b0, b1, allowed, tops[task]);
       else if (layout_ == Layout::Lut)
         scan_lut(queries, q0, m, b0, b1, allowed, tops[task]);

@@ -9,7 +9,9 @@
 // sub-quantizer 4c..4c+3; byte i of lane L holds the nibble of vector i (low) and of vector 16 + i
 // (high). Per query, each sub-quantizer gets a 16-entry u8 table (its partial inner products, rounded
 // with one scale and a per-table offset), so one byte shuffle scores 64 (vector, sub-quantizer) pairs.
-// Layout kRows (other widths): the packed rows of pack-inl.h, scanned by decode + float dot.
+// Layout kI8Dot8 (8-bit codes): blocks of 16 vectors, groups of 4 dims, 64 bytes per group: byte 4v + t is
+// the code of vector v at dim 4g + t; scanned like kI8Dot through a 256-entry decode table.
+// Layout kRows (3, 5, 6, 7 bits): the packed rows of pack-inl.h, scanned by decode + float dot.
 //
 // Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
 // code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product).
@@ -26,7 +28,7 @@ namespace tq {
 
 class FlatStore {
  public:
-  enum class Layout { I8Dot = 1, Rows = 2, Lut = 3 };
+  enum class Layout { I8Dot = 1, Rows = 2, Lut = 3, I8Dot8 = 4 };
 
   // centroids: 2^bits sorted values (the codec's codebook).
   FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
@@ -77,7 +79,7 @@ class FlatStore {
   int bits_;
   Layout layout_;
   std::vector<float> centroids_;  // padded to >= 16
-  uint8_t table_[16] = {};        // kI8Dot: centroid -> 128 + round(127 c / max|c|)
+  uint8_t table_[256] = {};       // kI8Dot(8): centroid -> 128 + round(127 c / max|c|)
   float centroid_unit_ = 1.0f;    // max|c| / 127
   std::vector<uint8_t> codes_;  // owned storage ...
   std::vector<float> a_, b_;

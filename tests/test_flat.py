@@ -23,7 +23,7 @@ def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
         else queries
     rq = index._codec.rotation.forward(q).astype(np.float64)
     c = index._codec.codebook.centroids.astype(np.float64)
-    if index.bits == 4:  # the documented int8 estimator of flat.h
+    if index.bits in (4, 8):  # the documented int8 estimator of flat.h
         cmax = np.abs(c).max()
         table = 128 + np.rint(127 * c / cmax)
         s = 63 / np.abs(rq).max(axis=1, keepdims=True)
@@ -90,7 +90,7 @@ def test_int8_scan_tracks_the_float_estimate():
     np.testing.assert_allclose(scores, np.take_along_axis(est, ids, 1), rtol=0.02, atol=0.02)
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
 def test_every_kernel_set_returns_identical_results(simd, bits):
     x, queries = _data(1000, 384), _data(7, 384, seed=1)
     results = []

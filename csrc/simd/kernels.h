@@ -69,6 +69,10 @@ struct Kernels {
   // out[t*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(v, m)]. Exact.
   void (*lut_block)(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
                     uint32_t* out);
+  // One 16-vector block of the kI8Dot8 layout (flat.h, 8-bit codes, 64 bytes per 4-dim group) against
+  // nq <= 4 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
+  void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
+                       const uint8_t* table, int32_t* out);
 };
 
 extern const Kernels kKernelsScalar;

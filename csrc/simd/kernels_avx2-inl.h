@@ -306,6 +306,32 @@ inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
 }
 
+// kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group is decoded through the table with
+// scalar loads, then summed as in dot_i8_block.
+inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i lo[4], hi[4];
+  for (size_t t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
+  alignas(32) uint8_t dec[64];
+  for (size_t g = 0; g < groups; ++g) {
+    for (int i = 0; i < 64; ++i) dec[i] = table[block[g * 64 + i]];
+    const __m256i d0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec));
+    const __m256i d1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec + 32));
+    for (size_t t = 0; t < nq; ++t) {
+      int32_t q4;
+      std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
+      const __m256i q = _mm256_set1_epi32(q4);
+      lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d0, q), ones));
+      hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d1, q), ones));
+    }
+  }
+  for (size_t t = 0; t < nq; ++t) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
+  }
+}
+
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).
 inline uint64_t byte_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
 

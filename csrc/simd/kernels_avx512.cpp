@@ -464,6 +464,33 @@ void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size
   }
 }
 
+// kI8Dot8 block: the 256-entry decode is two 128-entry vpermi2b lookups chosen by the code's top bit.
+template <int NQ>
+void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table, int32_t* out) {
+  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
+  const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
+  __m512i acc[NQ];
+  for (int t = 0; t < NQ; ++t) acc[t] = _mm512_setzero_si512();
+  for (size_t g = 0; g < groups; ++g) {
+    const __m512i x = _mm512_loadu_si512(block + g * 64);
+    const __m512i d = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(t0, x, t1),
+                                             _mm512_permutex2var_epi8(t2, x, t3));
+    for (int t = 0; t < NQ; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], d, _mm512_set1_epi32(q32[size_t(t) * groups + g]));
+  }
+  for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
+}
+
+void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                  int32_t* out) {
+  switch (nq) {
+    case 1: return dot_u8_block_nq<1>(block, groups, queries, table, out);
+    case 2: return dot_u8_block_nq<2>(block, groups, queries, table, out);
+    case 3: return dot_u8_block_nq<3>(block, groups, queries, table, out);
+    default: return dot_u8_block_nq<4>(block, groups, queries, table, out);
+  }
+}
+
 void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
   switch (nq) {
     case 1: return lut_block_nq<1>(block, chunks, luts, stride, out);
@@ -479,6 +506,6 @@ void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t 
 const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale,    avx512::fwht,
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
                                 avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
-                                avx512::dot_i8_block, avx512::lut_block};
+                                avx512::dot_i8_block, avx512::lut_block, avx512::dot_u8_block};
 
 }  // namespace tq

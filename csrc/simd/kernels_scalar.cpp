@@ -113,11 +113,23 @@ void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   }
 }
 
+void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  for (size_t t = 0; t < nq; ++t)
+    for (size_t v = 0; v < 16; ++v) {
+      int32_t s = 0;
+      for (size_t g = 0; g < groups; ++g)
+        for (size_t j = 0; j < 4; ++j)
+          s += int32_t(queries[t * groups * 4 + g * 4 + j]) * int32_t(table[block[g * 64 + v * 4 + j]]);
+      out[t * 16 + v] = s;
+    }
+}
+
 }  // namespace
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
                                 pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
-                                dot_i8_block_scalar, lut_block_scalar};
+                                dot_i8_block_scalar, lut_block_scalar, dot_u8_block_scalar};
 
 }  // namespace tq
