@@ -4,16 +4,24 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 CHILD = textwrap.dedent(
     """
-    import os, signal, threading, time
+    import os, signal, sys, threading, time
     import numpy as np
     import tqsearch
 
-    q = tqsearch.TurboQuantMSE(1024, 4, rotation="dense-qr", threads=1)  # O(d^2) per row: a slow encode
     x = np.random.default_rng(0).standard_normal((6000, 1024)).astype(np.float32)
+    if sys.argv[1] == "encode":
+        q = tqsearch.TurboQuantMSE(1024, 4, rotation="dense-qr", threads=1)  # O(d^2) per row: a slow encode
+        work = lambda: q.encode(x)
+    else:
+        index = tqsearch.FlatIndex(1024, 3, threads=1)  # 3-bit codes take the slow row scan
+        index.add(x)
+        work = lambda: index.search(x[:400], 10)
     t = time.perf_counter()
-    q.encode(x)
+    work()
     full = time.perf_counter() - t
 
     ticks = []
@@ -22,7 +30,7 @@ CHILD = textwrap.dedent(
     t = time.perf_counter()
     ticker.start()
     try:
-        q.encode(x)
+        work()
         outcome = "completed"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -33,8 +41,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_ctrl_c_stops_a_long_encode_and_other_threads_run_meanwhile():
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("call", ["encode", "search"])
+def test_ctrl_c_stops_a_long_call_and_other_threads_run_meanwhile(call):
+    out = subprocess.run([sys.executable, "-c", CHILD, call], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     outcome, full, stopped, ticks = out.stdout.split()
     assert outcome == "interrupted"
