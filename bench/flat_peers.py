@@ -22,6 +22,8 @@ Peers and their settings (checked on faiss-cpu 1.15.1, turbovec 1.1.2, tqdb 0.9.
     ``insert_batch`` with string ids, then ``flush``; search is ``query(q, n_results=k,
     include=["id"])`` (exhaustive unless ``_use_ann``/``nprobe``), whose list-of-dict answer is
     turned back into int ids inside the timed call. add_s includes its WAL/segment writes to /tmp.
+    Its ip search is a LUT scan, but its l2 search decodes and inverse-rotates every stored vector
+    for every query (~100x slower), so on L2 data it is timed once, on as many queries as fit in ~5 s.
   * rabitqlib has no flat index; an ``IvfIndex`` with one cluster (centroid = data mean) searched
     with nprobe=1 is an exhaustive RaBitQ scan (fast-scan 1-bit + ex-bits rescoring).
 
@@ -88,6 +90,7 @@ def measure(
     add_threads: int = 1,
 ) -> dict[str, Any]:
     """Build one peer and measure build time, bytes/vector, QPS at 1 and all cores, recall@k and R@1@k."""
+    start = time.perf_counter()
     nq = len(queries) if max_queries is None else min(max_queries, len(queries))
     q, gt = np.ascontiguousarray(queries[:nq], dtype=np.float32), gt_ids[:nq]
     out: dict[str, Any] = {"name": name, "bits": bits, "metric": metric, "n": len(base), "queries": nq, "k": k}
@@ -102,14 +105,14 @@ def measure(
         qps, found = {}, None
         for threads in THREADS:
             with pinned(threads):
-                peer.search(q[:16], k, threads)  # warm-up: thread pools, LUTs, codebooks
-                seconds, found = _best_of(lambda: peer.search(q, k, threads), repeat)
+                peer.search(q[:4], k, threads)  # warm-up: thread pools, LUTs, codebooks
+                seconds, found = _best_of(partial(peer.search, q, k, threads), repeat)
             qps[threads] = nq / seconds
         with pinned(THREADS[-1]):
             deep = peer.search(q, max(RECALL_1_KS), THREADS[-1])
         out |= {"bytes_per_vector": peer.bytes_per_vector(), "bytes_note": peer.bytes_note, "qps": qps}
         out |= {f"recall@{k}": recall_at_k(found, gt, k), "recall_1_at": recall_1_at(deep, gt, RECALL_1_KS)}
-        return out | {"params": peer.params}
+    return out | {"params": peer.params, "wall_s": time.perf_counter() - start}
 
 
 def _warm_build(build: Builder, base: np.ndarray, metric: str, threads: int, rows: int = 1024) -> None:
@@ -281,21 +284,39 @@ def _rabitqlib_bytes(index: Any, base: np.ndarray, bits: int, metric: str, small
 # ----------------------------------------------------------------------------- datasets
 
 
-def peer_specs(dim: int) -> list[tuple[str, int | None, Builder, int | None]]:
-    """Every peer as (name, bits, builder, max_queries); slow decode-per-distance FAISS scans get 200."""
-    specs: list[tuple[str, int | None, Builder, int | None]] = [("faiss:Flat", None, partial(faiss_peer, "Flat"), None)]
-    specs += [(f"faiss:RR,RaBitQfs{b}", b, partial(faiss_peer, f"RR,RaBitQfs{b}"), None) for b in (1, 2, 4)]
-    specs += [(f"faiss:RR,EDEN{b}", b, partial(faiss_peer, f"RR,EDEN{b}"), 200) for b in (2, 4)]
-    specs += [(f"faiss:RR,SQtqmse{b}", b, partial(faiss_peer, f"RR,SQtqmse{b}"), 200) for b in (2, 4)]
+@dataclass(frozen=True)
+class Spec:
+    """One peer configuration; slow scans get a query cap and may get fewer timing repeats."""
+
+    name: str
+    bits: int | None
+    build: Builder
+    max_queries: int | None = None
+    repeat: int | None = None  # None: the caller's default
+
+
+def peer_specs(n: int, dim: int, metric: str) -> list[Spec]:
+    """Every peer configuration for n x dim data under `metric` ("ip" or "l2")."""
+    specs = [Spec("faiss:Flat", None, partial(faiss_peer, "Flat"))]
+    specs += [Spec(f"faiss:RR,RaBitQfs{b}", b, partial(faiss_peer, f"RR,RaBitQfs{b}")) for b in (1, 2, 4)]
+    for family in ("EDEN", "SQtqmse"):  # decode every code per query: 15-45 ms/query at 116k x 384
+        specs += [Spec(f"faiss:RR,{family}{b}", b, partial(faiss_peer, f"RR,{family}{b}"), 200) for b in (2, 4)]
     for b in (2, 4):
         factory = pq_fastscan_factory(dim, b)
-        specs.append((f"faiss:{factory}", b, partial(faiss_peer, factory), None))
+        specs.append(Spec(f"faiss:{factory}", b, partial(faiss_peer, factory)))
     for b in (2, 4):
-        specs.append((f"turbovec:{b}bit", b, partial(turbovec_peer, b, False), None))
-        specs.append((f"turbovec:{b}bit+calibrate", b, partial(turbovec_peer, b, True), None))
-    specs += [(f"tqdb:{b}bit", b, partial(tqdb_peer, b), None) for b in (2, 4)]
-    specs += [(f"rabitqlib:ivf1,{b}bit", b, partial(rabitqlib_peer, b), None) for b in (1, 2, 4)]
+        specs.append(Spec(f"turbovec:{b}bit", b, partial(turbovec_peer, b, False)))
+        specs.append(Spec(f"turbovec:{b}bit+calibrate", b, partial(turbovec_peer, b, True)))
+    slow = {"max_queries": _tqdb_l2_queries(n, dim), "repeat": 1} if metric == "l2" else {}
+    specs += [Spec(f"tqdb:{b}bit", b, partial(tqdb_peer, b), **slow) for b in (2, 4)]
+    specs += [Spec(f"rabitqlib:ivf1,{b}bit", b, partial(rabitqlib_peer, b)) for b in (1, 2, 4)]
     return specs
+
+
+def _tqdb_l2_queries(n: int, dim: int, seconds: float = 5.0) -> int:
+    """How many queries tqdb's slow L2 scan gets through in `seconds` on one core (at least 10)."""
+    # it decodes and inverse-rotates (dense d x d) every stored vector per query: ~1.7e9 n*d^2 per core-second
+    return max(10, int(seconds * 1.7e9 / (n * dim * dim)))
 
 
 def load_dataset(dataset: str, quick: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -315,9 +336,10 @@ def peers_for(
     """Measure every peer (or those whose name contains one of `select`) on one dataset."""
     base, queries, gt, metric = load_dataset(dataset, quick)
     results = []
-    for name, bits, build, max_queries in peer_specs(base.shape[1]):
-        if select is None or any(s in name for s in select):
-            result = measure(name, bits, build, base, queries, gt, metric, k, max_queries, repeat)
+    for spec in peer_specs(*base.shape, metric):
+        if select is None or any(s in spec.name for s in select):
+            runs = repeat if spec.repeat is None else spec.repeat
+            result = measure(spec.name, spec.bits, spec.build, base, queries, gt, metric, k, spec.max_queries, runs)
             results.append({"dataset": dataset} | result)
     return results
 

@@ -241,30 +241,57 @@ inline void dot_many(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
-// kI8Dot block: per 4-dim group one 32-byte load, nibbles decoded by vpshufb, u8 x s8 pairs summed by
-// maddubs (no saturation: |q| <= 63) and madd into int32 lanes, one lane per vector.
-inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                         int32_t* out) {
-  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
-  const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+// Adds query t's four bytes of group g times the decoded bytes of vectors 0-7 (d0) and 8-15 (d1) to their
+// int32 lanes: maddubs (no saturation, |q| <= 63) then madd.
+inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t groups, size_t g, size_t nq,
+                      __m256i* lo, __m256i* hi) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (size_t t = 0; t < nq; ++t) {
+    int32_t q4;
+    std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
+    const __m256i q = _mm256_set1_epi32(q4);
+    lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d0, q), ones));
+    hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d1, q), ones));
+  }
+}
+
+// Runs decode(g, &d0, &d1) for every group of a 16-vector block and writes out[t*16 + v].
+template <class Decode>
+inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* out, Decode decode) {
   __m256i lo[4], hi[4];
   for (size_t t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
   for (size_t g = 0; g < groups; ++g) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + g * 32));
-    const __m256i dlo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low));
-    const __m256i dhi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
-    for (size_t t = 0; t < nq; ++t) {
-      int32_t q4;
-      std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
-      const __m256i q = _mm256_set1_epi32(q4);
-      lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(dlo, q), ones));
-      hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(dhi, q), ones));
-    }
+    __m256i d0, d1;
+    decode(g, &d0, &d1);
+    add_group(d0, d1, queries, groups, g, nq, lo, hi);
   }
   for (size_t t = 0; t < nq; ++t) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
   }
+}
+
+// kI8Dot block: per 4-dim group one 32-byte load, nibbles decoded by vpshufb.
+inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m256i low = _mm256_set1_epi8(15);
+  dot_block(groups, queries, nq, out, [&](size_t g, __m256i* d0, __m256i* d1) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + g * 32));
+    *d0 = _mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low));
+    *d1 = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+  });
+}
+
+// kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group is decoded with scalar table loads.
+inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  alignas(32) uint8_t dec[64];
+  dot_block(groups, queries, nq, out, [&](size_t g, __m256i* d0, __m256i* d1) {
+    for (int i = 0; i < 64; ++i) dec[i] = table[block[g * 64 + i]];
+    *d0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec));
+    *d1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec + 32));
+  });
 }
 
 // kLut block, 32 bytes (two sub-quantizers) at a time: vpshufb looks up each lane in its own table and
@@ -304,32 +331,6 @@ inline void lut_block_one(const uint8_t* block, size_t chunks, const uint8_t* lu
 inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
                       uint32_t* out) {
   for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
-}
-
-// kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group is decoded through the table with
-// scalar loads, then summed as in dot_i8_block.
-inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                         int32_t* out) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i lo[4], hi[4];
-  for (size_t t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
-  alignas(32) uint8_t dec[64];
-  for (size_t g = 0; g < groups; ++g) {
-    for (int i = 0; i < 64; ++i) dec[i] = table[block[g * 64 + i]];
-    const __m256i d0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec));
-    const __m256i d1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec + 32));
-    for (size_t t = 0; t < nq; ++t) {
-      int32_t q4;
-      std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
-      const __m256i q = _mm256_set1_epi32(q4);
-      lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d0, q), ones));
-      hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d1, q), ones));
-    }
-  }
-  for (size_t t = 0; t < nq; ++t) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
-  }
 }
 
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).

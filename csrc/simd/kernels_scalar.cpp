@@ -81,20 +81,32 @@ void dot_many_scalar(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
-// kI8Dot reference: decode each nibble through the table, multiply by the query byte, sum in int32.
-void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                         int32_t* out) {
+// kI8Dot / kI8Dot8 reference: out[t*16 + v] = sum_j q_t[j] * table[code(v, j)], code read by `code_at`.
+template <class CodeAt>
+void dot_block_scalar(size_t groups, const int8_t* queries, size_t nq, const uint8_t* table, int32_t* out,
+                      CodeAt code_at) {
   for (size_t t = 0; t < nq; ++t)
     for (size_t v = 0; v < 16; ++v) {
       int32_t s = 0;
       for (size_t g = 0; g < groups; ++g)
-        for (size_t j = 0; j < 4; ++j) {
-          const uint8_t byte = block[g * 32 + (v % 8) * 4 + j];
-          const uint8_t code = v < 8 ? byte & 15 : byte >> 4;
-          s += int32_t(queries[t * groups * 4 + g * 4 + j]) * int32_t(table[code]);
-        }
+        for (size_t j = 0; j < 4; ++j) s += int32_t(queries[t * groups * 4 + g * 4 + j]) * table[code_at(v, g, j)];
       out[t * 16 + v] = s;
     }
+}
+
+// kI8Dot: nibbles, vector v < 8 low and v >= 8 high, four bytes per vector and group.
+void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  dot_block_scalar(groups, queries, nq, table, out, [&](size_t v, size_t g, size_t j) {
+    const uint8_t byte = block[g * 32 + (v % 8) * 4 + j];
+    return v < 8 ? byte & 15 : byte >> 4;
+  });
+}
+
+// kI8Dot8: one byte per code, 64 bytes per group.
+void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         int32_t* out) {
+  dot_block_scalar(groups, queries, nq, table, out, [&](size_t v, size_t g, size_t j) { return block[g * 64 + v * 4 + j]; });
 }
 
 // kLut reference: chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low nibble) and i + 16.
@@ -111,18 +123,6 @@ void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, 
       }
     out[t * 32 + v] = s;
   }
-}
-
-void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                         int32_t* out) {
-  for (size_t t = 0; t < nq; ++t)
-    for (size_t v = 0; v < 16; ++v) {
-      int32_t s = 0;
-      for (size_t g = 0; g < groups; ++g)
-        for (size_t j = 0; j < 4; ++j)
-          s += int32_t(queries[t * groups * 4 + g * 4 + j]) * int32_t(table[block[g * 64 + v * 4 + j]]);
-      out[t * 16 + v] = s;
-    }
 }
 
 }  // namespace
