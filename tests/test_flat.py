@@ -241,3 +241,45 @@ def test_load_maps_the_file_and_copies_only_on_write(tmp_path):
     assert path.read_bytes() == before  # writes went to memory, never to the file
     mapped.save(path)  # replacing the file under a live mapping is safe (atomic rename)
     assert len(tqsearch.load(path, mmap=False)) == 301
+
+
+def test_fuzzed_calls_raise_clean_errors_and_never_corrupt_the_index():
+    rng = np.random.default_rng(123)
+    index = FlatIndex(6, 2, metric="l2")
+    index.add(_data(40, 6))
+    probe = _data(3, 6, seed=9)
+    reference = index.search(probe, 7)
+
+    def junk():
+        kind = rng.integers(8)
+        shape = tuple(int(s) for s in rng.integers(0, 8, size=rng.integers(0, 4)))
+        if kind == 0:
+            return rng.standard_normal(shape)
+        if kind == 1:
+            return rng.integers(-5, 50, size=shape)
+        if kind == 2:
+            return np.full(shape, np.nan)
+        if kind == 3:
+            return rng.standard_normal(shape) > 0
+        if kind == 4:
+            return "text"
+        if kind == 5:
+            return None
+        if kind == 6:
+            return [[1.0] * int(rng.integers(0, 8))]
+        return np.full(shape, 1e39)
+
+    calls = [lambda a, b: index.add(a, ids=b), lambda a, b: index.upsert(a, b), lambda a, b: index.remove(a),
+             lambda a, b: index.search(a, 3, filter=b), lambda a, b: index.reconstruct(a)]
+    for _ in range(600):
+        call = calls[rng.integers(len(calls))]
+        before = (len(index), index.ids.copy())
+        try:
+            call(junk(), junk())
+        except (TypeError, ValueError, KeyError):
+            assert (len(index), index.ids.tolist()) == (before[0], before[1].tolist())  # failed calls change nothing
+    # whatever succeeded, the index still answers consistently with a brute force over its codes
+    scores, ids = index.search(probe, 7)
+    want_scores, want_ids = top_k(brute_force_scores(index, probe), index.ids, 7)
+    np.testing.assert_array_equal(ids, want_ids[:, :7])
+    assert reference[0].shape == scores.shape
