@@ -10,18 +10,25 @@
 namespace tq {
 namespace {
 
-constexpr size_t kQueryChunk = 4;  // queries sharing one pass over the codes (kernel limit for kI8Dot)
+constexpr size_t kQueryChunk = 8;  // queries sharing one pass over the codes (the kernels' limit)
 
-// Scores s_v = a_v * (raw_v * step + base) + b_v for a run of slots (written so the compiler vectorises
-// it), then offers those at or above the current threshold to the top-k.
+// Scores a run of up to 32 slots with the kernel's score16 and offers those at or above the current
+// threshold (and allowed) to the top-k; most blocks offer nothing, so this stays branch-light.
 template <class Raw>
-void offer(const Raw* raw, size_t count, float step, float base, const float* a, const float* b, uint64_t bits,
-           size_t first_slot, TopK& top) {
-  float scores[32];
-  for (size_t v = 0; v < count; ++v) scores[v] = a[v] * (float(raw[v]) * step + base) + b[v];
-  const float threshold = top.threshold();
-  for (size_t v = 0; v < count; ++v)
-    if (((bits >> v) & 1) && scores[v] >= threshold) top.push(scores[v], int64_t(first_slot + v));
+void offer(const Kernels& k, const Raw* raw, size_t count, float step, float base, const float* a, const float* b,
+           uint64_t bits, size_t first_slot, TopK& top) {
+  float scores[16];
+  for (size_t h = 0; h < count; h += 16) {
+    const size_t m = std::min<size_t>(16, count - h);
+    uint64_t hits = k.score16(reinterpret_cast<const int32_t*>(raw + h), m, step, base, a + h, b + h, top.threshold(),
+                              scores);
+    hits &= bits >> h;
+    while (hits) {
+      const int v = __builtin_ctzll(hits);
+      top.push(scores[v], int64_t(first_slot + h + size_t(v)));
+      hits &= hits - 1;
+    }
+  }
 }
 
 bool allowed_bit(const uint64_t* allowed, size_t slot) { return !allowed || ((allowed[slot / 64] >> (slot % 64)) & 1); }
@@ -217,7 +224,7 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
       k_->dot_u8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
     const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
     for (size_t t = 0; t < nq; ++t)
-      offer(dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_ptr_ + first, b_ptr_ + first, bits,
+      offer(*k_, dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_ptr_ + first, b_ptr_ + first, bits,
             first, tops[t]);
   }
 }
@@ -261,7 +268,7 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
     const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
     k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data(), tables * 16, nq, sums);
     for (size_t t = 0; t < nq; ++t)
-      offer(sums + t * 32, end, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
+      offer(*k_, sums + t * 32, end, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
   }
 }
 

@@ -60,19 +60,23 @@ struct Kernels {
   // Optional fused Alg. 1 for one row: stats = {||x||, <u, c>, ||c||^2} and the packed code row, equal
   // to dot -> rotate -> quantize -> pack. Returns false for shapes it does not handle. Null when absent.
   bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* code, float* stats);
-  // One 16-vector block of the kI8Dot layout (flat.h) against nq <= 4 queries of 4*groups int8 values
+  // One 16-vector block of the kI8Dot layout (flat.h) against nq <= 8 queries of 4*groups int8 values
   // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic.
   void (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
-  // One 32-vector block of the kLut layout (flat.h), `chunks` chunks of 64 bytes, against nq <= 4 queries'
+  // One 32-vector block of the kLut layout (flat.h), `chunks` chunks of 64 bytes, against nq <= 8 queries'
   // u8 tables (64 bytes per chunk, query t at luts + t * stride):
   // out[t*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(v, m)]. Exact.
   void (*lut_block)(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
                     uint32_t* out);
   // One 16-vector block of the kI8Dot8 layout (flat.h, 8-bit codes, 64 bytes per 4-dim group) against
-  // nq <= 4 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
+  // nq <= 8 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
+  // scores[v] = a[v] * (float(raw[v]) * step + base) + b[v] for v < 16 (products rounded, no FMA), and
+  // the mask of lanes v < n with scores[v] >= threshold. raw is int32 or uint32 bits below 2^24.
+  uint32_t (*score16)(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
+                      float threshold, float* scores);
 };
 
 extern const Kernels kKernelsScalar;

@@ -258,8 +258,8 @@ inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t grou
 // Runs decode(g, &d0, &d1) for every group of a 16-vector block and writes out[t*16 + v].
 template <class Decode>
 inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* out, Decode decode) {
-  __m256i lo[4], hi[4];
-  for (size_t t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
+  __m256i lo[8], hi[8];
+  for (size_t t = 0; t < 8; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
   for (size_t g = 0; g < groups; ++g) {
     __m256i d0, d1;
     decode(g, &d0, &d1);
@@ -331,6 +331,30 @@ inline void lut_block_one(const uint8_t* block, size_t chunks, const uint8_t* lu
 inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
                       uint32_t* out) {
   for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
+}
+
+inline uint32_t score16(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
+                        float threshold, float* scores) {
+  if (n < 16) {  // a partial block: the lanes past n would read past a and b
+    uint32_t mask = 0;
+    for (size_t v = 0; v < n; ++v) {
+      const float x = float(raw[v]) * step + base;
+      scores[v] = a[v] * x + b[v];
+      if (scores[v] >= threshold) mask |= 1u << v;
+    }
+    return mask;
+  }
+  uint32_t mask = 0;
+  for (int h = 0; h < 2; ++h) {
+    const __m256 x = _mm256_add_ps(
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + 8 * h))),
+                      _mm256_set1_ps(step)),
+        _mm256_set1_ps(base));
+    const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + 8 * h), x), _mm256_loadu_ps(b + 8 * h));
+    _mm256_storeu_ps(scores + 8 * h, s);
+    mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(threshold), _CMP_GE_OQ))) << (8 * h);
+  }
+  return mask;
 }
 
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).

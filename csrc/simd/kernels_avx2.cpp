@@ -7,6 +7,7 @@ namespace tq {
 const Kernels kKernelsAVX2 = {"avx2",         avx2::mul,      avx2::scale,  avx2::fwht,
                               avx2::kac,       avx2::dot,     avx2::quantize, avx2::lookup,
                               avx2::pack,     avx2::unpack,   avx2::dot_many, nullptr, nullptr, avx2::dot_i8_block,
-                              avx2::lut_block, avx2::dot_u8_block};
+                              avx2::lut_block, avx2::dot_u8_block,
+                              avx2::score16};
 
 }  // namespace tq

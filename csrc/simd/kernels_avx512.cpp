@@ -398,6 +398,13 @@ bool encode(const EncodePlan& plan, const float* x, uint8_t* code, float* stats)
   }
 }
 
+// acc += u8 x s8 dot products of `codes` against the four bytes at q broadcast to every lane, with the
+// broadcast folded into the instruction (GCC otherwise issues a separate vpbroadcastd per product).
+inline __m512i dpbusd_bcast(__m512i acc, __m512i codes, const int32_t* q) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*q));
+  return acc;
+}
+
 // kI8Dot block with VNNI: a 64-byte load holds two groups; nibbles are split, regrouped so each register
 // holds one group for all 16 vectors (4 bytes per vector = one int32 lane), decoded by vpshufb and summed
 // by vpdpbusd against the query's 4 bytes broadcast to every lane.
@@ -415,8 +422,8 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i b = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0xEE));
     for (int t = 0; t < NQ; ++t) {
       const int32_t* qt = q32 + size_t(t) * groups;
-      acc[t] = _mm512_dpbusd_epi32(acc[t], a, _mm512_set1_epi32(qt[g]));
-      acc[t] = _mm512_dpbusd_epi32(acc[t], b, _mm512_set1_epi32(qt[g + 1]));
+      acc[t] = dpbusd_bcast(acc[t], a, qt + g);
+      acc[t] = dpbusd_bcast(acc[t], b, qt + g + 1);
     }
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
@@ -428,7 +435,11 @@ void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
     case 1: return dot_i8_block_nq<1>(block, groups, queries, table, out);
     case 2: return dot_i8_block_nq<2>(block, groups, queries, table, out);
     case 3: return dot_i8_block_nq<3>(block, groups, queries, table, out);
-    default: return dot_i8_block_nq<4>(block, groups, queries, table, out);
+    case 4: return dot_i8_block_nq<4>(block, groups, queries, table, out);
+    case 5: return dot_i8_block_nq<5>(block, groups, queries, table, out);
+    case 6: return dot_i8_block_nq<6>(block, groups, queries, table, out);
+    case 7: return dot_i8_block_nq<7>(block, groups, queries, table, out);
+    default: return dot_i8_block_nq<8>(block, groups, queries, table, out);
   }
 }
 
@@ -476,7 +487,7 @@ void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i x = _mm512_loadu_si512(block + g * 64);
     const __m512i d = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(t0, x, t1),
                                              _mm512_permutex2var_epi8(t2, x, t3));
-    for (int t = 0; t < NQ; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], d, _mm512_set1_epi32(q32[size_t(t) * groups + g]));
+    for (int t = 0; t < NQ; ++t) acc[t] = dpbusd_bcast(acc[t], d, q32 + size_t(t) * groups + g);
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
 }
@@ -487,8 +498,23 @@ void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
     case 1: return dot_u8_block_nq<1>(block, groups, queries, table, out);
     case 2: return dot_u8_block_nq<2>(block, groups, queries, table, out);
     case 3: return dot_u8_block_nq<3>(block, groups, queries, table, out);
-    default: return dot_u8_block_nq<4>(block, groups, queries, table, out);
+    case 4: return dot_u8_block_nq<4>(block, groups, queries, table, out);
+    case 5: return dot_u8_block_nq<5>(block, groups, queries, table, out);
+    case 6: return dot_u8_block_nq<6>(block, groups, queries, table, out);
+    case 7: return dot_u8_block_nq<7>(block, groups, queries, table, out);
+    default: return dot_u8_block_nq<8>(block, groups, queries, table, out);
   }
+}
+
+uint32_t score16(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b, float threshold,
+                 float* scores) {
+  const __mmask16 live = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+  const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, raw)),
+                                               _mm512_set1_ps(step)),
+                                 _mm512_set1_ps(base));
+  const __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, a), x), _mm512_maskz_loadu_ps(live, b));
+  _mm512_mask_storeu_ps(scores, live, s);
+  return _mm512_mask_cmp_ps_mask(live, s, _mm512_set1_ps(threshold), _CMP_GE_OQ);
 }
 
 void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
@@ -496,7 +522,11 @@ void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t 
     case 1: return lut_block_nq<1>(block, chunks, luts, stride, out);
     case 2: return lut_block_nq<2>(block, chunks, luts, stride, out);
     case 3: return lut_block_nq<3>(block, chunks, luts, stride, out);
-    default: return lut_block_nq<4>(block, chunks, luts, stride, out);
+    case 4: return lut_block_nq<4>(block, chunks, luts, stride, out);
+    case 5: return lut_block_nq<5>(block, chunks, luts, stride, out);
+    case 6: return lut_block_nq<6>(block, chunks, luts, stride, out);
+    case 7: return lut_block_nq<7>(block, chunks, luts, stride, out);
+    default: return lut_block_nq<8>(block, chunks, luts, stride, out);
   }
 }
 
@@ -506,6 +536,7 @@ void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t 
 const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale,    avx512::fwht,
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
                                 avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
-                                avx512::dot_i8_block, avx512::lut_block, avx512::dot_u8_block};
+                                avx512::dot_i8_block, avx512::lut_block, avx512::dot_u8_block,
+                                avx512::score16};
 
 }  // namespace tq

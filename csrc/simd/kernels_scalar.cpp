@@ -125,11 +125,23 @@ void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   }
 }
 
+uint32_t score16_scalar(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
+                        float threshold, float* scores) {
+  uint32_t mask = 0;
+  for (size_t v = 0; v < n; ++v) {
+    const float x = float(raw[v]) * step + base;
+    scores[v] = a[v] * x + b[v];
+    if (scores[v] >= threshold) mask |= 1u << v;
+  }
+  return mask;
+}
+
 }  // namespace
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
                                 pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
-                                dot_i8_block_scalar, lut_block_scalar, dot_u8_block_scalar};
+                                dot_i8_block_scalar, lut_block_scalar, dot_u8_block_scalar,
+                                score16_scalar};
 
 }  // namespace tq
