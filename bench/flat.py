@@ -20,7 +20,7 @@ from common import BENCH_MD, load_wordnet, progress, update_markdown_section, wr
 import numpy as np
 
 import tqsearch
-from flat_peers import Peer, load_dataset, measure, peer_specs
+from flat_peers import Peer, Spec, load_dataset, measure, peer_specs
 
 K = 10
 OURS = [(1, None), (2, None), (4, None), (8, None), (2, "fp16"), (4, "fp16")]
@@ -43,10 +43,9 @@ def tqsearch_peer(bits: int, rerank: str | None, factor: int | None, base: np.nd
     return Peer(search, lambda: usage()["codes"] / len(index), note, params)
 
 
-def ours_specs() -> list[tuple[str, int, Any, None]]:
-    specs = [(f"tqsearch:{b}bit" + (f"+{r}" if r else ""), b, partial(tqsearch_peer, b, r, None), None)
-             for b, r in OURS]
-    specs += [(f"tqsearch:4bit+fp16x{f}", 4, partial(tqsearch_peer, 4, "fp16", f), None) for f in RERANK_FACTORS]
+def ours_specs() -> list[Spec]:
+    specs = [Spec(f"tqsearch:{b}bit" + (f"+{r}" if r else ""), b, partial(tqsearch_peer, b, r, None)) for b, r in OURS]
+    specs += [Spec(f"tqsearch:4bit+fp16x{f}", 4, partial(tqsearch_peer, 4, "fp16", f)) for f in RERANK_FACTORS]
     return specs
 
 
@@ -63,9 +62,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         base, queries, gt, metric = dataset(name, quick)
-        specs = ours_specs() + (peer_specs(base.shape[1]) if name != "wordnet-word" else [])
-        for spec_name, bits, build, max_q in progress(specs, desc=name):
-            rows.append({"dataset": name} | measure(spec_name, bits, build, base, queries, gt, metric, K, max_q))
+        specs = ours_specs() + (peer_specs(*base.shape, metric) if name != "wordnet-word" else [])
+        for spec in progress(specs, desc=name):
+            repeat = 3 if spec.repeat is None else spec.repeat
+            rows.append({"dataset": name} | measure(spec.name, spec.bits, spec.build, base, queries, gt, metric, K,
+                                                    spec.max_queries, repeat))
     return rows
 
 
