@@ -8,6 +8,7 @@
 
 #include "pack-inl.h"
 #include "simd/reduce-inl.h"
+#include "simd/score-inl.h"
 
 namespace tq {
 namespace avx2 {
@@ -335,15 +336,7 @@ inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, 
 
 inline uint32_t score16(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
                         float threshold, float* scores) {
-  if (n < 16) {  // a partial block: the lanes past n would read past a and b
-    uint32_t mask = 0;
-    for (size_t v = 0; v < n; ++v) {
-      const float x = float(raw[v]) * step + base;
-      scores[v] = a[v] * x + b[v];
-      if (scores[v] >= threshold) mask |= 1u << v;
-    }
-    return mask;
-  }
+  if (n < 16) return score_lanes(raw, n, step, base, a, b, threshold, scores);  // lanes past n would overread
   uint32_t mask = 0;
   for (int h = 0; h < 2; ++h) {
     const __m256 x = _mm256_add_ps(

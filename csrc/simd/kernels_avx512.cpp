@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "simd/kernels.h"
 #include "simd/kernels_avx2-inl.h"
@@ -398,6 +399,21 @@ bool encode(const EncodePlan& plan, const float* x, uint8_t* code, float* stats)
   }
 }
 
+// Calls f with std::integral_constant<int, nq> (1..8), so kernels keep their accumulators in registers.
+template <class F>
+void by_nq(size_t nq, F&& f) {
+  switch (nq) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
 // acc += u8 x s8 dot products of `codes` against the four bytes at q broadcast to every lane, with the
 // broadcast folded into the instruction (GCC otherwise issues a separate vpbroadcastd per product).
 inline __m512i dpbusd_bcast(__m512i acc, __m512i codes, const int32_t* q) {
@@ -431,16 +447,7 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
 
 void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
                   int32_t* out) {
-  switch (nq) {
-    case 1: return dot_i8_block_nq<1>(block, groups, queries, table, out);
-    case 2: return dot_i8_block_nq<2>(block, groups, queries, table, out);
-    case 3: return dot_i8_block_nq<3>(block, groups, queries, table, out);
-    case 4: return dot_i8_block_nq<4>(block, groups, queries, table, out);
-    case 5: return dot_i8_block_nq<5>(block, groups, queries, table, out);
-    case 6: return dot_i8_block_nq<6>(block, groups, queries, table, out);
-    case 7: return dot_i8_block_nq<7>(block, groups, queries, table, out);
-    default: return dot_i8_block_nq<8>(block, groups, queries, table, out);
-  }
+  by_nq(nq, [&](auto q) { dot_i8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
 // kLut block with VBMI: a constant byte permute turns each chunk's (sub-quantizer, vector) nibble order
@@ -494,16 +501,7 @@ void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
 
 void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
                   int32_t* out) {
-  switch (nq) {
-    case 1: return dot_u8_block_nq<1>(block, groups, queries, table, out);
-    case 2: return dot_u8_block_nq<2>(block, groups, queries, table, out);
-    case 3: return dot_u8_block_nq<3>(block, groups, queries, table, out);
-    case 4: return dot_u8_block_nq<4>(block, groups, queries, table, out);
-    case 5: return dot_u8_block_nq<5>(block, groups, queries, table, out);
-    case 6: return dot_u8_block_nq<6>(block, groups, queries, table, out);
-    case 7: return dot_u8_block_nq<7>(block, groups, queries, table, out);
-    default: return dot_u8_block_nq<8>(block, groups, queries, table, out);
-  }
+  by_nq(nq, [&](auto q) { dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
 uint32_t score16(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b, float threshold,
@@ -518,16 +516,7 @@ uint32_t score16(const int32_t* raw, size_t n, float step, float base, const flo
 }
 
 void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
-  switch (nq) {
-    case 1: return lut_block_nq<1>(block, chunks, luts, stride, out);
-    case 2: return lut_block_nq<2>(block, chunks, luts, stride, out);
-    case 3: return lut_block_nq<3>(block, chunks, luts, stride, out);
-    case 4: return lut_block_nq<4>(block, chunks, luts, stride, out);
-    case 5: return lut_block_nq<5>(block, chunks, luts, stride, out);
-    case 6: return lut_block_nq<6>(block, chunks, luts, stride, out);
-    case 7: return lut_block_nq<7>(block, chunks, luts, stride, out);
-    default: return lut_block_nq<8>(block, chunks, luts, stride, out);
-  }
+  by_nq(nq, [&](auto q) { lut_block_nq<decltype(q)::value>(block, chunks, luts, stride, out); });
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include "pack-inl.h"
 #include "simd/reduce-inl.h"
+#include "simd/score-inl.h"
 #include "simd/kernels.h"
 
 namespace tq {
@@ -127,13 +128,7 @@ void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, 
 
 uint32_t score16_scalar(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
                         float threshold, float* scores) {
-  uint32_t mask = 0;
-  for (size_t v = 0; v < n; ++v) {
-    const float x = float(raw[v]) * step + base;
-    scores[v] = a[v] * x + b[v];
-    if (scores[v] >= threshold) mask |= 1u << v;
-  }
-  return mask;
+  return score_lanes(raw, n, step, base, a, b, threshold, scores);
 }
 
 }  // namespace

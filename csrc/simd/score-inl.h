@@ -1,0 +1,22 @@
+// The score formula of FlatStore (flat.h), written once: every kernel set's score16 must round like this.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace tq {
+namespace {
+
+// scores[v] = a[v] * (float(raw[v]) * step + base) + b[v] for v < n; bit v set when scores[v] >= threshold.
+inline uint32_t score_lanes(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
+                            float threshold, float* scores) {
+  uint32_t mask = 0;
+  for (size_t v = 0; v < n; ++v) {
+    const float x = float(raw[v]) * step + base;
+    scores[v] = a[v] * x + b[v];
+    if (scores[v] >= threshold) mask |= 1u << v;
+  }
+  return mask;
+}
+
+}  // namespace
+}  // namespace tq
