@@ -166,6 +166,7 @@ NB_MODULE(_core, m) {
           },
           "dim"_a, "bits"_a, "centroids"_a, "simd"_a = "")
       .def_prop_ro("size", &tq::FlatStore::size)
+      .def_prop_ro("code_size", &tq::FlatStore::code_size)
       .def_prop_ro("layout", [](const tq::FlatStore& s) { return int(s.layout()); })
       .def(
           "append",

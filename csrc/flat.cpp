@@ -15,13 +15,13 @@ constexpr size_t kQueryChunk = 8;  // queries sharing one pass over the codes (t
 // Scores a run of up to 32 slots with the kernel's score16 and offers those at or above the current
 // threshold (and allowed) to the top-k; most blocks offer nothing, so this stays branch-light.
 template <class Raw>
-void offer(const Kernels& k, const Raw* raw, size_t count, float step, float base, const float* a, const float* b,
-           uint64_t bits, size_t first_slot, TopK& top) {
+void offer(const Kernels& k, const Raw* raw, size_t count, float shift, float step, float base, const float* a,
+           const float* b, uint64_t bits, size_t first_slot, TopK& top) {
   float scores[16];
   for (size_t h = 0; h < count; h += 16) {
     const size_t m = std::min<size_t>(16, count - h);
-    uint64_t hits = k.score16(reinterpret_cast<const int32_t*>(raw + h), m, step, base, a + h, b + h, top.threshold(),
-                              scores);
+    uint64_t hits = k.score16(reinterpret_cast<const int32_t*>(raw + h), m, shift, step, base, a + h, b + h,
+                              top.threshold(), scores);
     hits &= bits >> h;
     while (hits) {
       const int v = __builtin_ctzll(hits);
@@ -95,53 +95,38 @@ void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, c
 }
 
 uint8_t* FlatStore::code_byte(size_t slot, size_t j, int* shift) const {
-  // kLut: the byte and bit offset of (slot, dim j); see the layout comment in flat.h.
-  const size_t v = slot % 32, m = j / sub_dims_;
-  *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
-  return const_cast<uint8_t*>(codes_ptr_) + (slot / 32) * block_bytes_ + (m / 4) * 64 + (m % 4) * 16 + v % 16;
+  // The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h.
+  uint8_t* block = const_cast<uint8_t*>(codes_ptr_) + (slot / block_vectors_) * block_bytes_;
+  const size_t v = slot % block_vectors_;
+  if (layout_ == Layout::Lut) {
+    const size_t m = j / sub_dims_;
+    *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
+    return block + (m / 4) * 64 + (m % 4) * 16 + v % 16;
+  }
+  if (layout_ == Layout::I8Dot8) {
+    *shift = 0;
+    return block + (j / 4) * 64 + v * 4 + j % 4;
+  }
+  *shift = v < 8 ? 0 : 4;  // kI8Dot
+  return block + (j / 4) * 32 + (v % 8) * 4 + j % 4;
 }
 
 void FlatStore::set_code(size_t slot, const uint8_t* idx) {
   if (layout_ == Layout::Rows) return k_->pack(idx, dim_, bits_, codes_.data() + slot * row_bytes_);
-  if (layout_ == Layout::Lut) {
-    const uint8_t mask = uint8_t((1 << bits_) - 1);
-    for (size_t j = 0; j < dim_; ++j) {
-      int shift;
-      uint8_t* byte = code_byte(slot, j, &shift);
-      *byte = uint8_t((*byte & ~(mask << shift)) | (idx[j] << shift));
-    }
-    return;
-  }
-  uint8_t* block = codes_.data() + (slot / 16) * block_bytes_;
-  const size_t v = slot % 16;
-  if (layout_ == Layout::I8Dot8) {
-    for (size_t j = 0; j < dim_; ++j) block[(j / 4) * 64 + v * 4 + j % 4] = idx[j];
-    return;
-  }
+  const unsigned mask = (1u << bits_) - 1;
   for (size_t j = 0; j < dim_; ++j) {
-    uint8_t& byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
-    byte = v < 8 ? uint8_t((byte & 0xF0) | idx[j]) : uint8_t((byte & 0x0F) | (idx[j] << 4));
+    int shift;
+    uint8_t* byte = code_byte(slot, j, &shift);
+    *byte = uint8_t((*byte & ~(mask << shift)) | (unsigned(idx[j]) << shift));
   }
 }
 
 void FlatStore::get_code(size_t slot, uint8_t* idx) const {
   if (layout_ == Layout::Rows) return k_->unpack(codes_ptr_ + slot * row_bytes_, dim_, bits_, idx);
-  if (layout_ == Layout::Lut) {
-    for (size_t j = 0; j < dim_; ++j) {
-      int shift;
-      idx[j] = uint8_t((*code_byte(slot, j, &shift) >> shift) & ((1 << bits_) - 1));
-    }
-    return;
-  }
-  const uint8_t* block = codes_ptr_ + (slot / 16) * block_bytes_;
-  const size_t v = slot % 16;
-  if (layout_ == Layout::I8Dot8) {
-    for (size_t j = 0; j < dim_; ++j) idx[j] = block[(j / 4) * 64 + v * 4 + j % 4];
-    return;
-  }
+  const unsigned mask = (1u << bits_) - 1;
   for (size_t j = 0; j < dim_; ++j) {
-    const uint8_t byte = block[(j / 4) * 32 + (v % 8) * 4 + j % 4];
-    idx[j] = v < 8 ? byte & 15 : byte >> 4;
+    int shift;
+    idx[j] = uint8_t((*code_byte(slot, j, &shift) >> shift) & mask);
   }
 }
 
@@ -223,9 +208,9 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
     else
       k_->dot_u8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
     const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
-    for (size_t t = 0; t < nq; ++t)
-      offer(*k_, dots + t * 16, end, unit[t], -float(offset[t]) * unit[t], a_ptr_ + first, b_ptr_ + first, bits,
-            first, tops[t]);
+    for (size_t t = 0; t < nq; ++t)  // the offset is removed exactly, before any rounding (score-inl.h)
+      offer(*k_, dots + t * 16, end, float(offset[t]), unit[t], 0.0f, a_ptr_ + first, b_ptr_ + first, bits, first,
+            tops[t]);
   }
 }
 
@@ -268,7 +253,7 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
     const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
     k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data(), tables * 16, nq, sums);
     for (size_t t = 0; t < nq; ++t)
-      offer(*k_, sums + t * 32, end, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
+      offer(*k_, sums + t * 32, end, 0.0f, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
   }
 }
 

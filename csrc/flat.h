@@ -34,6 +34,7 @@ class FlatStore {
   FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
 
   size_t size() const { return n_; }
+  size_t code_size() const { return code_bytes(n_); }
   Layout layout() const { return layout_; }
   size_t block_bytes() const { return block_bytes_; }
 
@@ -70,7 +71,7 @@ class FlatStore {
   void scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
                 std::vector<class TopK>& tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
-  uint8_t* code_byte(size_t slot, size_t dim, int* shift) const;
+  uint8_t* code_byte(size_t slot, size_t dim, int* shift) const;  // blocked layouts only
   void scan_rows(const float* queries, size_t q0, size_t nq, size_t r0, size_t r1, const uint64_t* allowed,
                  std::vector<class TopK>& tops) const;
 

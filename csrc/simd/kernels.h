@@ -73,10 +73,10 @@ struct Kernels {
   // nq <= 8 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
-  // scores[v] = a[v] * (float(raw[v]) * step + base) + b[v] for v < 16 (products rounded, no FMA), and
-  // the mask of lanes v < n with scores[v] >= threshold. raw is int32 or uint32 bits below 2^24.
-  uint32_t (*score16)(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
-                      float threshold, float* scores);
+  // scores[v] = a[v] * ((float(raw[v]) - shift) * step + base) + b[v] for v < n <= 16 (simd/score-inl.h,
+  // no FMA), and the mask of lanes with scores[v] >= threshold. raw: int32 or uint32 bits below 2^24.
+  uint32_t (*score16)(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
+                      const float* b, float threshold, float* scores);
 };
 
 extern const Kernels kKernelsScalar;

@@ -334,13 +334,14 @@ inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
 }
 
-inline uint32_t score16(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
-                        float threshold, float* scores) {
-  if (n < 16) return score_lanes(raw, n, step, base, a, b, threshold, scores);  // lanes past n would overread
+inline uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
+                        const float* b, float threshold, float* scores) {
+  if (n < 16) return score_lanes(raw, n, shift, step, base, a, b, threshold, scores);  // lanes past n overread
   uint32_t mask = 0;
   for (int h = 0; h < 2; ++h) {
     const __m256 x = _mm256_add_ps(
-        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + 8 * h))),
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + 8 * h))),
+                                    _mm256_set1_ps(shift)),
                       _mm256_set1_ps(step)),
         _mm256_set1_ps(base));
     const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + 8 * h), x), _mm256_loadu_ps(b + 8 * h));

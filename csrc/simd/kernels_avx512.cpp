@@ -504,11 +504,11 @@ void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   by_nq(nq, [&](auto q) { dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
-uint32_t score16(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b, float threshold,
-                 float* scores) {
+uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a, const float* b,
+                 float threshold, float* scores) {
   const __mmask16 live = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-  const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, raw)),
-                                               _mm512_set1_ps(step)),
+  const __m512 raw_f = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, raw)), _mm512_set1_ps(shift));
+  const __m512 x = _mm512_add_ps(_mm512_mul_ps(raw_f, _mm512_set1_ps(step)),
                                  _mm512_set1_ps(base));
   const __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, a), x), _mm512_maskz_loadu_ps(live, b));
   _mm512_mask_storeu_ps(scores, live, s);

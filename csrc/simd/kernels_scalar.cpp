@@ -126,9 +126,9 @@ void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   }
 }
 
-uint32_t score16_scalar(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
-                        float threshold, float* scores) {
-  return score_lanes(raw, n, step, base, a, b, threshold, scores);
+uint32_t score16_scalar(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
+                        const float* b, float threshold, float* scores) {
+  return score_lanes(raw, n, shift, step, base, a, b, threshold, scores);
 }
 
 }  // namespace

@@ -6,12 +6,13 @@
 namespace tq {
 namespace {
 
-// scores[v] = a[v] * (float(raw[v]) * step + base) + b[v] for v < n; bit v set when scores[v] >= threshold.
-inline uint32_t score_lanes(const int32_t* raw, size_t n, float step, float base, const float* a, const float* b,
-                            float threshold, float* scores) {
+// scores[v] = a[v] * ((float(raw[v]) - shift) * step + base) + b[v] for v < n; bit v set when
+// scores[v] >= threshold. raw and shift are integers below 2^24, so the subtraction is exact.
+inline uint32_t score_lanes(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
+                            const float* b, float threshold, float* scores) {
   uint32_t mask = 0;
   for (size_t v = 0; v < n; ++v) {
-    const float x = float(raw[v]) * step + base;
+    const float x = (float(raw[v]) - shift) * step + base;
     scores[v] = a[v] * x + b[v];
     if (scores[v] >= threshold) mask |= 1u << v;
   }

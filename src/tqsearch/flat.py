@@ -75,7 +75,7 @@ class FlatIndex:
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes held: codes (with their per-vector floats), ids and the rerank tier."""
-        codes = self._store.codes().nbytes + 4 * len(self) * (2 if self.metric == "l2" else 1)
+        codes = self._store.code_size + 4 * len(self) * (2 if self.metric == "l2" else 1)
         return {"codes": codes, "ids": 8 * len(self), "rerank": self._extra[: len(self)].nbytes}
 
     # ------------------------------------------------------------------ mutation
