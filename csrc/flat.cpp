@@ -225,26 +225,24 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
     const float* q = queries + (q0 + t) * dim_;
     float widest = 0, offsets = 0;
     for (size_t m = 0; m < tables; ++m) {
-      float lo = 0, hi = 0;
-      for (size_t nib = 0; nib < 16; ++nib) {
-        float v = 0;
-        for (size_t s = 0; s < sub_dims_; ++s) {
-          const size_t j = m * sub_dims_ + s;
-          if (j < dim_) v += q[j] * centroids_[(nib >> (bits_ * s)) & mask];
-        }
-        partial[m * 16 + nib] = v;
-        lo = nib == 0 ? v : std::min(lo, v);
-        hi = nib == 0 ? v : std::max(hi, v);
+      // Entry n is the sum over the table's sub-dims s of q_j * c[value of s in n], built by doubling.
+      float* e = partial.data() + m * 16;
+      e[0] = 0;
+      for (size_t s = 0, filled = 1; s < sub_dims_; ++s, filled <<= bits_) {
+        const size_t j = m * sub_dims_ + s;
+        const float qj = j < dim_ ? q[j] : 0.0f;
+        for (size_t v = mask; v + 1 > 0; --v)  // v = 0 last, so e[n] is read before it is overwritten
+          for (size_t n = 0; n < filled; ++n) e[n | (v << (bits_ * s))] = e[n] + qj * centroids_[v];
       }
+      const float lo = *std::min_element(e, e + 16), hi = *std::max_element(e, e + 16);
       widest = std::max(widest, hi - lo);
-      for (size_t nib = 0; nib < 16; ++nib) partial[m * 16 + nib] -= lo;
+      for (size_t nib = 0; nib < 16; ++nib) e[nib] -= lo;
       offsets += lo;
     }
     step[t] = widest > 0 ? widest / 255.0f : 1.0f;
     base[t] = offsets;
-    for (size_t m = 0; m < tables; ++m)
-      for (size_t nib = 0; nib < 16; ++nib)
-        lut[t * tables * 16 + m * 16 + nib] = uint8_t(std::lrint(partial[m * 16 + nib] / step[t]));
+    uint8_t* out = lut.data() + t * tables * 16;
+    for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(std::lrint(partial[i] / step[t]));
   }
   uint32_t sums[kQueryChunk * 32];
   for (size_t blk = b0; blk < b1; ++blk) {
