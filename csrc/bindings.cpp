@@ -8,6 +8,7 @@
 
 #include "codec.h"
 #include "flat.h"
+#include "hnsw.h"
 #include "common.h"
 #include "random.h"
 #include "rotation.h"
@@ -60,6 +61,7 @@ nb::ndarray<nb::numpy, T> owned_array(std::vector<T> v) {
 
 nb::ndarray<nb::numpy, float> to_numpy(std::vector<float> v) { return owned_array(std::move(v)); }
 nb::ndarray<nb::numpy, uint8_t> to_numpy_u8(std::vector<uint8_t> v) { return owned_array(std::move(v)); }
+nb::ndarray<nb::numpy, uint32_t> to_numpy_u32(std::vector<uint32_t> v) { return owned_array(std::move(v)); }
 
 }  // namespace
 
@@ -166,6 +168,15 @@ NB_MODULE(_core, m) {
           },
           "dim"_a, "bits"_a, "centroids"_a, "simd"_a = "")
       .def_prop_ro("size", &tq::FlatStore::size)
+      .def("a_of",
+           [](const tq::FlatStore& s, const In<int64_t, Vec>& slots) {
+             std::vector<float> out(slots.shape(0));
+             for (size_t i = 0; i < out.size(); ++i) {
+               TQ_CHECK(slots(i) >= 0 && size_t(slots(i)) < s.size(), "slot out of range");
+               out[i] = s.a_at(size_t(slots(i)));
+             }
+             return to_numpy(std::move(out));
+           })
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
       .def_prop_ro("layout", [](const tq::FlatStore& s) { return int(s.layout()); })
       .def(
@@ -212,6 +223,94 @@ NB_MODULE(_core, m) {
             s.attach(codes.data(), codes.shape(0), a.data(), b.data(), n);
           },
           "codes"_a, "a"_a, "b"_a, "n"_a);
+
+  nb::class_<tq::HnswGraph>(m, "HnswGraph")
+      .def(
+          "__init__",
+          [](tq::HnswGraph* self, size_t dim, int bits, const In<float, Vec>& centroids, size_t M,
+             size_t ef_construction, uint64_t seed, float decode_div, const std::string& simd) {
+            new (self) tq::HnswGraph(dim, bits, to_vector(centroids), M, ef_construction, seed, decode_div,
+                                     pick(simd));
+          },
+          "dim"_a, "bits"_a, "centroids"_a, "M"_a, "ef_construction"_a, "seed"_a, "decode_div"_a, "simd"_a = "")
+      .def_prop_ro("size", &tq::HnswGraph::size)
+      .def("a_of",
+           [](const tq::HnswGraph& s, const In<int64_t, Vec>& slots) {
+             std::vector<float> out(slots.shape(0));
+             for (size_t i = 0; i < out.size(); ++i) {
+               TQ_CHECK(slots(i) >= 0 && size_t(slots(i)) < s.size(), "slot out of range");
+               out[i] = s.a_at(size_t(slots(i)));
+             }
+             return to_numpy(std::move(out));
+           })
+      .def_prop_ro("entry", &tq::HnswGraph::entry)
+      .def_prop_ro("max_level", &tq::HnswGraph::max_level)
+      .def_prop_ro("memory_bytes", &tq::HnswGraph::memory_bytes)
+      .def("deleted", &tq::HnswGraph::deleted, "slot"_a)
+      .def(
+          "add",
+          [](tq::HnswGraph& g, const In<float>& rotated, const In<uint8_t>& packed, const In<float, Vec>& a,
+             const In<float, Vec>& b, const In<int64_t, Vec>& slots, int threads) {
+            const size_t n = packed.shape(0);
+            check_rows(rotated.shape(0), n, "rotated");
+            check_rows(a.shape(0), n, "a");
+            check_rows(b.shape(0), n, "b");
+            check_rows(slots.shape(0), n, "slots");
+            TQ_CHECK(rotated.shape(1) == g.dim() && packed.shape(1) == g.row_bytes(), "rows have the wrong width");
+            without_gil([&](const tq::InterruptCheck& chk) {
+              g.add(rotated.data(), packed.data(), a.data(), b.data(), slots.data(), n, threads, chk);
+            });
+          },
+          "rotated"_a, "packed"_a, "a"_a, "b"_a, "slots"_a, "threads"_a)
+      .def("remove", &tq::HnswGraph::remove, "slot"_a)
+      .def(
+          "search",
+          [](const tq::HnswGraph& g, const In<float>& queries, size_t k, size_t ef,
+             std::optional<In<uint64_t, Vec>> allowed, size_t allowed_count, Out<float>& scores, Out<int64_t>& slots,
+             int threads) {
+            const size_t nq = queries.shape(0);
+            TQ_CHECK(queries.shape(1) == g.dim(), "queries have the wrong width");
+            TQ_CHECK(scores.shape(0) == nq && scores.shape(1) == k && slots.shape(0) == nq && slots.shape(1) == k,
+                     "output buffers have the wrong shape");
+            TQ_CHECK(!allowed || allowed->shape(0) >= (g.size() + 63) / 64, "allowed bitset is too short");
+            const uint64_t* bits = allowed ? allowed->data() : nullptr;
+            without_gil([&](const tq::InterruptCheck& chk) {
+              g.search(queries.data(), nq, k, ef, bits, allowed_count, scores.data(), slots.data(), threads, chk);
+            });
+          },
+          "queries"_a, "k"_a, "ef"_a, "allowed"_a.none(), "allowed_count"_a, "scores"_a, "slots"_a, "threads"_a)
+      .def(
+          "packed_rows",
+          [](const tq::HnswGraph& g, const In<int64_t, Vec>& slots, Out<uint8_t>& out) {
+            check_rows(out.shape(0), slots.shape(0), "output buffer");
+            g.packed_rows(slots.data(), slots.shape(0), out.data());
+          },
+          "slots"_a, "out"_a)
+      .def("arrays",
+           [](const tq::HnswGraph& g) {
+             nb::dict d;
+             d["codes"] = to_numpy_u8(g.codes());
+             d["a"] = to_numpy(g.a());
+             d["b"] = to_numpy(g.b());
+             d["levels"] = to_numpy_u8(g.levels());
+             d["deleted"] = to_numpy_u8(g.deleted_flags());
+             d["level0"] = to_numpy_u32(g.level0());
+             d["upper"] = to_numpy_u32(g.upper());
+             return d;
+           })
+      .def(
+          "restore",
+          [](tq::HnswGraph& g, const In<uint8_t, Vec>& codes, const In<float, Vec>& a, const In<float, Vec>& b,
+             const In<uint8_t, Vec>& levels, const In<uint8_t, Vec>& deleted, const In<uint32_t, Vec>& level0,
+             const In<uint32_t, Vec>& upper, size_t n, int64_t entry, int max_level) {
+            TQ_CHECK(codes.shape(0) == n * g.row_bytes() && a.shape(0) == n && b.shape(0) == n &&
+                         levels.shape(0) == n && deleted.shape(0) == n &&
+                         level0.shape(0) == n * (g.max_links0() + 1),
+                     "stored graph arrays have inconsistent sizes");
+            g.restore(codes.data(), a.data(), b.data(), levels.data(), deleted.data(), level0.data(), upper.data(),
+                      upper.shape(0), n, entry, max_level);
+          },
+          "codes"_a, "a"_a, "b"_a, "levels"_a, "deleted"_a, "level0"_a, "upper"_a, "n"_a, "entry"_a, "max_level"_a);
 
   m.def(
       "unpack",

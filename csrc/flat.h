@@ -34,6 +34,7 @@ class FlatStore {
   FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
 
   size_t size() const { return n_; }
+  float a_at(size_t slot) const { return a_ptr_[slot]; }
   size_t code_size() const { return code_bytes(n_); }
   Layout layout() const { return layout_; }
   size_t block_bytes() const { return block_bytes_; }

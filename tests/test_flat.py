@@ -283,3 +283,8 @@ def test_fuzzed_calls_raise_clean_errors_and_never_corrupt_the_index():
     want_scores, want_ids = top_k(brute_force_scores(index, probe), index.ids, 7)
     np.testing.assert_array_equal(ids, want_ids[:, :7])
     assert reference[0].shape == scores.shape
+
+
+def test_search_on_an_empty_index_pads():
+    scores, ids = FlatIndex(8, bits=4).search(_data(2, 8), 3)
+    assert (ids == -1).all() and np.isneginf(scores).all()

@@ -77,6 +77,10 @@ struct Kernels {
   // no FMA), and the mask of lanes with scores[v] >= threshold. raw: int32 or uint32 bits below 2^24.
   uint32_t (*score16)(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
                       const float* b, float threshold, float* scores);
+  // One packed 4-bit row (pack-inl.h: byte i holds dims 2i, 2i+1) against a query laid out per 64-byte
+  // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
+  // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.
+  int32_t (*dot_row4)(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table);
 };
 
 extern const Kernels kKernelsScalar;

@@ -515,6 +515,24 @@ uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float ba
   return _mm512_mask_cmp_ps_mask(live, s, _mm512_set1_ps(threshold), _CMP_GE_OQ);
 }
 
+// One 4-bit row: each 64-byte chunk's nibbles decode through vpshufb and meet the query's even / odd
+// dims in two vpdpbusd; the tail chunk is a masked load (zero bytes meet zero query padding).
+int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
+  const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m512i low = _mm512_set1_epi8(15);
+  __m512i acc = _mm512_setzero_si512();
+  for (size_t i = 0; i < row_bytes; i += 64) {
+    const size_t left = row_bytes - i;
+    const __mmask64 live = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+    const __m512i x = _mm512_maskz_loadu_epi8(live, row + i);
+    const int8_t* q = query + i * 2;
+    acc = _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(tbl, _mm512_and_si512(x, low)), _mm512_loadu_si512(q));
+    acc = _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)),
+                              _mm512_loadu_si512(q + 64));
+  }
+  return _mm512_reduce_add_epi32(acc);
+}
+
 void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
   by_nq(nq, [&](auto q) { lut_block_nq<decltype(q)::value>(block, chunks, luts, stride, out); });
 }
@@ -526,6 +544,6 @@ const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale, 
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
                                 avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
                                 avx512::dot_i8_block, avx512::lut_block, avx512::dot_u8_block,
-                                avx512::score16};
+                                avx512::score16, avx512::dot_row4};
 
 }  // namespace tq

@@ -131,12 +131,21 @@ uint32_t score16_scalar(const int32_t* raw, size_t n, float shift, float step, f
   return score_lanes(raw, n, shift, step, base, a, b, threshold, scores);
 }
 
+int32_t dot_row4_scalar(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
+  int32_t s = 0;
+  for (size_t i = 0; i < row_bytes; ++i) {
+    const int8_t* q = query + (i / 64) * 128 + i % 64;
+    s += int32_t(q[0]) * table[row[i] & 15] + int32_t(q[64]) * table[row[i] >> 4];
+  }
+  return s;
+}
+
 }  // namespace
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
                                 pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
                                 dot_i8_block_scalar, lut_block_scalar, dot_u8_block_scalar,
-                                score16_scalar};
+                                score16_scalar, dot_row4_scalar};
 
 }  // namespace tq

@@ -5,13 +5,17 @@ from ._core import default_simd_level as simd_level
 from .codebooks import Codebook, lloyd_max
 from .errors import FileFormatError
 from .flat import FlatIndex
+from .hnsw import HNSWIndex
 from .quantizer import Codes, TurboQuantMSE, TurboQuantProd
 from .rotation import DenseRotation, FhtKacRotation, Rotation, make_rotation
 
 
 def load(path, mmap: bool = True):
-    """Load an index written by `save` (the file says which kind)."""
-    return FlatIndex.load(path, mmap=mmap)
+    """Load an index written by `save` (the file's magic says which kind)."""
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    kind = HNSWIndex if magic == HNSWIndex._MAGIC else FlatIndex  # FlatIndex names a foreign file's problem
+    return kind.load(path, mmap=mmap)
 
 
 __all__ = [
@@ -21,6 +25,7 @@ __all__ = [
     "FhtKacRotation",
     "FileFormatError",
     "FlatIndex",
+    "HNSWIndex",
     "Rotation",
     "TurboQuantMSE",
     "TurboQuantProd",

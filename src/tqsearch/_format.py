@@ -26,7 +26,7 @@ from .errors import FileFormatError
 
 _PREFIX = struct.Struct("<8sIII")
 _ALIGN = 64
-_DTYPES = ("uint8", "int32", "int64", "uint64", "float16", "float32")
+_DTYPES = ("uint8", "int32", "uint32", "int64", "uint64", "float16", "float32")
 
 
 def _align(n: int) -> int:

@@ -39,22 +39,24 @@ def bad_row(arr: np.ndarray, row: int, name: str) -> ValueError:
     return ValueError(f"{name} row {row} is too large: its squared norm overflows float32")
 
 
+def as_int(value: object, name: str, low: int = 1, high: int | None = None) -> int:
+    """Validate an integer argument in low..high (no upper bound when high is None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if int(value) < low or (high is not None and int(value) > high):
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}" if high is not None
+                         else f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
 def as_bits(bits: object, allowed: range = range(1, 9)) -> int:
     """Validate a bit width."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise TypeError(f"bits must be an integer, got {type(bits).__name__}")
-    if int(bits) not in allowed:
-        raise ValueError(f"bits must be in {allowed.start}..{allowed.stop - 1}, got {bits}")
-    return int(bits)
+    return as_int(bits, "bits", allowed.start, allowed.stop - 1)
 
 
 def as_dim(dim: object) -> int:
     """Validate a vector dimension."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an integer, got {type(dim).__name__}")
-    if int(dim) < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    return int(dim)
+    return as_int(dim, "dim")
 
 
 def as_seed(seed: object) -> int:

@@ -1,0 +1,116 @@
+// HNSW graph (Malkov & Yashunin) built and searched on TurboQuant code rows; no float copy is kept.
+//
+// Nodes live in slots 0..size-1: a packed code row (pack-inl.h), the per-vector score floats (a, b) of
+// flat.h (score = a * <q', c> + b), a level, a deleted flag and link lists: layer 0 holds up to 2M links
+// in one flat array, higher layers up to M in per-node arrays. Link lists are [count, ids...] of uint32.
+//
+// Scores are exact integer dot products of an int8 query against the code's int8 centroid table (the
+// same arithmetic as FlatStore's int8 layouts), so search results are reproducible on every kernel set.
+// Distances between stored nodes (neighbour selection) decode one of them to an int8 query by table.
+//
+// Concurrency: add() runs its insertions on several threads with per-node locks; callers must not run
+// add/remove concurrently with search (the Python wrapper serialises them).
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "parallel.h"
+#include "simd/kernels.h"
+
+namespace tq {
+
+// A query rounded for exact int8 scoring: score of a row = a * ((raw - offset) * unit) + b.
+struct QueryI8 {
+  std::vector<int8_t> q;  // kernel layout (see HnswGraph::prepare)
+  float unit = 0;
+  int32_t offset = 0;
+};
+
+class HnswGraph {
+ public:
+  // decode_div: a / decode_div is the factor f with x' ~= f * centroids[code] (2 for l2 scores, else 1).
+  HnswGraph(size_t dim, int bits, const std::vector<float>& centroids, size_t M, size_t ef_construction,
+            uint64_t seed, float decode_div, const Kernels* kernels);
+
+  size_t size() const { return n_; }
+  size_t dim() const { return dim_; }
+  float a_at(size_t slot) const { return a_[slot]; }
+  size_t row_bytes() const { return row_bytes_; }
+  size_t max_links0() const { return 2 * M_; }
+  int64_t entry() const { return max_level_ >= 0 ? int64_t(entry_) : -1; }
+  int max_level() const { return max_level_; }
+  size_t memory_bytes() const;
+
+  // Inserts n rows: rotated float vectors (used to find neighbours), packed codes and a, b. slots[i] is a
+  // deleted slot to reuse (keeps its level) or size() + (number of new slots before it).
+  void add(const float* rotated, const uint8_t* packed, const float* a, const float* b, const int64_t* slots,
+           size_t n, int threads, const InterruptCheck& interrupted);
+  // Marks a slot deleted (still traversed, never returned) and re-links its neighbours around it.
+  void remove(size_t slot);
+  bool deleted(size_t slot) const { return deleted_[slot] != 0; }
+
+  // Best k allowed, live slots per query (rotated queries), beam width ef >= k; -inf / -1 padded.
+  // allowed: optional bitset over slots with `allowed_count` bits set; a selective filter is scanned flat.
+  void search(const float* queries, size_t nq, size_t k, size_t ef, const uint64_t* allowed, size_t allowed_count,
+              float* scores, int64_t* slots, int threads, const InterruptCheck& interrupted) const;
+
+  // Persistence: the arrays below describe the whole graph (upper: each node's layers 1..level, in slot
+  // order, M + 1 words per layer). restore() copies them in after checking their shapes and contents.
+  std::vector<uint8_t> codes() const { return codes_; }
+  std::vector<float> a() const { return a_; }
+  std::vector<float> b() const { return b_; }
+  std::vector<uint8_t> levels() const { return levels_; }
+  std::vector<uint8_t> deleted_flags() const { return deleted_; }
+  std::vector<uint32_t> level0() const { return {level0_.begin(), level0_.begin() + n_ * (2 * M_ + 1)}; }
+  std::vector<uint32_t> upper() const;
+  void restore(const uint8_t* codes, const float* a, const float* b, const uint8_t* levels, const uint8_t* deleted,
+               const uint32_t* level0, const uint32_t* upper, size_t upper_size, size_t n, int64_t entry,
+               int max_level);
+  // Writes the packed rows of the given slots.
+  void packed_rows(const int64_t* slots, size_t count, uint8_t* out) const;
+
+ private:
+  using Scored = std::pair<float, uint32_t>;
+  struct Scratch;
+  size_t max_links(int level) const { return level == 0 ? 2 * M_ : M_; }
+  uint32_t* links(size_t slot, int level);
+  const uint32_t* links(size_t slot, int level) const;
+  void prepare(const float* rotated, QueryI8& q) const;
+  void prepare_node(size_t slot, QueryI8& q, Scratch& s) const;
+  float score(const QueryI8& q, size_t slot, Scratch& s) const;
+  void prefetch_row(size_t slot) const {
+    const uint8_t* row = codes_.data() + slot * row_bytes_;
+    for (size_t i = 0; i < row_bytes_; i += 64) __builtin_prefetch(row + i);
+  }
+  template <bool Locked>
+  uint32_t greedy(const QueryI8& q, uint32_t cur, int level, Scratch& s) const;
+  template <bool Locked>
+  std::vector<Scored> search_layer(const QueryI8& q, uint32_t entry, size_t ef, int level, const uint64_t* allowed,
+                                   int64_t self, Scratch& s) const;
+  std::vector<uint32_t> select(const std::vector<Scored>& cands, size_t m, uint32_t base, Scratch& s) const;
+  void insert(uint32_t slot, const float* rotated, Scratch& s);
+  void connect(uint32_t u, uint32_t v, int level, Scratch& s);
+  void relink(uint32_t u, int level, std::vector<uint32_t> cands, Scratch& s);
+  std::vector<Scored> flat(const QueryI8& q, size_t k, const uint64_t* allowed, Scratch& s) const;
+  std::mutex& lock(size_t slot) const { return locks_[slot % locks_.size()]; }
+  void grow(size_t n);
+
+  size_t dim_, row_bytes_, M_, ef_construction_, n_ = 0;
+  int bits_;
+  float decode_div_, centroid_unit_ = 1, query_unit_ = 1;
+  uint64_t seed_;
+  uint8_t table_[256] = {};  // centroid -> 128 + round(127 c / max|c|), as in FlatStore
+  int8_t node_table_[256] = {};  // centroid -> round(63 c / max|c|): stored nodes as int8 queries
+  std::vector<uint8_t> codes_, levels_, deleted_;
+  std::vector<float> a_, b_;
+  std::vector<uint32_t> level0_;
+  std::vector<std::vector<uint32_t>> upper_;
+  uint32_t entry_ = 0;
+  int max_level_ = -1;
+  std::mutex global_;
+  mutable std::vector<std::mutex> locks_;
+  const Kernels* k_;
+};
+
+}  // namespace tq
