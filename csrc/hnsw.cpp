@@ -43,7 +43,8 @@ struct HnswGraph::Scratch {
   uint32_t epoch = 0;
   std::vector<uint8_t> idx;
   std::vector<uint32_t> nbrs;
-  QueryI8 query, base, cand;
+  QueryI8 query, base;
+  std::vector<QueryI8> kept;  // select(): the kept candidates as queries
 };
 
 HnswGraph::HnswGraph(size_t dim, int bits, const std::vector<float>& centroids, size_t M, size_t ef_construction,
@@ -190,6 +191,7 @@ std::vector<HnswGraph::Scored> HnswGraph::search_layer(const QueryI8& q, uint32_
       if (!s.visit(w)) continue;
       const float sw = score(q, w, s);
       if (top.size() < ef || sw > top.top().first) {
+        __builtin_prefetch(links(w, level));  // likely expanded soon: its list is the walk's next miss
         cands.push({sw, w});
         if (eligible(w)) {
           top.push({sw, w});
@@ -203,24 +205,22 @@ std::vector<HnswGraph::Scored> HnswGraph::search_layer(const QueryI8& q, uint32_
   return out;  // best first
 }
 
-// Paper Algorithm 4 (the neighbour-selection heuristic): in order of closeness to `base`, keep a candidate
-// only if it is closer to base than to every one already kept, so links spread in diverse directions.
+// Paper Algorithm 4 (the neighbour-selection heuristic): in order of closeness to the base node, keep a
+// candidate only if it is closer to the base than to every one already kept, so links spread in diverse
+// directions. cands hold score(base -> e) best first; adding the query side's b (-||q||^2 for l2, else 0)
+// makes scores from different query nodes comparable, so only the kept nodes are decoded as queries.
 std::vector<uint32_t> HnswGraph::select(const std::vector<Scored>& cands, size_t m, uint32_t base,
                                         Scratch& s) const {
   std::vector<uint32_t> kept;
-  for (const auto& [unused, e] : cands) {
+  s.kept.resize(std::max(s.kept.size(), m));
+  for (const auto& [to_base, e] : cands) {
     if (kept.size() >= m) break;
     bool good = true;
-    if (!kept.empty()) {
-      prepare_node(e, s.cand, s);
-      const float to_base = score(s.cand, base, s);
-      for (uint32_t r : kept)
-        if (score(s.cand, r, s) > to_base) {
-          good = false;
-          break;
-        }
-    }
-    if (good) kept.push_back(e);
+    for (size_t i = 0; i < kept.size() && good; ++i)
+      good = score(s.kept[i], e, s) + b_[kept[i]] <= to_base + b_[base];
+    if (!good) continue;
+    prepare_node(e, s.kept[kept.size()], s);
+    kept.push_back(e);
   }
   return kept;
 }
