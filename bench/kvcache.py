@@ -44,7 +44,12 @@ import torch
 
 with warnings.catch_warnings():  # transformers' first import trips torch deprecation warnings
     warnings.simplefilter("ignore", DeprecationWarning)
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, QuantizedCache
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DynamicCache,
+        QuantizedCache,
+    )
 
     from tqsearch.kvcache import ATTENTION, TurboQuantCache
 

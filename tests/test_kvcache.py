@@ -14,7 +14,14 @@ with warnings.catch_warnings():  # transformers' first import trips torch deprec
     warnings.simplefilter("ignore", DeprecationWarning)
     transformers = pytest.importorskip("transformers")
     from tqsearch.kvcache import ATTENTION, TurboQuantCache
-    from tqsearch.kvcache.codec import GroupCodec, HeadCodec, _unpack_torch, pack_bits, parse_bits, unpack_bits
+    from tqsearch.kvcache.codec import (
+        GroupCodec,
+        HeadCodec,
+        _unpack_torch,
+        pack_bits,
+        parse_bits,
+        unpack_bits,
+    )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
