@@ -63,6 +63,17 @@ nb::ndarray<nb::numpy, float> to_numpy(std::vector<float> v) { return owned_arra
 nb::ndarray<nb::numpy, uint8_t> to_numpy_u8(std::vector<uint8_t> v) { return owned_array(std::move(v)); }
 nb::ndarray<nb::numpy, uint32_t> to_numpy_u32(std::vector<uint32_t> v) { return owned_array(std::move(v)); }
 
+// The per-slot score factor a of a store (FlatStore or HnswGraph) for the given slots.
+template <class Store>
+nb::ndarray<nb::numpy, float> a_of(const Store& s, const In<int64_t, Vec>& slots) {
+  std::vector<float> out(slots.shape(0));
+  for (size_t i = 0; i < out.size(); ++i) {
+    TQ_CHECK(slots(i) >= 0 && size_t(slots(i)) < s.size(), "slot out of range");
+    out[i] = s.a_at(size_t(slots(i)));
+  }
+  return to_numpy(std::move(out));
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -168,15 +179,7 @@ NB_MODULE(_core, m) {
           },
           "dim"_a, "bits"_a, "centroids"_a, "simd"_a = "")
       .def_prop_ro("size", &tq::FlatStore::size)
-      .def("a_of",
-           [](const tq::FlatStore& s, const In<int64_t, Vec>& slots) {
-             std::vector<float> out(slots.shape(0));
-             for (size_t i = 0; i < out.size(); ++i) {
-               TQ_CHECK(slots(i) >= 0 && size_t(slots(i)) < s.size(), "slot out of range");
-               out[i] = s.a_at(size_t(slots(i)));
-             }
-             return to_numpy(std::move(out));
-           })
+      .def("a_of", &a_of<tq::FlatStore>, "slots"_a)
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
       .def_prop_ro("layout", [](const tq::FlatStore& s) { return int(s.layout()); })
       .def(
@@ -234,15 +237,7 @@ NB_MODULE(_core, m) {
           },
           "dim"_a, "bits"_a, "centroids"_a, "M"_a, "ef_construction"_a, "seed"_a, "decode_div"_a, "simd"_a = "")
       .def_prop_ro("size", &tq::HnswGraph::size)
-      .def("a_of",
-           [](const tq::HnswGraph& s, const In<int64_t, Vec>& slots) {
-             std::vector<float> out(slots.shape(0));
-             for (size_t i = 0; i < out.size(); ++i) {
-               TQ_CHECK(slots(i) >= 0 && size_t(slots(i)) < s.size(), "slot out of range");
-               out[i] = s.a_at(size_t(slots(i)));
-             }
-             return to_numpy(std::move(out));
-           })
+      .def("a_of", &a_of<tq::HnswGraph>, "slots"_a)
       .def_prop_ro("entry", &tq::HnswGraph::entry)
       .def_prop_ro("max_level", &tq::HnswGraph::max_level)
       .def_prop_ro("memory_bytes", &tq::HnswGraph::memory_bytes)
