@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "query-inl.h"
 #include "topk.h"
 
 namespace tq {
@@ -181,24 +182,13 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
 
 void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
                         std::vector<TopK>& tops) const {
-  // Round each rotated query to 7 bits (|q| <= 63 keeps the AVX2 pair sums below int16 saturation).
   const size_t width = groups2_ * 4;
   std::vector<int8_t> q7(nq * width, 0);
   std::vector<float> unit(nq);
   std::vector<int32_t> offset(nq);
-  for (size_t t = 0; t < nq; ++t) {
-    const float* q = queries + (q0 + t) * dim_;
-    float qmax = 0;
-    for (size_t j = 0; j < dim_; ++j) qmax = std::max(qmax, std::fabs(q[j]));
-    const float s = qmax > 0 ? 63.0f / qmax : 0.0f;
-    int32_t sum = 0;
-    for (size_t j = 0; j < dim_; ++j) {
-      q7[t * width + j] = int8_t(std::lrint(q[j] * s));
-      sum += q7[t * width + j];
-    }
-    unit[t] = qmax > 0 ? centroid_unit_ / s : 0.0f;
-    offset[t] = 128 * sum;  // the table stores centroids shifted by +128
-  }
+  for (size_t t = 0; t < nq; ++t)
+    round_query(queries + (q0 + t) * dim_, dim_, centroid_unit_, q7.data() + t * width, [](size_t j) { return j; },
+                &unit[t], &offset[t]);
   int32_t dots[kQueryChunk * 16];
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = block_bits(allowed, blk, 16);

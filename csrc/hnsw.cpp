@@ -7,6 +7,7 @@
 #include <queue>
 
 #include "common.h"
+#include "query-inl.h"
 #include "random.h"
 #include "simd/score-inl.h"
 #include "topk.h"
@@ -92,14 +93,9 @@ static size_t layout_size(size_t dim, int bits, size_t row_bytes) {
 }
 
 void HnswGraph::prepare(const float* rotated, QueryI8& q) const {
-  float qmax = 0;
-  for (size_t j = 0; j < dim_; ++j) qmax = std::max(qmax, std::fabs(rotated[j]));
-  const float s = qmax > 0 ? 63.0f / qmax : 0.0f;
   q.q.assign(layout_size(dim_, bits_, row_bytes_), 0);
-  int32_t sum = 0;
-  for (size_t j = 0; j < dim_; ++j) sum += q.q[layout_pos(j, bits_)] = int8_t(std::lrint(rotated[j] * s));
-  q.unit = qmax > 0 ? centroid_unit_ / s : 0.0f;
-  q.offset = 128 * sum;  // the table stores centroids shifted by +128
+  round_query(rotated, dim_, centroid_unit_, q.q.data(), [this](size_t j) { return layout_pos(j, bits_); }, &q.unit,
+              &q.offset);
 }
 
 void HnswGraph::prepare_node(size_t slot, QueryI8& q, Scratch& s) const {
