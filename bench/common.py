@@ -208,6 +208,18 @@ def progress(iterable: Iterable, **kw: Any) -> Iterable:
 # ----------------------------------------------------------------------------- reporting
 
 
+def finish_plot(fig: Any, ax: Any, path: Path, legend_loc: str) -> Path:
+    """The common tail of every benchmark plot: grid, small legend, tight layout, 110 dpi PNG, close."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def machine_info() -> dict[str, Any]:
     """Describe the machine and library versions so stored results can be compared fairly."""
     return {

@@ -31,6 +31,7 @@ from common import (  # before numpy: common sets BLAS threads first
     RESULTS,
     _dist_version,
     exact_knn,
+    finish_plot,
     load_wordnet,
     pinned,
     progress,
@@ -355,12 +356,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
     s = payload["settings"]
     ax.set(yscale="log", xlim=(max(low - 0.02, 0.5), 1.001), xlabel=f"recall@{K}", ylabel="queries / s, 1 thread (log)",
            title=f"HNSW on WordNet MiniLM {s['n']:,} x {s['dim']}, gloss queries (ours solid, peers dashed)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_plot(fig, ax, path, "lower left")
 
 
 # ----------------------------------------------------------------------------- main

@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "flat.h"
 #include "hnsw.h"
+#include "multivector.h"
 #include "common.h"
 #include "random.h"
 #include "rotation.h"
@@ -306,6 +307,60 @@ NB_MODULE(_core, m) {
                       upper.shape(0), n, entry, max_level);
           },
           "codes"_a, "a"_a, "b"_a, "levels"_a, "deleted"_a, "level0"_a, "upper"_a, "n"_a, "entry"_a, "max_level"_a);
+
+  m.def(
+      "fde_aggregate",
+      [](const In<float>& proj, const In<uint32_t>& buckets, const In<int64_t, Vec>& offsets, size_t buckets_per_rep,
+         size_t width, bool average, bool fill, bool normalize, Out<float>& out, int threads) {
+        const size_t sets = offsets.shape(0) - 1, reps = buckets.shape(1);
+        TQ_CHECK(offsets.shape(0) >= 1 && offsets(0) == 0 && size_t(offsets(sets)) == proj.shape(0),
+                 "offsets must run from 0 to the number of tokens");
+        check_rows(buckets.shape(0), proj.shape(0), "buckets");
+        const tq::FdeShape shape{reps, buckets_per_rep, width};
+        TQ_CHECK(out.shape(0) == sets && out.shape(1) == shape.dim(), "output buffer has the wrong shape");
+        without_gil([&](const tq::InterruptCheck& chk) {
+          tq::fde_aggregate(proj.data(), proj.shape(1), buckets.data(), offsets.data(), sets, shape, average, fill,
+                            normalize, out.data(), threads, chk);
+        });
+      },
+      "proj"_a, "buckets"_a, "offsets"_a, "buckets_per_rep"_a, "width"_a, "average"_a, "fill"_a, "normalize"_a,
+      "out"_a, "threads"_a);
+  m.def(
+      "count_sketch",
+      [](const In<float>& in, const In<uint32_t, Vec>& slot, const In<float, Vec>& sign, Out<float>& out) {
+        TQ_CHECK(slot.shape(0) == in.shape(1) && sign.shape(0) == in.shape(1), "sketch has the wrong input width");
+        check_rows(out.shape(0), in.shape(0), "output buffer");
+        nb::gil_scoped_release release;
+        tq::count_sketch(in.data(), in.shape(0), in.shape(1), slot.data(), sign.data(), out.shape(1), out.data());
+      },
+      "x"_a, "slot"_a, "sign"_a, "out"_a);
+
+  nb::class_<tq::ChamferScorer>(m, "ChamferScorer")
+      .def(
+          "__init__",
+          [](tq::ChamferScorer* self, size_t dim, int bits, const In<float, Vec>& centroids, const std::string& simd) {
+            new (self) tq::ChamferScorer(dim, bits, to_vector(centroids), pick(simd));
+          },
+          "dim"_a, "bits"_a, "centroids"_a, "simd"_a = "")
+      .def(
+          "score",
+          [](const tq::ChamferScorer& s, const In<uint8_t>& codes, const In<float, Vec>& a,
+             const In<int64_t, Vec>& starts, const In<int64_t, Vec>& counts, const In<float>& queries,
+             const In<int64_t, Vec>& qoff, const In<int64_t>& cand, Out<float>& scores, int threads) {
+            const size_t nq = cand.shape(0), c = cand.shape(1);
+            check_rows(a.shape(0), codes.shape(0), "a");
+            TQ_CHECK(codes.shape(1) == s.row_bytes() && queries.shape(1) == s.dim(), "rows have the wrong width");
+            check_rows(counts.shape(0), starts.shape(0), "counts");
+            TQ_CHECK(qoff.shape(0) == nq + 1 && qoff(0) == 0 && size_t(qoff(nq)) == queries.shape(0),
+                     "query offsets must run from 0 to the number of query tokens");
+            TQ_CHECK(scores.shape(0) == nq && scores.shape(1) == c, "output buffer has the wrong shape");
+            const tq::TokenRows rows{codes.data(), a.data(), codes.shape(0), starts.data(), counts.data(),
+                                     starts.shape(0)};
+            without_gil([&](const tq::InterruptCheck& chk) {
+              s.score(rows, queries.data(), qoff.data(), nq, cand.data(), c, scores.data(), threads, chk);
+            });
+          },
+          "codes"_a, "a"_a, "starts"_a, "counts"_a, "queries"_a, "qoff"_a, "cand"_a, "scores"_a, "threads"_a);
 
   m.def(
       "unpack",

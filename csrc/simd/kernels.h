@@ -81,6 +81,8 @@ struct Kernels {
   // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
   // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.
   int32_t (*dot_row4)(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table);
+  // sum over j < n of a[j] * b[j] for n a multiple of 64 and |b| <= 63 (decoded tokens against an int8 query). Exact.
+  int32_t (*dot_u8i8)(const uint8_t* a, const int8_t* b, size_t n);
 };
 
 extern const Kernels kKernelsScalar;

@@ -380,6 +380,21 @@ inline int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* quer
   return _mm_cvtsi128_si32(r);
 }
 
+// u8 x s8 pair sums (vpmaddubsw) stay below int16 saturation because |b| <= 63; n % 64 == 0.
+inline int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc = _mm256_setzero_si256();
+  for (size_t j = 0; j < n; j += 32) {
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j)),
+                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j)));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+  }
+  __m128i r = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4E));
+  r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xB1));
+  return _mm_cvtsi128_si32(r);
+}
+
 inline uint64_t byte_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
 
 inline void pack(const uint8_t* idx, size_t n, int bits, uint8_t* out) {

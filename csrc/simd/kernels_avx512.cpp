@@ -533,6 +533,13 @@ int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, cons
   return _mm512_reduce_add_epi32(acc);
 }
 
+int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
+  __m512i acc = _mm512_setzero_si512();
+  for (size_t j = 0; j < n; j += 64)
+    acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j));
+  return _mm512_reduce_add_epi32(acc);
+}
+
 void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
   by_nq(nq, [&](auto q) { lut_block_nq<decltype(q)::value>(block, chunks, luts, stride, out); });
 }
@@ -544,6 +551,6 @@ const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale, 
                                 avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
                                 avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
                                 avx512::dot_i8_block, avx512::lut_block, avx512::dot_u8_block,
-                                avx512::score16, avx512::dot_row4};
+                                avx512::score16, avx512::dot_row4, avx512::dot_u8i8};
 
 }  // namespace tq

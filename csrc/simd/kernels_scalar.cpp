@@ -140,12 +140,18 @@ int32_t dot_row4_scalar(const uint8_t* row, size_t row_bytes, const int8_t* quer
   return s;
 }
 
+int32_t dot_u8i8_scalar(const uint8_t* a, const int8_t* b, size_t n) {
+  int32_t s = 0;
+  for (size_t j = 0; j < n; ++j) s += int32_t(a[j]) * b[j];
+  return s;
+}
+
 }  // namespace
 
 const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
                                 kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
                                 pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
                                 dot_i8_block_scalar, lut_block_scalar, dot_u8_block_scalar,
-                                score16_scalar, dot_row4_scalar};
+                                score16_scalar, dot_row4_scalar, dot_u8i8_scalar};
 
 }  // namespace tq

@@ -4,8 +4,10 @@ from ._core import __version__, available_simd_levels, cpu_features
 from ._core import default_simd_level as simd_level
 from .codebooks import Codebook, lloyd_max
 from .errors import FileFormatError
+from .fde import FDEEncoder
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
+from .multivector import MultiVectorIndex
 from .quantizer import Codes, TurboQuantMSE, TurboQuantProd
 from .rotation import DenseRotation, FhtKacRotation, Rotation, make_rotation
 
@@ -14,18 +16,20 @@ def load(path, mmap: bool = True):
     """Load an index written by `save` (the file's magic says which kind)."""
     with open(path, "rb") as f:
         magic = f.read(8)
-    kind = HNSWIndex if magic == HNSWIndex._MAGIC else FlatIndex  # FlatIndex names a foreign file's problem
-    return kind.load(path, mmap=mmap)
+    kinds = {kind._MAGIC: kind for kind in (HNSWIndex, MultiVectorIndex)}
+    return kinds.get(magic, FlatIndex).load(path, mmap=mmap)  # FlatIndex names a foreign file's problem
 
 
 __all__ = [
     "Codebook",
     "Codes",
     "DenseRotation",
+    "FDEEncoder",
     "FhtKacRotation",
     "FileFormatError",
     "FlatIndex",
     "HNSWIndex",
+    "MultiVectorIndex",
     "Rotation",
     "TurboQuantMSE",
     "TurboQuantProd",

@@ -134,18 +134,26 @@ class CodeIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one versioned, checksummed file atomically (temp + fsync + rename)."""
-        size = self._store.size
-        meta = {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
-                "rotation": self._codec.rotation.algorithm, "scale": SCALE, "rerank": self.rerank,
-                "n": size, "next_id": self._next_id, **self._settings()}
-        arrays = {**self._store_arrays(), "ids": self._ids[:size], "extra": self._extra[:size]}
-        _format.write_atomic(path, _format.pack(self._MAGIC, self._VERSION, meta, arrays))
+        _format.write_atomic(path, _format.pack(self._MAGIC, self._VERSION, *self._state()))
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> CodeIndex:
         """Read a file written by `save`; raises FileFormatError for foreign, truncated or corrupt files."""
         source = os.fspath(path)
         _, meta, arrays = _format.unpack(_format.read_file(path, mmap), cls._MAGIC, cls._VERSION, source)
+        return cls._from_state(meta, arrays, source)
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The file's header fields and arrays (also embedded by MultiVectorIndex)."""
+        size = self._store.size
+        meta = {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
+                "rotation": self._codec.rotation.algorithm, "scale": SCALE, "rerank": self.rerank,
+                "n": size, "next_id": self._next_id, **self._settings()}
+        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._extra[:size]}
+
+    @classmethod
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> CodeIndex:
+        """The index described by `_state`'s output; FileFormatError when it is inconsistent."""
         try:
             index = cls(int(meta["dim"]), int(meta["bits"]), meta["metric"], int(meta["seed"]), meta["rerank"],
                         **cls._settings_from(meta))

@@ -84,3 +84,31 @@ def as_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return str(value)
+
+
+def as_token_sets(sets: object, dim: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A sequence of (n_i, dim) token arrays as one float32 (sum n_i, dim) matrix plus int64 offsets (len + 1).
+
+    Every set needs at least one token; NaN/Inf and ragged widths are reported with the set's position.
+    """
+    if isinstance(sets, np.ndarray) and sets.ndim == 2:
+        raise TypeError(f"{name} must be a sequence of (n_tokens, {dim}) arrays, one per item, got one 2-D array "
+                        "(wrap a single item in a list)")
+    try:
+        items = list(sets)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of (n_tokens, {dim}) arrays, got {type(sets).__name__}") from None
+    mats = []
+    for i, item in enumerate(items):
+        m = as_matrix(item, dim, f"{name}[{i}]", finite=False)
+        if len(m) == 0:
+            raise ValueError(f"{name}[{i}] has no tokens (every item needs at least one)")
+        mats.append(m)
+    offsets = np.zeros(len(mats) + 1, dtype=np.int64)
+    np.cumsum([len(m) for m in mats], out=offsets[1:])
+    tokens = np.concatenate(mats) if mats else np.empty((0, dim), dtype=np.float32)
+    if tokens.size and not np.isfinite(tokens).all():
+        row = int(np.flatnonzero(~np.isfinite(tokens).all(axis=1))[0])
+        item = int(np.searchsorted(offsets, row, side="right") - 1)
+        raise ValueError(f"{name}[{item}] contains NaN or Inf (token {row - offsets[item]})")
+    return tokens, offsets

@@ -1,0 +1,283 @@
+"""MultiVectorIndex: late-interaction (ColBERT-style) retrieval over TurboQuant-compressed token vectors.
+
+Each document is a set of token vectors. Its MUVERA FDE (fde.py) goes into a single-vector index over
+TurboQuant codes (HNSWIndex or FlatIndex, inner product); its tokens are stored as TurboQuant codes.
+`search` takes the best `candidates` documents by FDE, then re-ranks them by Chamfer (sum over query
+tokens of the best inner product with a document token) computed in C++ straight from the token codes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from . import _core, _format
+from ._index import grow
+from ._validate import as_bits, as_choice, as_int, as_threads, as_token_sets
+from .errors import FileFormatError
+from .fde import FDEEncoder
+from .flat import FlatIndex
+from .hnsw import HNSWIndex
+from .quantizer import Codes, TurboQuantMSE
+
+__all__ = ["MultiVectorIndex"]
+
+KINDS = {"hnsw": HNSWIndex, "flat": FlatIndex}
+TOKEN_SCALE = "unbiased"  # unbiased inner products: Chamfer sums many of them
+
+
+class MultiVectorIndex:
+    """Multi-vector retrieval: FDE candidates, exact Chamfer re-ranking over b-bit token codes.
+
+    dim: token dimension. bits: FDE code bits. fde: the FDEEncoder (default: the paper's k_sim=5, d_proj=16,
+    r_reps=20; docs/benchmarks.md measures better settings for short texts). index: "hnsw" or "flat" for the FDEs; index_options
+    go to HNSWIndex (M, ef_construction, ef_search). token_bits: bits per token coordinate. Documents are
+    (n_tokens, dim) arrays; ids are int64 as in the other indexes. Calls are serialised by a lock.
+    """
+
+    _MAGIC, _VERSION = b"TQMULTI1", 1
+
+    def __init__(self, dim: int, bits: int = 4, fde: FDEEncoder | None = None, index: str = "hnsw",
+                 token_bits: int = 4, seed: int = 0, threads: int | None = None, simd: str | None = None,
+                 **index_options: Any) -> None:
+        self.fde = FDEEncoder(dim, d_proj=16 if dim > 16 else None, seed=seed) if fde is None else fde
+        if not isinstance(self.fde, FDEEncoder) or self.fde.dim != dim:
+            raise ValueError(f"fde must be an FDEEncoder for dim {dim}, got {self.fde!r}")
+        self.kind = as_choice(index, "index", tuple(KINDS))
+        self.threads = as_threads(threads)
+        self._index = KINDS[self.kind](self.fde.output_dim, bits, "ip", seed, threads=threads, simd=simd,
+                                       **index_options)
+        self._tokens = TurboQuantMSE(dim, as_bits(token_bits), seed, scale=TOKEN_SCALE, simd=simd)
+        self._scorer = _core.ChamferScorer(dim, self.token_bits, self._tokens.codebook.centroids, simd or "")
+        self._codes = np.empty((0, self._tokens._codec.row_bytes), dtype=np.uint8)  # token rows
+        self._a = np.empty(0, dtype=np.float32)  # per-token score factor (norm * scale)
+        self._rows = 0  # token rows in use (live and dead)
+        self._starts = np.empty(0, dtype=np.int64)  # per document slot: first token row
+        self._counts = np.empty(0, dtype=np.int64)  # per document slot: tokens (0 once removed)
+        self._doc_ids = np.empty(0, dtype=np.int64)  # per document slot: id (-1 once removed)
+        self._docs = 0  # document slots in use
+        self._slot: dict[int, int] = {}  # id -> document slot
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def dim(self) -> int:
+        return self.fde.dim
+
+    @property
+    def bits(self) -> int:
+        return self._index.bits
+
+    @property
+    def token_bits(self) -> int:
+        return self._tokens.bits
+
+    @property
+    def seed(self) -> int:
+        return self._index.seed
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._index
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the stored documents, in storage order (a copy)."""
+        ids = self._doc_ids[: self._docs]
+        return ids[ids >= 0].copy()
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes held: token codes (with a float each), the FDE index, and ids / document table."""
+        live = int(self._counts[: self._docs].sum())
+        fde = self._index.memory_usage()
+        return {"tokens": live * (self._codes.shape[1] + 4), "fde": sum(v for k, v in fde.items() if k != "ids"),
+                "ids": fde["ids"] + 24 * len(self)}
+
+    # ------------------------------------------------------------------ mutation
+
+    def add(self, docs: object, ids: object = None) -> np.ndarray:
+        """Add documents (a sequence of (n_tokens, dim) arrays); returns their int64 ids."""
+        offsets, fdes, codes = self._prepare(docs)
+        with self._lock:
+            new_ids = self._index.add(fdes, ids)  # checks the ids before anything changes
+            self._append(new_ids, codes, offsets)
+        return new_ids
+
+    def upsert(self, docs: object, ids: object) -> np.ndarray:
+        """Insert or replace documents by id (ids required)."""
+        offsets, fdes, codes = self._prepare(docs)
+        with self._lock:
+            new_ids = self._index.upsert(fdes, ids)
+            self._drop([i for i in new_ids.tolist() if i in self._slot])
+            self._append(new_ids, codes, offsets)
+        return new_ids
+
+    def remove(self, ids: object) -> None:
+        """Delete documents by id (KeyError naming an unknown id; nothing changes then)."""
+        with self._lock:
+            wanted = self._index._as_ids(ids, None)
+            self._index.remove(wanted)
+            self._drop(wanted.tolist())
+
+    # ------------------------------------------------------------------ queries
+
+    def search(self, queries: object, k: int, candidates: int = 100, ef: int | None = None, filter: object = None,
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best k documents per query by Chamfer: (scores float32 (nq, k), ids int64 (nq, k)), -inf / -1 padded.
+
+        queries: a sequence of (n_tokens, dim) arrays. candidates: documents taken by FDE and re-ranked by
+        Chamfer over the token codes (at least k). ef: HNSW beam width (default max(ef_search, candidates)).
+        filter: allowed ids, as in the other indexes, applied in the FDE search.
+        """
+        qtok, qoff = as_token_sets(queries, self.dim, "queries")
+        k = as_int(k, "k")
+        c = max(as_int(candidates, "candidates"), k)
+        t = self.threads if threads is None else as_threads(threads)
+        options = {} if self.kind == "flat" else {"ef": max(self._index.ef_search, c) if ef is None else ef}
+        with self._lock:
+            qf = self.fde.encode_tokens(qtok, qoff, document=False, threads=t)
+            _, cand_ids = self._index.search(qf, c, filter=filter, threads=t, **options)
+            scores = self._chamfer(qtok, qoff, cand_ids, t)
+        order = np.lexsort((cand_ids, -scores), axis=1)[:, :k]
+        top = np.take_along_axis(scores, order, 1)
+        return top, np.where(np.isfinite(top), np.take_along_axis(cand_ids, order, 1), -1)
+
+    def chamfer(self, queries: object, ids: object, threads: int | None = None) -> np.ndarray:
+        """Chamfer scores of each query against the given documents, from the token codes: float32 (nq, n_ids)."""
+        qtok, qoff = as_token_sets(queries, self.dim, "queries")
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        with self._lock:
+            missing = [i for i in wanted.tolist() if i not in self._slot]
+            if missing:
+                raise KeyError(f"unknown id {missing[0]}")
+            t = self.threads if threads is None else as_threads(threads)
+            return self._chamfer(qtok, qoff, np.tile(wanted, (len(qoff) - 1, 1)), t)
+
+    def __repr__(self) -> str:
+        return (f"MultiVectorIndex(dim={self.dim}, bits={self.bits}, token_bits={self.token_bits}, "
+                f"index={self.kind!r}, n={len(self)}, fde={self.fde!r})")
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one versioned, checksummed file atomically (temp + fsync + rename); tokens are compacted."""
+        with self._lock:
+            slots = np.flatnonzero(self._doc_ids[: self._docs] >= 0)
+            rows = _ranges(self._starts[slots], self._counts[slots])
+            fde_meta, fde_arrays = self.fde._state()
+            index_meta, index_arrays = self._index._state()
+            meta = {"dim": self.dim, "token_bits": self.token_bits, "index": self.kind, "seed": self.seed,
+                    "rotation": self._tokens.rotation.algorithm, "scale": TOKEN_SCALE, "fde": fde_meta,
+                    "fde_index": index_meta}
+            arrays = {"doc_ids": self._doc_ids[slots], "doc_tokens": self._counts[slots],
+                      "token_codes": self._codes[rows], "token_a": self._a[rows],
+                      **_prefixed("fde.", fde_arrays), **_prefixed("index.", index_arrays)}
+            _format.write_atomic(path, _format.pack(self._MAGIC, self._VERSION, meta, arrays))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = True) -> MultiVectorIndex:
+        """Read a file written by `save`; raises FileFormatError for foreign, truncated or corrupt files."""
+        source = os.fspath(path)
+        _, meta, arrays = _format.unpack(_format.read_file(path, mmap), cls._MAGIC, cls._VERSION, source)
+        try:
+            fde = FDEEncoder._from_state(meta["fde"], _section("fde.", arrays), source)
+            index = cls(int(meta["dim"]), int(meta["fde_index"]["bits"]), fde, meta["index"],
+                        int(meta["token_bits"]), int(meta["seed"]))
+            if meta["rotation"] != index._tokens.rotation.algorithm or meta["scale"] != TOKEN_SCALE:
+                raise FileFormatError(f"{source}: token codes made with rotation {meta['rotation']!r}, which this "
+                                      "version does not read")
+            index._index = KINDS[index.kind]._from_state(meta["fde_index"], _section("index.", arrays), source)
+            index._restore(arrays, source)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, FileFormatError):
+                raise
+            raise FileFormatError(f"{source}: inconsistent multi-vector index file ({e})") from None
+        return index
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare(self, docs: object) -> tuple[np.ndarray, np.ndarray, Codes]:
+        """Validate and encode documents before anything changes: token offsets, FDEs, token codes."""
+        tokens, offsets = as_token_sets(docs, self.dim, "documents")
+        fdes = self.fde.encode_tokens(tokens, offsets, document=True, threads=self.threads)
+        return offsets, fdes, self._tokens.encode(tokens, self.threads)
+
+    def _append(self, ids: np.ndarray, codes: Codes, offsets: np.ndarray) -> None:
+        n, rows = len(ids), len(codes)
+        self._codes = grow(self._codes, self._rows + rows)
+        self._a = grow(self._a, self._rows + rows)
+        self._codes[self._rows : self._rows + rows] = codes.packed
+        self._a[self._rows : self._rows + rows] = codes.norms * codes.scales
+        for name in ("_starts", "_counts", "_doc_ids"):
+            setattr(self, name, grow(getattr(self, name), self._docs + n, fill=-1))
+        self._starts[self._docs : self._docs + n] = self._rows + offsets[:-1]
+        self._counts[self._docs : self._docs + n] = np.diff(offsets)
+        self._doc_ids[self._docs : self._docs + n] = ids
+        self._slot.update(zip(ids.tolist(), range(self._docs, self._docs + n)))
+        self._rows += rows
+        self._docs += n
+
+    def _drop(self, ids: list[int]) -> None:
+        """Forget the token rows of removed documents; compact once dead rows outnumber live ones."""
+        for i in ids:
+            slot = self._slot.pop(i)
+            self._counts[slot], self._doc_ids[slot] = 0, -1
+        live = int(self._counts[: self._docs].sum())
+        if self._rows > 2 * live + 1024:
+            self._compact()
+
+    def _compact(self) -> None:
+        slots = np.flatnonzero(self._doc_ids[: self._docs] >= 0)
+        rows = _ranges(self._starts[slots], self._counts[slots])
+        counts = self._counts[slots]
+        self._codes, self._a, self._rows = self._codes[rows], self._a[rows], len(rows)
+        self._set_docs(self._doc_ids[slots], counts)
+
+    def _set_docs(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        self._counts = np.array(counts, dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
+        self._doc_ids = np.array(ids, dtype=np.int64)
+        self._docs = len(ids)
+        self._slot = {int(i): s for s, i in enumerate(self._doc_ids.tolist())}
+
+    def _restore(self, arrays: dict[str, np.ndarray], source: str) -> None:
+        ids, counts = np.asarray(arrays["doc_ids"]), np.asarray(arrays["doc_tokens"])
+        codes, a = np.array(arrays["token_codes"]), np.array(arrays["token_a"])
+        if (ids.ndim != 1 or counts.shape != ids.shape or (counts < 1).any() or codes.shape != (int(counts.sum()),
+                self._codes.shape[1]) or a.shape != (len(codes),) or
+                sorted(ids.tolist()) != sorted(self._index.ids.tolist())):
+            raise FileFormatError(f"{source}: token data do not match the document index")
+        self._codes, self._a, self._rows = codes, a, len(codes)
+        self._set_docs(ids, counts)
+
+    def _chamfer(self, qtok: np.ndarray, qoff: np.ndarray, cand_ids: np.ndarray, threads: int) -> np.ndarray:
+        """Chamfer scores (nq, c) of each query against its candidate ids (-1: none, scored -inf)."""
+        get = self._slot.get
+        cand = np.fromiter((get(i, -1) for i in cand_ids.ravel().tolist()), dtype=np.int64,
+                           count=cand_ids.size).reshape(cand_ids.shape)
+        scores = np.empty(cand.shape, dtype=np.float32)
+        self._scorer.score(self._codes[: self._rows], self._a[: self._rows], self._starts[: self._docs],
+                           self._counts[: self._docs], self._tokens.rotation.forward(qtok, threads), qoff, cand,
+                           scores, threads)
+        return scores
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Row indices starts[i] .. starts[i] + counts[i] for every i, concatenated."""
+    total = int(counts.sum())
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+def _prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {prefix + name: arr for name, arr in arrays.items()}
+
+
+def _section(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name[len(prefix):]: arr for name, arr in arrays.items() if name.startswith(prefix)}
