@@ -1,8 +1,12 @@
 """tqsearch: TurboQuant vector compression and search (numpy in, numpy out)."""
 
+from pathlib import Path as _Path
+
 from ._core import __version__, available_simd_levels, cpu_features
 from ._core import default_simd_level as simd_level
 from .codebooks import Codebook, lloyd_max
+from .collection import Collection
+from .collection import open_collection as open  # noqa: A004 - tqsearch.open(path) opens a collection
 from .errors import FileFormatError
 from .fde import FDEEncoder
 from .flat import FlatIndex
@@ -14,7 +18,7 @@ from .rotation import DenseRotation, FhtKacRotation, Rotation, make_rotation
 
 def load(path, mmap: bool = True):
     """Load an index written by `save` (the file's magic says which kind)."""
-    with open(path, "rb") as f:
+    with _Path(path).open("rb") as f:
         magic = f.read(8)
     kinds = {kind._MAGIC: kind for kind in (HNSWIndex, MultiVectorIndex)}
     return kinds.get(magic, FlatIndex).load(path, mmap=mmap)  # FlatIndex names a foreign file's problem
@@ -23,6 +27,7 @@ def load(path, mmap: bool = True):
 __all__ = [
     "Codebook",
     "Codes",
+    "Collection",
     "DenseRotation",
     "FDEEncoder",
     "FhtKacRotation",
@@ -39,5 +44,6 @@ __all__ = [
     "lloyd_max",
     "load",
     "make_rotation",
+    "open",
     "simd_level",
 ]
