@@ -96,10 +96,13 @@ ChamferScorer::ChamferScorer(size_t dim, int bits, const std::vector<float>& cen
 void ChamferScorer::score(const TokenRows& docs, const float* queries, const int64_t* qoff, size_t nq,
                           const int64_t* cand, size_t c, float* scores, int threads,
                           const InterruptCheck& interrupted) const {
-  for (size_t d = 0; d < docs.docs; ++d)
-    TQ_CHECK(docs.starts[d] >= 0 && docs.counts[d] >= 0 && size_t(docs.starts[d] + docs.counts[d]) <= docs.rows,
+  for (size_t i = 0; i < nq * c; ++i) {  // only the candidates' ranges: a search must not pay for the collection
+    const int64_t d = cand[i];
+    TQ_CHECK(d < int64_t(docs.docs), "candidate document out of range");
+    TQ_CHECK(d < 0 || (docs.starts[d] >= 0 && docs.counts[d] >= 0 &&
+                       size_t(docs.starts[d] + docs.counts[d]) <= docs.rows),
              "document token range out of bounds");
-  for (size_t i = 0; i < nq * c; ++i) TQ_CHECK(cand[i] < int64_t(docs.docs), "candidate document out of range");
+  }
   for (size_t q = 0; q < nq; ++q) TQ_CHECK(qoff[q] >= 0 && qoff[q] <= qoff[q + 1], "query offsets must be sorted");
   const size_t tokens = nq ? size_t(qoff[nq]) : 0;
   // Every query token rounded once: int8 values (zero padded), unit and offset.

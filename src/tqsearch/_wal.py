@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import _format
 from .errors import FileFormatError
 
 MAGIC = b"TQWAL001"
@@ -38,7 +39,7 @@ def create(path: Path) -> None:
         f.write(MAGIC)
         f.flush()
         os.fsync(f.fileno())
-    fsync_dir(path.parent)
+    _format.fsync_dir(path.parent)
 
 
 def replay(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -105,12 +106,3 @@ class Log:
     def close(self) -> None:
         """Close the file (every appended record is already durable)."""
         os.close(self._fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames, creations and deletions inside directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -32,7 +32,7 @@ import numpy as np
 from . import _format, _wal
 from ._filters import PayloadIndex
 from ._index import CodeIndex, grow
-from ._validate import as_choice, as_dim, as_int, as_matrix
+from ._validate import as_choice, as_dim, as_int, as_matrix, bad_row
 from .errors import FileFormatError
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
@@ -416,7 +416,7 @@ def _remove_stale(root: Path, generation: int) -> None:
         stale = (match and int(match[2]) != generation) or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
         if stale:
             entry.unlink()
-    _wal.fsync_dir(root)
+    _format.fsync_dir(root)
 
 
 def _lock(root: Path) -> int:
@@ -456,8 +456,7 @@ def _as_vectors(vectors: object, dim: int, n: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         norms = np.einsum("ij,ij->i", vecs, vecs)
     if not np.isfinite(norms).all():
-        raise ValueError(f"vectors row {int(np.flatnonzero(~np.isfinite(norms))[0])} is too large: "
-                         "its squared norm overflows float32")
+        raise bad_row(vecs, int(np.flatnonzero(~np.isfinite(norms))[0]), "vectors")
     return vecs
 
 

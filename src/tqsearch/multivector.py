@@ -168,8 +168,7 @@ class MultiVectorIndex:
     def save(self, path: str | os.PathLike) -> None:
         """Write one versioned, checksummed file atomically (temp + fsync + rename); tokens are compacted."""
         with self._lock:
-            slots = np.flatnonzero(self._doc_ids[: self._docs] >= 0)
-            rows = _ranges(self._starts[slots], self._counts[slots])
+            slots, rows = self._live_rows()
             fde_meta, fde_arrays = self.fde._state()
             index_meta, index_arrays = self._index._state()
             meta = {"dim": self.dim, "token_bits": self.token_bits, "index": self.kind, "seed": self.seed,
@@ -233,11 +232,14 @@ class MultiVectorIndex:
             self._compact()
 
     def _compact(self) -> None:
-        slots = np.flatnonzero(self._doc_ids[: self._docs] >= 0)
-        rows = _ranges(self._starts[slots], self._counts[slots])
-        counts = self._counts[slots]
+        slots, rows = self._live_rows()
         self._codes, self._a, self._rows = self._codes[rows], self._a[rows], len(rows)
-        self._set_docs(self._doc_ids[slots], counts)
+        self._set_docs(self._doc_ids[slots], self._counts[slots])
+
+    def _live_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live document slots, in slot order, and their token rows, document after document."""
+        slots = np.flatnonzero(self._doc_ids[: self._docs] >= 0)
+        return slots, _ranges(self._starts[slots], self._counts[slots])
 
     def _set_docs(self, ids: np.ndarray, counts: np.ndarray) -> None:
         self._counts = np.array(counts, dtype=np.int64)
