@@ -1,7 +1,15 @@
-"""Shared fixtures: seeded random data (never time-seeded)."""
+"""Shared fixtures: seeded random data (never time-seeded), servers on loopback."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
 import numpy as np
 import pytest
 
@@ -18,3 +26,50 @@ def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
 def simd(request) -> str:
     """Every kernel set this CPU can run."""
     return request.param
+
+
+class Server:
+    """A `tqsearch serve` child process on a free loopback port (the real uvicorn, not a test client)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "tqsearch", "serve", *args, "--port", str(port)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.process.stdout.read()}")
+
+    def stop(self) -> int:
+        """SIGTERM (a graceful shutdown) and the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        finally:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def start_server():
+    """Start `tqsearch serve ARGS...` servers; any still running are stopped at the end of the test."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Server:
+        servers.append(Server(*args, env=env))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

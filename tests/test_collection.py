@@ -202,6 +202,16 @@ def test_upsert_replaces_and_delete_frees(tmp_path):
         assert c.get(["d"], where={"k": 5}, include=())["ids"] == []
 
 
+def test_returned_metadata_is_the_callers_copy(tmp_path):
+    with open_collection(tmp_path / "c", dim=4, index="flat") as c:
+        c.upsert(["a"], np.eye(4)[:1], [{"tags": ["x"], "nested": {"n": 1}, "k": 1}])
+        for got in (c.get(["a"])["metadatas"][0], c.query(np.eye(4)[:1], 1)[0]["metadatas"][0]):
+            got["tags"].append("y")
+            got["nested"]["n"] = 2
+            got["k"] = 3
+        assert c.get(["a"])["metadatas"] == [{"tags": ["x"], "nested": {"n": 1}, "k": 1}]
+
+
 def test_bad_input_rejected_without_state_change(tmp_path):
     with open_collection(tmp_path / "c", dim=4, index="flat") as c:
         c.upsert(["a", "b"], np.eye(4)[:2], [{"k": 1}, {"k": 2}], ["A", "B"])

@@ -1,14 +1,18 @@
-"""Command line: `tqsearch info` (build and CPU facts) and `tqsearch demo` (search the bundled corpus)."""
+"""Command line: `tqsearch info` (build and CPU facts), `tqsearch demo` (search the bundled corpus) and
+`tqsearch serve` (the HTTP server)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 
 import numpy as np
 
-from . import _core, __version__
+from . import __version__, _core
+
+API_KEY_ENV = "TQSEARCH_API_KEY"
 
 
 def info() -> str:
@@ -31,13 +35,36 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("queries", nargs="*", help="text queries (need the embed extra; else bundled ones)")
     demo.add_argument("--bits", type=int, default=4)
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    serve = sub.add_parser("serve", help="serve a directory of collections over HTTP, with a search page "
+                                         "(needs the server extra)")
+    serve.add_argument("path", nargs="?", help="directory holding the collections (created when missing)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                       help=f"require this key on the API (default: ${API_KEY_ENV}, else none)")
+    serve.add_argument("--demo", action="store_true",
+                       help="add the bundled corpus as collection 'wordnet' (in a temporary directory without PATH)")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
         return 0
+    if args.command == "serve":
+        return _serve(parser, args)
     from .demo import run_demo
 
     run_demo(args.bits, args.queries, args.threads, out=sys.stdout)
+    return 0
+
+
+def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.path is None and not args.demo:
+        parser.error("serve needs a PATH (or --demo)")
+    try:
+        from .server import serve
+    except ImportError as e:
+        print(f"tqsearch serve needs the server extra: pip install 'tqsearch[server]' ({e})", file=sys.stderr)
+        return 1
+    serve(args.path, args.host, args.port, args.api_key, args.demo)
     return 0
 
 

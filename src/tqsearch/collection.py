@@ -18,6 +18,7 @@ deletes); the log records the internal ids so a replay rebuilds the very same ma
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -122,10 +123,15 @@ class Collection:
             self._generation, self._log = gen, _wal.Log(self.path / f"wal.{gen}.log")
             _remove_stale(self.path, gen)
 
-    def close(self) -> None:
-        """Release the directory; every acknowledged write is already durable. Idempotent."""
+    def close(self, compact: bool = False) -> None:
+        """Release the directory; every acknowledged write is already durable. Idempotent.
+
+        compact=True first folds a non-empty log into a snapshot, so the next open replays nothing.
+        """
         with self._mutex:
             if self._log is not None:
+                if compact and self._log.size > len(_wal.MAGIC):
+                    self.compact()
                 self._log.close()
                 os.close(self._lock_fd)
                 self._log = None
@@ -333,7 +339,7 @@ class Collection:
     def _rows(self, iids: list[int], fields: tuple[str, ...]) -> dict[str, Any]:
         out: dict[str, Any] = {"ids": [self._sids[i] for i in iids]}
         if "metadatas" in fields:
-            out["metadatas"] = [dict(self._metas[i]) for i in iids]
+            out["metadatas"] = [_copy_metadata(self._metas[i]) for i in iids]
         if "documents" in fields:
             out["documents"] = [self._docs[i] for i in iids]
         if "vectors" in fields:
@@ -487,6 +493,11 @@ def _as_documents(documents: object, n: int) -> list[str | None]:
     if bad:
         raise TypeError(f"documents must be strings or None, got {bad[0]!r}")
     return list(documents)
+
+
+def _copy_metadata(md: dict[str, Any]) -> dict[str, Any]:
+    """A copy the caller may edit without touching the stored payload (nested lists/dicts copied too)."""
+    return {key: copy.deepcopy(value) if isinstance(value, (list, dict)) else value for key, value in md.items()}
 
 
 def _as_include(include: Sequence[str]) -> tuple[str, ...]:

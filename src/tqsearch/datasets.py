@@ -49,10 +49,15 @@ class Corpus:
         """Text of each query."""
         return _texts(self.path / "queries.jsonl")
 
+    @cached_property
+    def synsets(self) -> list[str]:
+        """WordNet synset of each base vector, "offset-pos" (pos: n, v, a, s or r)."""
+        return _texts(self.path / "base.jsonl", "synset")
 
-def _texts(path: Path) -> list[str]:
+
+def _texts(path: Path, field: str = "text") -> list[str]:
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
+        return [json.loads(line)[field] for line in f]
 
 
 def load_demo_corpus() -> Corpus:

@@ -61,3 +61,15 @@ def _show(index: FlatIndex, corpus, queries: Sequence[str], out: TextIO) -> None
         print(f"\nquery: {text[:100]}", file=out)
         for s, i in zip(row_s, row_i):
             print(f"  {s:.3f}  {corpus.texts[i][:100]}", file=out)
+
+
+_POS = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
+
+
+def demo_points() -> dict:
+    """The bundled corpus as collection points: synset ids, texts as documents, pos/lemma/synset metadata."""
+    corpus = load_demo_corpus()
+    metadatas = [{"pos": _POS[synset[-1]], "lemma": text.split(":", 1)[0].split(", ")[0], "synset": synset}
+                 for synset, text in zip(corpus.synsets, corpus.texts)]
+    return {"ids": list(corpus.synsets), "vectors": corpus.vectors, "metadatas": metadatas,
+            "documents": corpus.texts}

