@@ -470,7 +470,7 @@ def serve(root: str | os.PathLike | None, host: str = "127.0.0.1", port: int = 8
         app = create_app(root, api_key)
         print(f"tqsearch {__version__}: serving {root} at http://{host}:{port}/ (search page), "
               f"API docs at /docs{', API key required' if api_key else ''}; Ctrl-C stops", file=out, flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
 
 
 def add_demo_collection(root: Path, out: TextIO) -> None:
