@@ -164,8 +164,10 @@ class Registry:
             elif (entry / SETTINGS).exists() and re.match(NAME, entry.name):
                 self._open[entry.name] = open_collection(entry)
 
-    def names(self) -> list[str]:
-        return sorted(self._open)
+    def items(self) -> list[tuple[str, Collection]]:
+        """(name, collection) pairs, by name."""
+        with self._lock:
+            return sorted(self._open.items())
 
     def get(self, name: str) -> Collection:
         """The collection called `name`; 404 when there is none."""
@@ -186,7 +188,7 @@ class Registry:
                                           **spec.options)
             return self._open[spec.name]
 
-    def drop(self, name: str) -> None:
+    def drop(self, name: str) -> dict[str, str]:
         """Close and delete a collection: renamed first, so a crash never leaves half a collection."""
         with self._lock:
             collection = self.get(name)
@@ -195,6 +197,7 @@ class Registry:
             graveyard = self.root / f"{_DROPPED}{name}-{uuid.uuid4().hex}"
             os.replace(self.root / name, graveyard)
             shutil.rmtree(graveyard)
+            return {"dropped": name}
 
     def close(self) -> None:
         """Fold each log into a snapshot (fast restart) and release every collection."""
@@ -247,9 +250,9 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
                workers: int = 8) -> FastAPI:
     """The ASGI app serving the collections under `root`; with `api_key`, /collections needs it.
 
-    Routes parse their JSON bodies in pydantic-core and run collection work on `workers` threads (the
-    native search releases the GIL), so the event loop only moves bytes: that is what keeps the
-    server's throughput near the in-process one.
+    Routes hand the raw body to one of `workers` threads, which parses it in pydantic-core, does the
+    collection work (the native search releases the GIL) and encodes the answer, so the event loop
+    only moves bytes.
     """
     state: dict[str, Any] = {}
     embed = _Embedder()
@@ -280,23 +283,25 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
     auth = [] if api_key is None else [Depends(_key_checker(api_key))]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
+    async def page() -> str:
         return resources.files("tqsearch").joinpath("web/index.html").read_text(encoding="utf-8")
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @app.get("/collections", dependencies=auth, response_model=CollectionList)
     async def list_collections() -> Response:
-        reg = state["registry"]
-        return await run(lambda: {"collections": [_info(name, reg.get(name)) for name in reg.names()]})
+        return await run(lambda: {"collections": [_info(name, c) for name, c in state["registry"].items()]})
+
+    def create(raw: bytes) -> dict[str, Any]:
+        spec = _parse(CollectionSpec, raw)
+        return _info(spec.name, state["registry"].create(spec))
 
     @app.post("/collections", status_code=201, dependencies=auth, response_model=CollectionInfo,
               openapi_extra=_body(CollectionSpec))
     async def create_collection(request: Request) -> Response:
-        raw = await request.body()
-        response = await run(lambda: _info((spec := _parse(CollectionSpec, raw)).name, state["registry"].create(spec)))
+        response = await run(create, await request.body())
         response.status_code = 201
         return response
 
@@ -306,7 +311,7 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
 
     @app.delete("/collections/{name}", dependencies=auth, response_model=Dropped)
     async def drop_collection(name: str) -> Response:
-        return await run(lambda: state["registry"].drop(name) or {"dropped": name})
+        return await run(state["registry"].drop, name)
 
     def upsert_points(c: Collection, raw: bytes) -> dict[str, int]:
         body = _parse(Points, raw)
