@@ -202,6 +202,21 @@ def test_upsert_replaces_and_delete_frees(tmp_path):
         assert c.get(["d"], where={"k": 5}, include=())["ids"] == []
 
 
+def test_filters_see_every_change_after_being_evaluated(tmp_path):
+    """Equality and range filters cache id arrays; upserts and deletes must invalidate them."""
+    with open_collection(tmp_path / "c", dim=4, index="flat") as c:
+        c.upsert([f"p{i}" for i in range(30)], unit_rows(30, 4, 0), [{"g": i % 3, "x": i} for i in range(30)])
+        wheres = [{"g": 1}, {"g": {"$in": [0, 2]}}, {"g": {"$ne": 1}}, {"x": {"$gte": 20}}]
+        before = [set(c.get(where=w, include=())["ids"]) for w in wheres]
+        c.upsert(["p1", "p30"], unit_rows(2, 4, 1), [{"g": 0, "x": 5}, {"g": 1, "x": 40}])  # p1 moves; p30 is new
+        c.delete(["p4", "p21"])
+        after = [set(c.get(where=w, include=())["ids"]) for w in wheres]
+        assert after[0] == before[0] - {"p1", "p4"} | {"p30"}
+        assert after[1] == before[1] - {"p21"} | {"p1"}
+        assert after[2] == after[1]
+        assert after[3] == before[3] - {"p21"} | {"p30"}
+
+
 def test_returned_metadata_is_the_callers_copy(tmp_path):
     with open_collection(tmp_path / "c", dim=4, index="flat") as c:
         c.upsert(["a"], np.eye(4)[:1], [{"tags": ["x"], "nested": {"n": 1}, "k": 1}])
