@@ -28,16 +28,25 @@ using Vec = nb::shape<-1>;
 
 const tq::Kernels* pick(const std::string& simd) { return simd.empty() ? tq::default_kernels() : tq::kernels_for(simd); }
 
+// The interpreter's main thread, the only one that runs Python signal handlers (set at import).
+unsigned long main_thread_ident = 0;
+
 // Runs fn without the GIL; Ctrl-C pending at a chunk boundary stops it and re-raises KeyboardInterrupt.
+// Only the main thread polls: elsewhere PyErr_CheckSignals does nothing, and re-taking the GIL at every
+// chunk would make a search on a worker thread (a server's) queue behind the threads holding it.
 template <class F>
 void without_gil(F&& fn) {
   bool interrupted = false;
+  const bool on_main = PyThread_get_thread_ident() == main_thread_ident;
   {
     nb::gil_scoped_release release;
-    const tq::InterruptCheck check = [] {
-      nb::gil_scoped_acquire acquire;
-      return PyErr_CheckSignals() != 0;
-    };
+    tq::InterruptCheck check;
+    if (on_main) {
+      check = [] {
+        nb::gil_scoped_acquire acquire;
+        return PyErr_CheckSignals() != 0;
+      };
+    }
     try {
       fn(check);
     } catch (const tq::Interrupted&) {
@@ -79,6 +88,7 @@ nb::ndarray<nb::numpy, float> a_of(const Store& s, const In<int64_t, Vec>& slots
 
 NB_MODULE(_core, m) {
   m.doc() = "tqsearch native kernels (rotation, TurboQuant codec, scan)";
+  main_thread_ident = nb::cast<unsigned long>(nb::module_::import_("threading").attr("main_thread")().attr("ident"));
   m.attr("__version__") = TQSEARCH_VERSION;
   m.def("available_simd_levels", &tq::available_simd_levels);
   m.def("cpu_features", &tq::cpu_features);

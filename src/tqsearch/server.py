@@ -42,6 +42,9 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 MAX_BODY = 64 << 20  # bytes per request: 64 MiB holds ~40k 384-d vectors as JSON
 MAX_BATCH = 10_000   # points per upsert/delete/get by id, and query rows per request
 MAX_K = 10_000
+# A query body this small (a few vectors) is parsed and searched on the event loop: handing sub-millisecond
+# work to a thread and back costs more than the work (context switches, GIL hand-offs).
+INLINE_BYTES = 64 << 10
 _DROPPED = ".dropped-"
 Include = Literal["metadatas", "documents", "vectors"]
 _M = TypeVar("_M", bound=BaseModel)
@@ -252,7 +255,7 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
 
     Routes hand the raw body to one of `workers` threads, which parses it in pydantic-core, does the
     collection work (the native search releases the GIL) and encodes the answer, so the event loop
-    only moves bytes.
+    only moves bytes; small vector queries are the exception (INLINE_BYTES).
     """
     state: dict[str, Any] = {}
     embed = _Embedder()
@@ -269,9 +272,9 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
             state.pop("registry").close()
 
     async def run(fn: Callable[..., Any], *args: Any) -> Response:
-        """fn(*args) on a worker thread, its result sent as JSON."""
-        result = await asyncio.get_running_loop().run_in_executor(state["pool"], fn, *args)
-        return Response(json.dumps(result, separators=(",", ":")).encode(), media_type="application/json")
+        """fn(*args) on a worker thread, its result encoded there too and sent as JSON."""
+        body = await asyncio.get_running_loop().run_in_executor(state["pool"], _encoded, fn, *args)
+        return Response(body, media_type="application/json")
 
     def collection(name: str) -> Collection:
         return state["registry"].get(name)
@@ -351,19 +354,34 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
         c = collection(name)
         return await run(get_points, c, await request.body())
 
-    def search(c: Collection, raw: bytes) -> dict[str, list[dict[str, Any]]]:
-        body = _parse(QueryRequest, raw)
-        if (body.vectors is None) == (body.texts is None):
-            raise HTTPException(400, "give either vectors or texts")
+    def search(c: Collection, body: QueryRequest) -> dict[str, list[dict[str, Any]]]:
         vectors = _matrix(body.vectors) if body.texts is None else embed(body.texts)
         return {"results": [_jsonable(r) for r in _call(c.query, vectors, body.k, body.where, body.include)]}
 
     @app.post("/collections/{name}/query", dependencies=auth, response_model=QueryResponse,
               openapi_extra=_body(QueryRequest))
     async def query(name: str, request: Request) -> Response:
-        return await run(search, collection(name), await request.body())
+        c, raw = collection(name), await request.body()
+        if len(raw) > INLINE_BYTES:
+            return await run(lambda: search(c, _query_body(raw)))
+        body = _query_body(raw)
+        if body.texts is not None:  # embedding takes milliseconds: not on the event loop
+            return await run(search, c, body)
+        return Response(_encoded(search, c, body), media_type="application/json")
 
     return app
+
+
+def _encoded(fn: Callable[..., Any], *args: Any) -> bytes:
+    """fn(*args) as compact JSON bytes."""
+    return json.dumps(fn(*args), separators=(",", ":")).encode()
+
+
+def _query_body(raw: bytes) -> QueryRequest:
+    body = _parse(QueryRequest, raw)
+    if (body.vectors is None) == (body.texts is None):
+        raise HTTPException(400, "give either vectors or texts")
+    return body
 
 
 def _parse(model: type[_M], raw: bytes) -> _M:
