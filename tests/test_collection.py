@@ -152,7 +152,7 @@ def test_selective_filter_returns_k_with_high_recall(tmp_path, index):
         for where, allowed in [({"bucket": 7}, buckets == 7), ({"half": 1}, buckets % 2 == 1)]:
             exact = np.where(allowed[None, :], queries @ vectors.T, -np.inf)
             truth = np.argsort(-exact, axis=1)[:, :10]
-            results = c.query(queries, 10, where=where)
+            results = c.query(queries, 10, where=where, rescore=0)  # the codes alone
             hits = 0
             for row, result in zip(truth, results):
                 assert len(result["ids"]) == 10
@@ -160,6 +160,34 @@ def test_selective_filter_returns_k_with_high_recall(tmp_path, index):
                 assert result["scores"] == sorted(result["scores"], reverse=True)
                 hits += len({f"v{i}" for i in row} & set(result["ids"]))
             assert hits / truth.size >= 0.95, (where, hits / truth.size)
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_rescore_ranks_by_exact_scores_of_the_stored_vectors(tmp_path, metric):
+    from tqsearch.datasets import load_demo_corpus
+
+    corpus = load_demo_corpus()
+    vectors = corpus.vectors[:3000] * np.linspace(0.5, 2, 3000, dtype=np.float32)[:, None]  # unequal norms
+    queries = corpus.queries[:30]
+    if metric == "ip":
+        exact = queries @ vectors.T
+    elif metric == "cosine":
+        exact = (queries @ vectors.T) / np.linalg.norm(queries, axis=1)[:, None] / np.linalg.norm(vectors, axis=1)
+    else:
+        exact = -((queries[:, None, :] - vectors[None]) ** 2).sum(-1)
+    truth = np.argsort(-exact, axis=1)[:, :10]
+    with open_collection(tmp_path / "c", dim=384, metric=metric, index="flat") as c:
+        c.upsert([f"v{i}" for i in range(len(vectors))], vectors)
+        recall = {}
+        for rescore in (0, 4):
+            results = c.query(queries, 10, rescore=rescore)
+            rows = [[int(i[1:]) for i in r["ids"]] for r in results]
+            recall[rescore] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)])
+            if rescore:  # the scores are the exact ones, best first
+                for r, row, q in zip(results, rows, range(len(queries))):
+                    np.testing.assert_allclose(r["scores"], exact[q, row], rtol=1e-4, atol=1e-4)
+                    assert r["scores"] == sorted(r["scores"], reverse=True)
+        assert recall[4] >= 0.99 and recall[4] > recall[0], recall
 
 
 def test_filter_with_fewer_matches_than_k(tmp_path):

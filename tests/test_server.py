@@ -87,9 +87,11 @@ def test_points_and_queries_match_the_in_process_collection(served, points):
     np.testing.assert_array_equal(np.array(got["vectors"], dtype=np.float32), points["vectors"][rows])  # exact
     queries = load_demo_corpus().queries[:20]
     for where in [None, *WHERES]:
-        r = client.post("/collections/glosses/query", json={"vectors": queries.tolist(), "k": 10, "where": where})
+        rescore = 0 if where is None else 4  # both ways through the API
+        r = client.post("/collections/glosses/query", json={"vectors": queries.tolist(), "k": 10, "where": where,
+                                                            "rescore": rescore})
         assert r.status_code == 200, r.text
-        expected = twin.query(queries, 10, where=where)
+        expected = twin.query(queries, 10, where=where, rescore=rescore)
         for mine, theirs in zip(r.json()["results"], expected):
             assert mine["ids"] == theirs["ids"] and mine["metadatas"] == theirs["metadatas"]
             np.testing.assert_allclose(mine["scores"], theirs["scores"], rtol=1e-6)
@@ -140,6 +142,7 @@ BAD_REQUESTS = [
     ("post", "/collections/glosses/query", {"vectors": [[0.1] * 384], "k": 100_000}, 422, "body.k"),
     ("post", "/collections/glosses/query", {"vectors": [[0.1] * 384], "where": {"pos": {"$regex": "n"}}}, 400, "$regex"),
     ("post", "/collections/glosses/query", {"k": 3}, 400, "vectors or texts"),
+    ("post", "/collections/glosses/query", {"vectors": [[0.1] * 384], "rescore": -1}, 422, "body.rescore"),
     ("post", "/collections/glosses/points/get", {"include": ["embeddings"]}, 422, "include"),
     ("post", "/collections", {"name": "../escape", "dim": 4}, 422, "name"),
     ("post", "/collections", {"name": "ok", "dim": 4, "options": {"M": -1}}, 400, "M"),
@@ -193,7 +196,7 @@ def test_openapi_spec_lists_the_api(served):
             "/collections/{name}/points/get", "/collections/{name}/query", "/health"} <= set(spec["paths"])
     route = spec["paths"]["/collections/{name}/query"]["post"]
     assert set(route["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
-        "vectors", "texts", "k", "where", "include"}
+        "vectors", "texts", "k", "where", "include", "rescore"}
     assert route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/QueryResponse")
     assert "securitySchemes" not in spec["components"]  # no key, no scheme
 

@@ -44,6 +44,7 @@ SETTINGS, MANIFEST, LOCK = "settings.json", "manifest.json", "lock"
 FORMAT, VERSION = "tqsearch-collection", 1
 INDEXES: dict[str, type[CodeIndex]] = {"flat": FlatIndex, "hnsw": HNSWIndex}
 INCLUDE = ("metadatas", "documents", "vectors")
+RESCORE = 4  # query: candidates per result taken from the codes and re-ranked exactly on the float32 vectors
 _POINTS_MAGIC = b"TQCOLL01"
 _GENERATION_FILE = re.compile(r"^(index|points|wal)\.(\d+)\.(tqs|tqc|log)$")
 
@@ -173,9 +174,12 @@ class Collection:
             return self._rows(iids.tolist(), fields)
 
     def query(self, queries: object, k: int, where: dict | None = None,
-              include: Sequence[str] = ("metadatas", "documents")) -> list[dict[str, Any]]:
+              include: Sequence[str] = ("metadatas", "documents"), rescore: int = RESCORE) -> list[dict[str, Any]]:
         """The k best points per query row, among those matching `where` (filtered inside the search).
 
+        rescore: take k * rescore candidates from the compressed index and rank them by their exact scores
+        on the stored float32 vectors (recall beyond what the codes alone give, for a few dot products);
+        0 ranks by the codes' estimates alone.
         Returns one dict per query: {"ids", "scores", plus the included fields}, best first; shorter than k
         only when fewer than k points match.
         """
@@ -183,14 +187,19 @@ class Collection:
             self._check_open()
             q = as_matrix(queries, self.dim, "queries")
             k = as_int(k, "k")
+            rescore = as_int(rescore, "rescore", low=0)
             fields = _as_include(include)
             live = self._live[: self._size]
             allowed = None if where is None else self._payload.evaluate(where, live)
             n_allowed = len(self._iid) if allowed is None else int(allowed.sum())
-            scores, found = self._index.search(q, k, filter=allowed)
-            short = np.flatnonzero((found >= 0).sum(axis=1) < min(k, n_allowed))
+            wanted = k * max(rescore, 1)
+            scores, found = self._index.search(q, wanted, filter=allowed)
+            short = np.flatnonzero((found >= 0).sum(axis=1) < min(wanted, n_allowed))
             if len(short) and isinstance(self._index, HNSWIndex):  # ef >= allowed count makes it scan them all
-                scores[short], found[short] = self._index.search(q[short], k, filter=allowed, ef=max(n_allowed, 1))
+                ef = max(n_allowed, wanted)
+                scores[short], found[short] = self._index.search(q[short], wanted, filter=allowed, ef=ef)
+            if rescore:
+                scores, found = self._exact_top(q, found, k)
             results = []
             for row_scores, row_ids in zip(scores, found):
                 keep = row_ids >= 0
@@ -345,6 +354,23 @@ class Collection:
         if "vectors" in fields:
             out["vectors"] = self._vectors[np.array(iids, dtype=np.int64)]
         return out
+
+    def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
+        vecs = self._vectors[np.maximum(found, 0)]  # (nq, candidates, dim)
+        dots = np.einsum("qcd,qd->qc", vecs, q)
+        metric = self.settings["metric"]
+        if metric == "cosine":
+            norms = np.linalg.norm(vecs, axis=2) * np.linalg.norm(q, axis=1, keepdims=True)
+            exact = dots / np.maximum(norms, np.finfo(np.float32).tiny)
+        elif metric == "l2":
+            exact = 2 * dots - np.einsum("qcd,qcd->qc", vecs, vecs) - np.einsum("qd,qd->q", q, q)[:, None]
+        else:
+            exact = dots
+        exact = np.where(found >= 0, exact, -np.inf).astype(np.float32)
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(exact, order, axis=1)
+        return top_scores, np.where(np.isfinite(top_scores), np.take_along_axis(found, order, axis=1), -1)
 
     def _check_open(self) -> None:
         if self._log is None:

@@ -32,7 +32,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import __version__
-from .collection import SETTINGS, Collection, open_collection
+from .collection import RESCORE, SETTINGS, Collection, open_collection
 from .demo import demo_points
 from .embed import load_embedder
 
@@ -98,6 +98,7 @@ class QueryRequest(_Body):
     k: int = Field(10, ge=1, le=MAX_K)
     where: dict[str, Any] | None = None
     include: list[Include] = ["metadatas", "documents"]
+    rescore: int = Field(RESCORE, ge=0, le=100, description="candidates per hit re-ranked exactly; 0: codes only")
 
 
 class CollectionInfo(BaseModel):
@@ -356,7 +357,7 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
 
     def search(c: Collection, body: QueryRequest) -> dict[str, list[dict[str, Any]]]:
         vectors = _matrix(body.vectors) if body.texts is None else embed(body.texts)
-        return {"results": [_jsonable(r) for r in _call(c.query, vectors, body.k, body.where, body.include)]}
+        return {"results": [_jsonable(r) for r in _call(c.query, vectors, body.k, body.where, body.include, body.rescore)]}
 
     @app.post("/collections/{name}/query", dependencies=auth, response_model=QueryResponse,
               openapi_extra=_body(QueryRequest))
