@@ -320,16 +320,21 @@ class CodeIndex:
         return self._fine.decode(codes)
 
     def _rerank_top(self, q: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        valid = slots >= 0
         x = self._exact(np.maximum(slots, 0).ravel()).reshape(*slots.shape, self.dim)
-        if self.metric == "l2":
-            exact = -np.sum(np.square(x - q[:, None, :]), axis=2)
-        else:
-            exact = np.einsum("qcd,qd->qc", x, q)
-        exact = np.where(valid, exact, -np.inf).astype(np.float32)
-        order = np.lexsort((slots, -exact), axis=1)[:, :k]
-        top = np.take_along_axis(exact, order, 1)
-        return top, np.where(np.isfinite(top), np.take_along_axis(slots, order, 1), -1)
+        return exact_top(q, x, slots, k, l2=self.metric == "l2")
+
+
+def exact_top(q: np.ndarray, x: np.ndarray, ids: np.ndarray, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of each query's candidates `ids` (nq, c; -1 padding) by exact scores of their vectors
+    x (nq, c, dim): inner product, or negative squared L2; ties go to the smaller id; -1 / -inf padding."""
+    if l2:
+        exact = -np.sum(np.square(x - q[:, None, :]), axis=2)
+    else:
+        exact = np.einsum("qcd,qd->qc", x, q)
+    exact = np.where(ids >= 0, exact, -np.inf).astype(np.float32)
+    order = np.lexsort((ids, -exact), axis=1)[:, :k]
+    top = np.take_along_axis(exact, order, 1)
+    return top, np.where(np.isfinite(top), np.take_along_axis(ids, order, 1), -1)
 
 
 def normalized(x: np.ndarray) -> np.ndarray:

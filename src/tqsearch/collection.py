@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _format, _wal
 from ._filters import PayloadIndex
-from ._index import CodeIndex, grow
+from ._index import CodeIndex, exact_top, grow, normalized
 from ._validate import as_choice, as_dim, as_int, as_matrix, bad_row
 from .errors import FileFormatError
 from .flat import FlatIndex
@@ -358,19 +358,9 @@ class Collection:
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
         vecs = self._vectors[np.maximum(found, 0)]  # (nq, candidates, dim)
-        dots = np.einsum("qcd,qd->qc", vecs, q)
-        metric = self.settings["metric"]
-        if metric == "cosine":
-            norms = np.linalg.norm(vecs, axis=2) * np.linalg.norm(q, axis=1, keepdims=True)
-            exact = dots / np.maximum(norms, np.finfo(np.float32).tiny)
-        elif metric == "l2":
-            exact = 2 * dots - np.einsum("qcd,qcd->qc", vecs, vecs) - np.einsum("qd,qd->q", q, q)[:, None]
-        else:
-            exact = dots
-        exact = np.where(found >= 0, exact, -np.inf).astype(np.float32)
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        top_scores = np.take_along_axis(exact, order, axis=1)
-        return top_scores, np.where(np.isfinite(top_scores), np.take_along_axis(found, order, axis=1), -1)
+        if self.settings["metric"] == "cosine":
+            q, vecs = normalized(q), normalized(vecs.reshape(-1, self.dim)).reshape(vecs.shape)
+        return exact_top(q, vecs, found, k, l2=self.settings["metric"] == "l2")
 
     def _check_open(self) -> None:
         if self._log is None:
