@@ -138,14 +138,10 @@ class PointsOut(BaseModel):
     vectors: list[list[float]] | None = None
 
 
-class QueryResult(BaseModel):
-    """One query's hits, best first; the fields not asked for in `include` are absent."""
+class QueryResult(PointsOut):
+    """One query's hits, best first, with their scores; the fields not asked for in `include` are absent."""
 
-    ids: list[str]
     scores: list[float]
-    metadatas: list[dict[str, Any]] | None = None
-    documents: list[str | None] | None = None
-    vectors: list[list[float]] | None = None
 
 
 class QueryResponse(BaseModel):
