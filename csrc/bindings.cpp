@@ -272,7 +272,7 @@ NB_MODULE(_core, m) {
       .def(
           "search",
           [](const tq::HnswGraph& g, const In<float>& queries, size_t k, size_t ef,
-             std::optional<In<uint64_t, Vec>> allowed, size_t allowed_count, Out<float>& scores, Out<int64_t>& slots,
+             std::optional<In<uint64_t, Vec>> allowed, size_t candidates, Out<float>& scores, Out<int64_t>& slots,
              int threads) {
             const size_t nq = queries.shape(0);
             TQ_CHECK(queries.shape(1) == g.dim(), "queries have the wrong width");
@@ -281,10 +281,10 @@ NB_MODULE(_core, m) {
             TQ_CHECK(!allowed || allowed->shape(0) >= (g.size() + 63) / 64, "allowed bitset is too short");
             const uint64_t* bits = allowed ? allowed->data() : nullptr;
             without_gil([&](const tq::InterruptCheck& chk) {
-              g.search(queries.data(), nq, k, ef, bits, allowed_count, scores.data(), slots.data(), threads, chk);
+              g.search(queries.data(), nq, k, ef, bits, candidates, scores.data(), slots.data(), threads, chk);
             });
           },
-          "queries"_a, "k"_a, "ef"_a, "allowed"_a.none(), "allowed_count"_a, "scores"_a, "slots"_a, "threads"_a)
+          "queries"_a, "k"_a, "ef"_a, "allowed"_a.none(), "candidates"_a, "scores"_a, "slots"_a, "threads"_a)
       .def(
           "packed_rows",
           [](const tq::HnswGraph& g, const In<int64_t, Vec>& slots, Out<uint8_t>& out) {

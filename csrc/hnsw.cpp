@@ -369,13 +369,20 @@ void HnswGraph::remove(size_t slot) {
 std::vector<HnswGraph::Scored> HnswGraph::flat(const QueryI8& q, size_t k, const uint64_t* allowed,
                                                Scratch& s) const {
   TopK top(k);
-  for (size_t w = 0; w < (n_ + 63) / 64; ++w)
-    for (uint64_t bits = allowed[w]; bits; bits &= bits - 1) {
-      const size_t slot = w * 64 + size_t(__builtin_ctzll(bits));
-      if (slot >= n_ || deleted_[slot]) continue;
-      const float sc = score(q, slot, s);
-      if (sc >= top.threshold()) top.push(sc, int64_t(slot));
-    }
+  const auto consider = [&](size_t slot) {
+    if (deleted_[slot]) return;
+    const float sc = score(q, slot, s);
+    if (sc >= top.threshold()) top.push(sc, int64_t(slot));
+  };
+  if (allowed) {
+    for (size_t w = 0; w < (n_ + 63) / 64; ++w)
+      for (uint64_t bits = allowed[w]; bits; bits &= bits - 1) {
+        const size_t slot = w * 64 + size_t(__builtin_ctzll(bits));
+        if (slot < n_) consider(slot);
+      }
+  } else {
+    for (size_t slot = 0; slot < n_; ++slot) consider(slot);
+  }
   std::vector<float> scores(k);
   std::vector<int64_t> slots(k);
   top.write(scores.data(), slots.data());
@@ -385,25 +392,26 @@ std::vector<HnswGraph::Scored> HnswGraph::flat(const QueryI8& q, size_t k, const
 }
 
 void HnswGraph::search(const float* queries, size_t nq, size_t k, size_t ef, const uint64_t* allowed,
-                       size_t allowed_count, float* scores, int64_t* slots, int threads,
+                       size_t candidates, float* scores, int64_t* slots, int threads,
                        const InterruptCheck& interrupted) const {
   ef = std::max(ef, k);
-  // A filter passing few rows is cheaper to scan than to search around: the graph walk visits about
-  // 2M * ef / selectivity nodes, the scan allowed_count.
-  const bool scan = allowed && double(allowed_count) * double(allowed_count) <= double(2 * M_ * ef) * double(n_);
+  const size_t want = std::min(k, candidates);
+  // Scan flat when it is cheaper than the walk: a selective filter (the walk visits about 2M * ef /
+  // selectivity nodes, the scan `candidates`), or a beam covering a large share of the candidates.
+  const bool scan = (allowed && double(candidates) * double(candidates) <= double(2 * M_ * ef) * double(n_)) ||
+                    2 * ef >= candidates;
   parallel_for(nq, chunk_for(nq, threads), threads, interrupted, [&](size_t b0, size_t b1) {
     Scratch s(*this);
     for (size_t i = b0; i < b1; ++i) {
       std::vector<Scored> found;
       if (max_level_ >= 0) {
         prepare(queries + i * dim_, s.query);
-        if (scan) {
-          found = flat(s.query, k, allowed, s);
-        } else {
+        if (!scan) {
           uint32_t cur = entry_;
           for (int lev = max_level_; lev > 0; --lev) cur = greedy<false>(s.query, cur, lev, s);
           found = search_layer<false>(s.query, cur, ef, 0, allowed, -1, s);
         }
+        if (found.size() < want) found = flat(s.query, k, allowed, s);  // the walk came back short
       }
       for (size_t j = 0; j < k; ++j) {
         scores[i * k + j] = j < found.size() ? found[j].first : -std::numeric_limits<float>::infinity();

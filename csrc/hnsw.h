@@ -51,8 +51,10 @@ class HnswGraph {
   bool deleted(size_t slot) const { return deleted_[slot] != 0; }
 
   // Best k allowed, live slots per query (rotated queries), beam width ef >= k; -inf / -1 padded.
-  // allowed: optional bitset over slots with `allowed_count` bits set; a selective filter is scanned flat.
-  void search(const float* queries, size_t nq, size_t k, size_t ef, const uint64_t* allowed, size_t allowed_count,
+  // allowed: optional bitset over slots; candidates: the number of live slots it allows (all live slots
+  // without it). Every query gets min(k, candidates) results: a selective filter, a beam near the
+  // candidate count, or a walk that comes back short are answered by a flat scan of the same codes.
+  void search(const float* queries, size_t nq, size_t k, size_t ef, const uint64_t* allowed, size_t candidates,
               float* scores, int64_t* slots, int threads, const InterruptCheck& interrupted) const;
 
   // Persistence: the arrays below describe the whole graph (upper: each node's layers 1..level, in slot

@@ -230,6 +230,28 @@ def test_upsert_replaces_and_delete_frees(tmp_path):
         assert c.get(["d"], where={"k": 5}, include=())["ids"] == []
 
 
+def test_get_pages_with_limit_and_offset(tmp_path):
+    """Collection.get takes the server's limit/offset: a page is the same slice of the full answer."""
+    with open_collection(tmp_path / "c", dim=4, index="flat") as c:
+        c.upsert([f"p{i}" for i in range(30)], np.random.default_rng(0).standard_normal((30, 4)),
+                 [{"odd": i % 2} for i in range(30)], [f"doc {i}" for i in range(30)])
+        for ids, where in ((None, None), (None, {"odd": 1}), ([f"p{i}" for i in range(29, 0, -3)], None)):
+            whole = c.get(ids, where, include=["metadatas", "documents", "vectors"])
+            for limit, offset in ((5, 0), (5, 7), (None, 4), (0, 3), (100, 2), (3, 1000)):
+                page = c.get(ids, where, include=["metadatas", "documents", "vectors"], limit=limit, offset=offset)
+                end = None if limit is None else offset + limit
+                assert page["ids"] == whole["ids"][offset:end]
+                assert page["metadatas"] == whole["metadatas"][offset:end]
+                assert page["documents"] == whole["documents"][offset:end]
+                np.testing.assert_array_equal(page["vectors"], whole["vectors"][offset:end])
+        with pytest.raises(ValueError, match="limit"):
+            c.get(limit=-1)
+        with pytest.raises(ValueError, match="offset"):
+            c.get(offset=-2)
+        with pytest.raises(TypeError, match="limit"):
+            c.get(limit=2.5)
+
+
 def test_filters_see_every_change_after_being_evaluated(tmp_path):
     """Equality and range filters cache id arrays; upserts and deletes must invalidate them."""
     with open_collection(tmp_path / "c", dim=4, index="flat") as c:

@@ -8,7 +8,7 @@ codes plus the per-vector floats (a, b) that turn <q', c> into a score, and deci
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -110,22 +110,31 @@ class CodeIndex:
 
     def _search(self, queries: object, k: int, filter: object, rerank_factor: int | None, threads: int | None,
                 **options: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The shared search: validate, rotate, run the store's search for k * factor, rerank, map to ids."""
+        """The shared search: validate, rotate, run the store's search for k * factor, rerank, map to ids.
+
+        k is capped at the number of stored vectors (the output is (nq, min(k, len(self)))), and so is every
+        buffer, so no k can exhaust memory.
+        """
         q = as_matrix(queries, self.dim, "queries")
-        k = as_int(k, "k")
+        k = min(as_int(k, "k"), len(self))
         factor = self._rerank_factor(rerank_factor)
+        allowed = self._allowed(filter)
+        kk = min(k * factor, len(self) if allowed is None else allowed[1])
+        if kk == 0:
+            return np.full((len(q), k), -np.inf, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64)
         if self.metric == "cosine":
             q = normalized(q)
         t = self.threads if threads is None else as_threads(threads)
-        kk = k * factor
         scores = np.empty((len(q), kk), dtype=np.float32)
         slots = np.empty((len(q), kk), dtype=np.int64)
-        self._native_search(self._codec.rotation.forward(q, t), kk, self._allowed(filter), scores, slots, t,
-                            **options)
+        self._native_search(self._codec.rotation.forward(q, t), kk, allowed, scores, slots, t, **options)
         if self.metric == "l2":
             scores -= np.einsum("ij,ij->i", q, q)[:, None]
         if factor > 1:
             scores, slots = self._rerank_top(q, slots, k)
+        if self.metric == "cosine":
+            scores = clamp_cosine(scores)
+        scores, slots = _pad(scores, k, -np.inf), _pad(slots, k, -1)
         found = np.full_like(slots, -1)
         found[slots >= 0] = self._ids[slots[slots >= 0]]
         return scores, found
@@ -320,21 +329,42 @@ class CodeIndex:
         return self._fine.decode(codes)
 
     def _rerank_top(self, q: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        x = self._exact(np.maximum(slots, 0).ravel()).reshape(*slots.shape, self.dim)
-        return exact_top(q, x, slots, k, l2=self.metric == "l2")
+        return exact_top(q, slots, self._exact, k, l2=self.metric == "l2")
 
 
-def exact_top(q: np.ndarray, x: np.ndarray, ids: np.ndarray, k: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The best k of each query's candidates `ids` (nq, c; -1 padding) by exact scores of their vectors
-    x (nq, c, dim): inner product, or negative squared L2; ties go to the smaller id; -1 / -inf padding."""
-    if l2:
-        exact = -np.sum(np.square(x - q[:, None, :]), axis=2)
-    else:
-        exact = np.einsum("qcd,qd->qc", x, q)
+BLOCK_FLOATS = 1 << 24  # exact_top gathers candidate vectors in blocks of about this many floats (64 MiB)
+
+
+def exact_top(q: np.ndarray, ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray], k: int,
+              l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of each query's candidates `ids` (nq, c; -1 padding) by exact scores of their vectors,
+    `vectors_of(flat_ids)` -> (len, dim): inner product, or negative squared L2; ties go to the smaller id;
+    -1 / -inf padding. Queries are taken a block at a time so the gathered vectors stay bounded."""
+    rows = max(1, BLOCK_FLOATS // max(1, ids.shape[1] * q.shape[1]))
+    exact = np.empty(ids.shape, dtype=np.float32)
+    for i in range(0, len(q), rows):
+        block = ids[i : i + rows]
+        x = vectors_of(np.maximum(block, 0).ravel()).reshape(*block.shape, q.shape[1])
+        qb = q[i : i + rows, None, :]
+        exact[i : i + rows] = -np.sum(np.square(x - qb), axis=2) if l2 else np.einsum("qcd,qd->qc", x, qb[:, 0])
     exact = np.where(ids >= 0, exact, -np.inf).astype(np.float32)
     order = np.lexsort((ids, -exact), axis=1)[:, :k]
     top = np.take_along_axis(exact, order, 1)
     return top, np.where(np.isfinite(top), np.take_along_axis(ids, order, 1), -1)
+
+
+def clamp_cosine(scores: np.ndarray) -> np.ndarray:
+    """Cosines clipped to [-1, 1] (estimates from codes, and float rounding, may overshoot); -inf padding kept."""
+    return np.where(np.isfinite(scores), np.clip(scores, -1.0, 1.0), scores).astype(np.float32)
+
+
+def _pad(arr: np.ndarray, k: int, fill: float) -> np.ndarray:
+    """`arr` (nq, c) cut or padded with `fill` to k columns."""
+    if arr.shape[1] >= k:
+        return arr[:, :k]
+    out = np.full((len(arr), k), fill, dtype=arr.dtype)
+    out[:, : arr.shape[1]] = arr
+    return out
 
 
 def normalized(x: np.ndarray) -> np.ndarray:

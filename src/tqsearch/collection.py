@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _format, _wal
 from ._filters import PayloadIndex
-from ._index import CodeIndex, exact_top, grow, normalized
+from ._index import CodeIndex, clamp_cosine, exact_top, grow, normalized
 from ._validate import as_choice, as_dim, as_int, as_matrix, bad_row
 from .errors import FileFormatError
 from .flat import FlatIndex
@@ -156,22 +156,26 @@ class Collection:
         return id_ in self._iid
 
     def get(self, ids: Sequence[str] | None = None, where: dict | None = None,
-            include: Sequence[str] = ("metadatas", "documents")) -> dict[str, Any]:
+            include: Sequence[str] = ("metadatas", "documents"), limit: int | None = None,
+            offset: int = 0) -> dict[str, Any]:
         """Points by id (in the order given; KeyError for an unknown id) and/or matching `where`.
 
         Returns {"ids": [...], plus "metadatas"/"documents" lists and "vectors" (n, dim) float32 as included}.
-        Without ids, points come in internal-id order.
+        Without ids, points come in internal-id order. limit/offset page through the matches (as the
+        server's /points/get): the matches offset .. offset + limit - 1, all from offset when limit is None.
         """
         with self._mutex:
             self._check_open()
             fields = _as_include(include)
+            offset = as_int(offset, "offset", low=0)
+            end = None if limit is None else offset + as_int(limit, "limit", low=0)
             mask = self._live[: self._size] if where is None else self._payload.evaluate(where, self._live[: self._size])
             if ids is None:
                 iids = np.flatnonzero(mask)
             else:
                 iids = np.array(self._iids_of(_as_str_ids(ids, "ids")), dtype=np.int64)
                 iids = iids[mask[iids]]
-            return self._rows(iids.tolist(), fields)
+            return self._rows(iids[offset:end].tolist(), fields)
 
     def query(self, queries: object, k: int, where: dict | None = None,
               include: Sequence[str] = ("metadatas", "documents"), rescore: int = RESCORE) -> list[dict[str, Any]]:
@@ -192,12 +196,8 @@ class Collection:
             live = self._live[: self._size]
             allowed = None if where is None else self._payload.evaluate(where, live)
             n_allowed = len(self._iid) if allowed is None else int(allowed.sum())
-            wanted = k * max(rescore, 1)
+            wanted = max(1, min(k * max(rescore, 1), n_allowed))  # never more than can match
             scores, found = self._index.search(q, wanted, filter=allowed)
-            short = np.flatnonzero((found >= 0).sum(axis=1) < min(wanted, n_allowed))
-            if len(short) and isinstance(self._index, HNSWIndex):  # ef >= allowed count makes it scan them all
-                ef = max(n_allowed, wanted)
-                scores[short], found[short] = self._index.search(q[short], wanted, filter=allowed, ef=ef)
             if rescore:
                 scores, found = self._exact_top(q, found, k)
             results = []
@@ -357,10 +357,11 @@ class Collection:
 
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
-        vecs = self._vectors[np.maximum(found, 0)]  # (nq, candidates, dim)
-        if self.settings["metric"] == "cosine":
-            q, vecs = normalized(q), normalized(vecs.reshape(-1, self.dim)).reshape(vecs.shape)
-        return exact_top(q, vecs, found, k, l2=self.settings["metric"] == "l2")
+        metric = self.settings["metric"]
+        if metric != "cosine":
+            return exact_top(q, found, self._vectors.__getitem__, k, l2=metric == "l2")
+        scores, top = exact_top(normalized(q), found, lambda iids: normalized(self._vectors[iids]), k, l2=False)
+        return clamp_cosine(scores), top
 
     def _check_open(self) -> None:
         if self._log is None:

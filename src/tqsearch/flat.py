@@ -41,7 +41,8 @@ class FlatIndex(CodeIndex):
 
     def search(self, queries: object, k: int, filter: object = None, rerank_factor: int | None = None,
                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best k per query: (scores float32 (nq, k), ids int64 (nq, k)), best first, -inf / -1 padded.
+        """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
+        where k' = min(k, len(self)): no k allocates more than the index holds.
 
         filter: allowed ids (1-D integer array-like) or a boolean mask indexed by id; applied inside the scan.
         rerank_factor: with a rerank tier, re-score the best k * rerank_factor code candidates exactly

@@ -66,10 +66,13 @@ class HNSWIndex(CodeIndex):
 
     def search(self, queries: object, k: int, filter: object = None, rerank_factor: int | None = None,
                threads: int | None = None, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best k per query: (scores float32 (nq, k), ids int64 (nq, k)), best first, -inf / -1 padded.
+        """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
+        where k' = min(k, len(self)): no k allocates more than the index holds.
 
         ef: beam width (default ef_search; at least k * rerank_factor is used). filter, rerank_factor: as
         FlatIndex; a filter is applied during the walk, or by a flat scan of the allowed rows when few pass.
+        Every query gets min(k, allowed points) results: when the walk comes back short, or the beam would
+        cover most allowed points, the same codes are scanned flat instead.
         """
         ef = self.ef_search if ef is None else as_int(ef, "ef")
         with self._lock:
@@ -83,7 +86,7 @@ class HNSWIndex(CodeIndex):
 
     def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
                        scores: np.ndarray, slots: np.ndarray, threads: int, **options: Any) -> None:
-        bits, count = allowed if allowed is not None else (None, 0)
+        bits, count = allowed if allowed is not None else (None, len(self))
         self._store.search(rotated, k, max(options["ef"], k), bits, count, scores, slots, threads)
 
     def _place(self, vectors: np.ndarray, codes: Codes, a: np.ndarray, b: np.ndarray) -> np.ndarray:
