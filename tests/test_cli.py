@@ -1,6 +1,10 @@
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 import tqsearch
 from tqsearch.cli import main
@@ -15,6 +19,16 @@ def test_info_names_version_features_and_kernels(capsys):
     assert f"kernels in use: {tqsearch.simd_level()}" in out
     for level in tqsearch.available_simd_levels():
         assert level in out
+
+
+@pytest.mark.parametrize("command", [["info"], ["demo"], ["serve", "--demo", "--port", "0"]], ids=lambda c: c[0])
+def test_bad_simd_level_is_one_line_and_exit_2(command):
+    run = subprocess.run([sys.executable, "-m", "tqsearch", *command], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "TQSEARCH_SIMD": "bogus"})
+    assert run.returncode == 2 and run.stdout == ""
+    assert "Traceback" not in run.stderr and len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith("tqsearch: TQSEARCH_SIMD: ") and "'bogus'" in run.stderr
+    assert f"available on this CPU: {' '.join(tqsearch.available_simd_levels())}" in run.stderr
 
 
 def test_bundled_corpus_is_consistent():

@@ -12,6 +12,7 @@ from tqsearch import open as open_collection
 from tqsearch.datasets import load_demo_corpus
 from tqsearch.demo import demo_points
 from tqsearch.embed import load_embedder
+from tqsearch.server import MAX_K
 
 pytest.importorskip("fastapi")
 
@@ -105,6 +106,18 @@ def test_filtered_get_and_paging(served, points):
     everything = twin.get(include=())["ids"]
     page = client.post("/collections/glosses/points/get", json={"include": [], "limit": 7, "offset": 100}).json()
     assert page["ids"] == everything[100:107]
+
+
+def test_query_with_k_at_the_limit_returns_every_point_once(served, points):
+    """k = MAX_K on a smaller HNSW collection: every point exactly once; a larger k is a 422 naming k."""
+    client, _ = served
+    r = client.post("/collections/glosses/query", json={"vectors": points["vectors"][:2].tolist(), "k": MAX_K,
+                                                        "include": []})
+    assert r.status_code == 200
+    for result in r.json()["results"]:
+        assert sorted(result["ids"]) == sorted(points["ids"])
+    r = client.post("/collections/glosses/query", json={"vectors": points["vectors"][:1].tolist(), "k": 10**12})
+    assert r.status_code == 422 and "body.k" in r.text
 
 
 def test_delete_and_upsert_change_what_queries_see(served, points):

@@ -1,7 +1,10 @@
-"""The search page in a real headless Chromium (Debian's chromium + chromium-driver) against `tqsearch serve --demo`."""
+"""The search page and the API docs in a real headless Chromium (Debian's chromium + chromium-driver) against
+`tqsearch serve`, and the docs' assets coming from the server itself (no CDN: they must work offline)."""
 
 import json
+import re
 import shutil
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -15,12 +18,14 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None, reason="needs chromium and chromium-driver")
 KEY = "page-key"
+ASSET_TYPES = {"js": "text/javascript", "css": "text/css", "png": "image/png"}
 
 
 @pytest.fixture
 def browser():
+    if BROWSER is None or DRIVER is None:
+        pytest.skip("needs chromium and chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
@@ -64,3 +69,31 @@ def test_typed_query_shows_the_servers_hits(start_server, tmp_path, browser):
     browser.find_element(By.ID, "k").clear()
     browser.find_element(By.ID, "k").send_keys("3")
     assert len(_search(browser, "to run quickly")) == 3
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_only_from_the_server_without_the_key(start_server, tmp_path, page):
+    server = start_server(str(tmp_path), "--api-key", KEY)
+    html = httpx.get(f"{server.url}{page}")
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    hosts = {urlsplit(url).netloc for url in re.findall(r"https?://[^\s\"'<>]+", html.text)}
+    assert hosts <= {urlsplit(server.url).netloc}
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert {asset.rsplit(".", 1)[-1] for asset in assets} >= {"js", "png"}
+    for asset in assets:
+        r = httpx.get(f"{server.url}{asset}")
+        assert r.status_code == 200 and len(r.content) > 1000
+        assert r.headers["content-type"].startswith(ASSET_TYPES[asset.rsplit(".", 1)[-1]])
+    assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"] == "tqsearch"
+    assert httpx.get(f"{server.url}/collections").status_code == 401  # the key is on, for the API only
+
+
+def test_swagger_ui_renders_the_routes(start_server, tmp_path, browser):
+    server = start_server(str(tmp_path), "--api-key", KEY)
+    browser.get(f"{server.url}/docs")
+    query_route = (By.CSS_SELECTOR, '.opblock-summary-path[data-path="/collections/{name}/query"]')
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(*query_route))
+    paths = {e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/collections", "/collections/{name}", "/collections/{name}/points", "/health"} <= paths
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(f"{server.url}/") for url in loaded)

@@ -13,6 +13,7 @@ import numpy as np
 from . import __version__, _core
 
 API_KEY_ENV = "TQSEARCH_API_KEY"
+SIMD_ENV = "TQSEARCH_SIMD"
 
 
 def info() -> str:
@@ -24,6 +25,20 @@ def info() -> str:
         f"kernels in use: {_core.default_simd_level()} (override with TQSEARCH_SIMD=scalar|avx2|avx512)",
     ]
     return "\n".join(lines)
+
+
+def simd_problem() -> str | None:
+    """Why $TQSEARCH_SIMD cannot be honoured (an unknown level, or one this CPU lacks), in one line; else None.
+
+    Checked before any command runs, so a bad value is one line on stderr rather than a traceback from the
+    first kernel call.
+    """
+    try:
+        _core.default_simd_level()
+    except ValueError as e:
+        available = " ".join(_core.available_simd_levels())
+        return f"{SIMD_ENV}: {e}; available on this CPU: {available} (unset: the best of them)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--demo", action="store_true",
                        help="add the bundled corpus as collection 'wordnet' (in a temporary directory without PATH)")
     args = parser.parse_args(argv)
+    problem = simd_problem()
+    if problem is not None:
+        print(f"tqsearch: {problem}", file=sys.stderr)
+        return 2
     if args.command == "info":
         print(info())
         return 0
@@ -64,7 +83,10 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"tqsearch serve needs the server extra: pip install 'tqsearch[server]' ({e})", file=sys.stderr)
         return 1
-    serve(args.path, args.host, args.port, args.api_key, args.demo)
+    try:
+        serve(args.path, args.host, args.port, args.api_key, args.demo)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before uvicorn took over the signals (building the demo)
+        return 130
     return 0
 
 

@@ -1,7 +1,8 @@
 """HTTP server: a REST API over a directory of collections, its OpenAPI spec and a search page at `/`.
 
-Needs the `server` extra (FastAPI + uvicorn); text in queries and upserts is embedded with
-all-MiniLM-L6-v2 when the `embed` extra is installed. Start it with `tqsearch serve ROOT`.
+Needs the `server` extra (FastAPI, uvicorn, and fastapi-offline, which serves the API docs' scripts itself,
+so /docs works offline); text in queries and upserts is embedded with all-MiniLM-L6-v2 when the `embed`
+extra is installed. Start it with `tqsearch serve ROOT`.
 Every collection is a subdirectory of ROOT (see `tqsearch.open`); writes are durable before the
 response is sent, and shutdown (Ctrl-C, SIGTERM) folds each write-ahead log into a snapshot.
 """
@@ -14,11 +15,12 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -29,6 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import __version__
@@ -276,8 +279,9 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
     def collection(name: str) -> Collection:
         return state["registry"].get(name)
 
-    app = FastAPI(title="tqsearch", version=__version__, lifespan=lifespan,
-                  description="TurboQuant-compressed vector collections with metadata filters.")
+    # FastAPIOffline: FastAPI whose /docs and /redoc load their scripts from this server, not a CDN
+    app = FastAPIOffline(title="tqsearch", version=__version__, lifespan=lifespan,
+                         description="TurboQuant-compressed vector collections with metadata filters.")
     app.add_middleware(_BodyLimit, max_bytes=max_body)
     app.add_exception_handler(RequestValidationError, _validation_error)
     auth = [] if api_key is None else [Depends(_key_checker(api_key))]
@@ -341,9 +345,7 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
 
     def get_points(c: Collection, raw: bytes) -> dict[str, Any]:
         body = _parse(GetRequest, raw)
-        got = _call(c.get, body.ids, body.where, body.include)
-        end = None if body.limit is None else body.offset + body.limit
-        return _jsonable({key: value[body.offset:end] for key, value in got.items()})
+        return _jsonable(_call(c.get, body.ids, body.where, body.include, body.limit, body.offset))
 
     @app.post("/collections/{name}/points/get", dependencies=auth, response_model=PointsOut,
               openapi_extra=_body(GetRequest))
@@ -483,6 +485,7 @@ def serve(root: str | os.PathLike | None, host: str = "127.0.0.1", port: int = 8
     import uvicorn
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_as_interrupt())
         if root is None:
             root = stack.enter_context(tempfile.TemporaryDirectory(prefix="tqsearch-demo-"))
         if demo:
@@ -491,6 +494,23 @@ def serve(root: str | os.PathLike | None, host: str = "127.0.0.1", port: int = 8
         print(f"tqsearch {__version__}: serving {root} at http://{host}:{port}/ (search page), "
               f"API docs at /docs{', API key required' if api_key else ''}; Ctrl-C stops", file=out, flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Make SIGTERM stop the server as Ctrl-C does, so the `finally` blocks (the demo directory's removal) run.
+
+    uvicorn shuts down gracefully on either signal, then raises it again: SIGINT's KeyboardInterrupt unwinds
+    (and uvicorn.run swallows it), but SIGTERM's default action would end the process on the spot.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def add_demo_collection(root: Path, out: TextIO) -> None:
