@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import tqsearch
-from tqsearch import FileFormatError, FlatIndex, _core
+from tqsearch import FileFormatError, FlatIndex, HNSWIndex, SearchParams, _core
 from tqsearch.datasets import load_demo_corpus
 
 
@@ -14,7 +14,7 @@ def _data(n, dim, seed=0, scale=1.0):
 def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
     """All (query, slot) scores recomputed independently in numpy from the stored codes."""
     n = len(index)
-    packed = np.empty((n, index._codec._codec.row_bytes), dtype=np.uint8)
+    packed = np.empty((n, index._codec.row_bytes), dtype=np.uint8)
     index._store.packed_rows(np.arange(n, dtype=np.int64), packed)
     idx = np.empty((n, index.dim), dtype=np.uint8)
     _core.unpack(packed, index.dim, index.bits, idx)
@@ -115,6 +115,40 @@ def test_recall_on_the_bundled_corpus():
     assert np.mean([len(set(f) & set(g[:10])) / 10 for f, g in zip(ids, c.gt_ids)]) >= 0.99
 
 
+def test_rescore_keyword_params_and_the_deprecated_name():
+    """rescore (keyword or SearchParams) sets the rerank candidates; rerank_factor still works, warning."""
+    c = load_demo_corpus()
+    index = FlatIndex(384, 2, rerank="fp16")
+    index.add(c.vectors[:3000])
+    q = c.queries[:50]
+    codes_only, by_keyword = index.search(q, 10, rescore=0), index.search(q, 10, rescore=6)
+    np.testing.assert_array_equal(index.search(q, 10, params=SearchParams(rescore=6))[1], by_keyword[1])
+    with pytest.warns(DeprecationWarning, match="rescore"):
+        old = index.search(q, 10, rerank_factor=6)
+    np.testing.assert_array_equal(old[1], by_keyword[1])
+    exact = np.argsort(-(q @ c.vectors[:3000].T), axis=1)[:, :10]
+    recall = [np.mean([len(set(f) & set(g)) / 10 for f, g in zip(ids, exact)]) for _, ids in (codes_only, by_keyword)]
+    assert recall[1] > recall[0] + 0.05 and recall[1] >= 0.97, recall
+    with pytest.raises(ValueError, match="rescore"):
+        SearchParams(rescore=-1)
+    with pytest.raises(ValueError, match="ef"):
+        SearchParams(ef=0)
+
+
+def test_exhaustive_graph_search_equals_the_flat_scan():
+    """SearchParams(exhaustive=True) on HNSW scores every code with the flat scan's exact integer arithmetic."""
+    c = load_demo_corpus()
+    flat, graph = FlatIndex(384, 4), HNSWIndex(384, 4, M=8, ef_construction=40)
+    flat.add(c.vectors[:4000])
+    graph.add(c.vectors[:4000])
+    allowed = np.arange(0, 4000, 3)
+    for filter in (None, allowed):
+        want = flat.search(c.queries[:40], 10, filter=filter)
+        got = graph.search(c.queries[:40], 10, filter=filter, params=SearchParams(exhaustive=True, ef=10))
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+
+
 def test_padding_filters_and_masks():
     x = _data(100, 16)
     index = FlatIndex(16, 2)
@@ -168,7 +202,9 @@ def test_bad_input_leaves_the_index_unchanged():
         (lambda: index.search(x[:1], 0), ValueError, "k must be"),
         (lambda: index.search(x[:1, :3], 5), ValueError, "8 columns"),
         (lambda: index.search(x[:1], 5, filter=np.array([0.5])), TypeError, "filter"),
-        (lambda: index.search(x[:1], 5, rerank_factor=3), ValueError, "rerank"),
+        (lambda: index.search(x[:1], 5, rescore=3), ValueError, "rerank"),
+        (lambda: index.search(x[:1], 5, params=SearchParams(rescore=3)), ValueError, "rerank"),
+        (lambda: index.search(x[:1], 5, params={"ef": 3}), TypeError, "SearchParams"),
         (lambda: index.reconstruct([999]), KeyError, "999"),
     ]
     for call, error, match in calls:

@@ -68,7 +68,7 @@ def test_scores_equal_the_flat_scan_of_the_same_codes(bits, metric):
 
 def _numpy_scores(index, q, ids):
     slots = index._slots_of(ids.ravel())
-    packed = np.empty((len(slots), index._codec._codec.row_bytes), dtype=np.uint8)
+    packed = np.empty((len(slots), index._codec.row_bytes), dtype=np.uint8)
     index._store.packed_rows(slots, packed)
     idx = np.empty((len(slots), index.dim), dtype=np.uint8)
     _core.unpack(packed, index.dim, index.bits, idx)
@@ -168,7 +168,7 @@ def test_corrupt_graph_files_are_rejected(tmp_path):
     index.add(_data(200, 16, 8))
     index.save(tmp_path / "ok.tq")
     meta_bad = index._settings()
-    arrays = {**index._store_arrays(), "ids": index._ids[:200], "extra": index._extra[:200]}
+    arrays = {**index._store_arrays(), "ids": index._ids[:200], "extra": index._rerank_rows[:200]}
     level0 = arrays["level0"].copy()
     level0[1] = 10_000  # a link to a node that does not exist
     from tqsearch import _format

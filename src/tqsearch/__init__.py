@@ -1,9 +1,8 @@
 """tqsearch: TurboQuant vector compression and search (numpy in, numpy out)."""
 
-from pathlib import Path as _Path
-
 from ._core import __version__, available_simd_levels, cpu_features
 from ._core import default_simd_level as simd_level
+from ._kinds import load
 from .codebooks import Codebook, lloyd_max
 from .collection import Collection
 from .collection import open_collection as open  # noqa: A004 - tqsearch.open(path) opens a collection
@@ -12,16 +11,9 @@ from .fde import FDEEncoder
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .multivector import MultiVectorIndex
+from .params import SearchParams
 from .quantizer import Codes, TurboQuantMSE, TurboQuantProd
 from .rotation import DenseRotation, FhtKacRotation, Rotation, make_rotation
-
-
-def load(path, mmap: bool = True):
-    """Load an index written by `save` (the file's magic says which kind)."""
-    with _Path(path).open("rb") as f:
-        magic = f.read(8)
-    kinds = {kind._MAGIC: kind for kind in (HNSWIndex, MultiVectorIndex)}
-    return kinds.get(magic, FlatIndex).load(path, mmap=mmap)  # FlatIndex names a foreign file's problem
 
 
 __all__ = [
@@ -36,6 +28,7 @@ __all__ = [
     "HNSWIndex",
     "MultiVectorIndex",
     "Rotation",
+    "SearchParams",
     "TurboQuantMSE",
     "TurboQuantProd",
     "__version__",

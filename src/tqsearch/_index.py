@@ -2,7 +2,8 @@
 
 Scores are similarities, best first: the inner product for "ip", the cosine for "cosine" and the
 negative squared distance for "l2". A subclass owns a native store (FlatStore or HnswGraph) holding
-codes plus the per-vector floats (a, b) that turn <q', c> into a score, and decides where rows go.
+codes plus two floats per vector, a scale and an offset, that turn <q', c> into a score
+(scale * <q', c> + offset), and decides where rows go. Concurrency: one ReadWriteLock (_rwlock.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from . import _format
+from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_int, as_matrix, as_threads
 from .errors import FileFormatError
+from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE
 
 METRICS = ("ip", "cosine", "l2")
@@ -23,7 +26,11 @@ SCALE = "unbiased"  # unbiased inner products keep l2 ranking right when norms d
 
 
 class CodeIndex:
-    """Base of FlatIndex and HNSWIndex; see their docstrings."""
+    """Base of the single-vector indexes (FlatIndex, HNSWIndex): ids, search, rerank tier, files, locking.
+
+    Reads (search, reconstruct, save, memory_usage, ids) may run at once from many threads; writes (add,
+    upsert, remove) are exclusive (see _rwlock.py).
+    """
 
     _MAGIC: bytes
     _VERSION: int
@@ -37,12 +44,13 @@ class CodeIndex:
         self.threads = as_threads(threads)
         self._simd = simd
         self._codec = TurboQuantMSE(dim, as_bits(bits), seed, scale=SCALE, simd=simd)
-        self._fine = TurboQuantMSE(dim, 8, seed, scale="lsq", simd=simd) if rerank == 8 else None
+        self._rerank_codec = TurboQuantMSE(dim, 8, seed, scale="lsq", simd=simd) if rerank == 8 else None
         self._ids = np.empty(0, dtype=np.int64)  # slot -> id (-1: free slot)
         self._slots: dict[int, int] = {}  # id -> slot
-        self._extra = np.empty((0, self._extra_width()), dtype=self._extra_dtype())  # rerank tier, per slot
+        self._rerank_rows = np.empty((0, self._rerank_width()), dtype=self._rerank_dtype())  # per slot
         self._next_id = 0
         self._mapped: dict[str, np.ndarray] | None = None
+        self._lock = ReadWriteLock()
 
     # ------------------------------------------------------------------ properties
 
@@ -67,16 +75,19 @@ class CodeIndex:
     @property
     def ids(self) -> np.ndarray:
         """Ids of the stored vectors, in storage order (a copy)."""
-        ids = self._ids[: self._store.size]
-        return ids[ids >= 0].copy()
+        with self._lock.read():
+            ids = self._ids[: self._store.size]
+            return ids[ids >= 0].copy()
 
     # ------------------------------------------------------------------ mutation
 
     def add(self, x: object, ids: object = None) -> np.ndarray:
         """Add (n, dim) vectors; returns their int64 ids (auto-assigned when None). Duplicate ids are rejected."""
         vectors = self._vectors(x)
-        new_ids = self._new_ids(len(vectors), ids)
-        self._append(vectors, self._encode(vectors), new_ids)
+        encoded = self._encode(vectors)  # outside the lock: searches go on while a batch encodes
+        with self._lock.write():
+            new_ids = self._new_ids(len(vectors), ids)
+            self._append(vectors, encoded, new_ids)
         return new_ids
 
     def upsert(self, x: object, ids: object) -> np.ndarray:
@@ -84,66 +95,79 @@ class CodeIndex:
         vectors = self._vectors(x)
         new_ids = self._as_ids(ids, len(vectors))
         encoded = self._encode(vectors)  # encode before mutating: a bad batch changes nothing
-        self._remove_existing([i for i in new_ids.tolist() if i in self._slots])
-        self._append(vectors, encoded, new_ids)
+        with self._lock.write():
+            self._remove_existing([i for i in new_ids.tolist() if i in self._slots])
+            self._append(vectors, encoded, new_ids)
         return new_ids
 
     def remove(self, ids: object) -> None:
         """Delete vectors by id."""
         wanted = self._as_ids(ids, None).tolist()
-        missing = [i for i in wanted if i not in self._slots]
-        if missing:
-            raise KeyError(f"unknown id {missing[0]} ({len(missing)} of {len(wanted)} ids not in the index)")
-        self._remove_existing(wanted)
+        with self._lock.write():
+            missing = [i for i in wanted if i not in self._slots]
+            if missing:
+                raise KeyError(f"unknown id {missing[0]} ({len(missing)} of {len(wanted)} ids not in the index)")
+            self._remove_existing(wanted)
 
     # ------------------------------------------------------------------ queries
 
     def reconstruct(self, ids: object) -> np.ndarray:
         """Decoded (approximate) vectors for the given ids: (n, dim) float32."""
-        slots = self._slots_of(self._as_ids(ids, None))
-        packed = np.empty((len(slots), self._codec._codec.row_bytes), dtype=np.uint8)
-        self._store.packed_rows(slots, packed)
-        norms = self._store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
+        wanted = self._as_ids(ids, None)
+        with self._lock.read():
+            slots = self._slots_of(wanted)
+            packed = np.empty((len(slots), self._codec.row_bytes), dtype=np.uint8)
+            self._store.packed_rows(slots, packed)
+            norms = self._store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
         codes = Codes("mse", self.dim, self.bits, self.seed, self._codec.rotation.algorithm, SCALE, packed, norms,
                       np.ones(len(slots), dtype=np.float32))
         return self._codec.decode(codes)
 
-    def _search(self, queries: object, k: int, filter: object, rerank_factor: int | None, threads: int | None,
-                **options: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The shared search: validate, rotate, run the store's search for k * factor, rerank, map to ids.
+    def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
+               threads: int | None = None, ef: int | None = None, rescore: int | None = None,
+               exhaustive: bool | None = None, rerank_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
+        where k' = min(k, len(self)): no k allocates more than the index holds.
 
-        k is capped at the number of stored vectors (the output is (nq, min(k, len(self)))), and so is every
-        buffer, so no k can exhaust memory.
+        queries: (nq, dim) float. filter: allowed ids (1-D integer array-like) or a boolean mask indexed by
+        id, applied inside the scan or walk. params: a SearchParams; the keywords ef, rescore and exhaustive
+        override its fields (rerank_factor: deprecated name of rescore). rescore: with a rerank tier,
+        re-score the best k * rescore code candidates exactly (default 2 at 4+ bits, 3 at 3 bits, 5 at 2
+        bits, 9 at 1 bit: recall@10 >= 0.99 on WordNet MiniLM); 0 ranks by the codes alone.
         """
+        p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")
-        k = min(as_int(k, "k"), len(self))
-        factor = self._rerank_factor(rerank_factor)
-        allowed = self._allowed(filter)
-        kk = min(k * factor, len(self) if allowed is None else allowed[1])
-        if kk == 0:
-            return np.full((len(q), k), -np.inf, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64)
         if self.metric == "cosine":
             q = normalized(q)
         t = self.threads if threads is None else as_threads(threads)
-        scores = np.empty((len(q), kk), dtype=np.float32)
-        slots = np.empty((len(q), kk), dtype=np.int64)
-        self._native_search(self._codec.rotation.forward(q, t), kk, allowed, scores, slots, t, **options)
-        if self.metric == "l2":
-            scores -= np.einsum("ij,ij->i", q, q)[:, None]
-        if factor > 1:
-            scores, slots = self._rerank_top(q, slots, k)
+        k = as_int(k, "k")
+        factor = self._rescore(p.rescore)
+        rotated = self._codec.rotation.forward(q, t)
+        with self._lock.read():
+            k = min(k, len(self))
+            allowed = self._allowed(filter)
+            wanted = min(k * max(factor, 1), len(self) if allowed is None else allowed[1])
+            scores = np.full((len(q), wanted), -np.inf, dtype=np.float32)
+            slots = np.full((len(q), wanted), -1, dtype=np.int64)
+            if wanted:
+                self._native_search(rotated, wanted, allowed, scores, slots, t, p)
+            if self.metric == "l2":
+                scores -= np.einsum("ij,ij->i", q, q)[:, None]
+            if factor:
+                scores, slots = self._rerank_top(q, slots, k)
+            found = np.full_like(slots, -1)
+            found[slots >= 0] = self._ids[slots[slots >= 0]]
         if self.metric == "cosine":
             scores = clamp_cosine(scores)
-        scores, slots = _pad(scores, k, -np.inf), _pad(slots, k, -1)
-        found = np.full_like(slots, -1)
-        found[slots >= 0] = self._ids[slots[slots >= 0]]
-        return scores, found
+        return _pad(scores, k, -np.inf), _pad(found, k, -1)
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one versioned, checksummed file atomically (temp + fsync + rename)."""
-        _format.write_atomic(path, _format.pack(self._MAGIC, self._VERSION, *self._state()))
+        with self._lock.read():
+            blob = _format.pack(self._MAGIC, self._VERSION, *self._state())
+        _format.write_atomic(path, blob)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> CodeIndex:
@@ -158,7 +182,7 @@ class CodeIndex:
         meta = {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
                 "rotation": self._codec.rotation.algorithm, "scale": SCALE, "rerank": self.rerank,
                 "n": size, "next_id": self._next_id, **self._settings()}
-        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._extra[:size]}
+        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._rerank_rows[:size]}
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> CodeIndex:
@@ -175,38 +199,47 @@ class CodeIndex:
             if isinstance(e, FileFormatError):
                 raise
             raise FileFormatError(f"{source}: inconsistent index file ({e})") from None
-        ids, extra = np.array(arrays["ids"], dtype=np.int64), np.array(arrays["extra"])
+        ids, rerank_rows = np.array(arrays["ids"], dtype=np.int64), np.array(arrays["extra"])
         live = ids[ids >= 0]
-        if ids.shape != (n,) or extra.shape != (n, index._extra_width()) or len(set(live.tolist())) != len(live):
+        if (ids.shape != (n,) or rerank_rows.shape != (n, index._rerank_width())
+                or len(set(live.tolist())) != len(live)):
             raise FileFormatError(f"{source}: ids or rerank data do not match the stored vectors")
-        index._ids, index._extra, index._next_id = ids, extra.astype(index._extra_dtype()), int(meta["next_id"])
+        index._ids, index._next_id = ids, int(meta["next_id"])
+        index._rerank_rows = rerank_rows.astype(index._rerank_dtype())
         index._slots = {int(i): s for s, i in enumerate(ids.tolist()) if i >= 0}
         return index
 
     # ------------------------------------------------------------------ subclass hooks
 
     def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
-                       scores: np.ndarray, slots: np.ndarray, threads: int, **options: Any) -> None:
+                       scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
+        """Fill scores/slots (nq, k) with each rotated query's best k live slots (k <= the allowed count);
+        allowed: (bitset over slots, number of allowed live slots) or None for all."""
         raise NotImplementedError
 
-    def _place(self, vectors: np.ndarray, codes: Codes, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Store encoded rows; returns the slot of each."""
+    def _place(self, vectors: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Store encoded rows with their score floats (score = scale * <q', c> + offset); returns their slots."""
         raise NotImplementedError
 
     def _remove_existing(self, ids: Iterable[int]) -> None:
+        """Delete ids known to be present (the write lock is held)."""
         raise NotImplementedError
 
     def _settings(self) -> dict[str, Any]:
+        """Kind-specific header fields written by `save` (e.g. M, ef_search)."""
         return {}
 
     @classmethod
     def _settings_from(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        """Constructor keywords read back from those header fields."""
         return {}
 
     def _store_arrays(self) -> dict[str, np.ndarray]:
+        """The native store's arrays, as written by `save`."""
         raise NotImplementedError
 
     def _restore_store(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n: int) -> None:
+        """Load the native store from `_store_arrays` output read back from a file (n slots)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ internals
@@ -216,21 +249,22 @@ class CodeIndex:
         return normalized(v) if self.metric == "cosine" else v
 
     def _encode(self, vectors: np.ndarray) -> tuple[Codes, np.ndarray]:
-        return self._codec.encode(vectors, self.threads), self._extra_rows(vectors)
+        return self._codec.encode(vectors, self.threads), self._rerank_rows_of(vectors)
 
     def _append(self, vectors: np.ndarray, encoded: tuple[Codes, np.ndarray], ids: np.ndarray) -> None:
-        codes, extra = encoded
+        codes, rerank_rows = encoded
         factor = codes.norms * codes.scales
-        if self.metric == "l2":
-            a, b = 2 * factor, -np.square(codes.norms)
+        if self.metric == "l2":  # -||q - x||^2 + ||q||^2 = 2 <q, x> - ||x||^2
+            scale, offset = 2 * factor, -np.square(codes.norms)
         else:
-            a, b = factor, np.zeros(len(codes), dtype=np.float32)
-        slots = self._place(vectors, codes, np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32))
+            scale, offset = factor, np.zeros(len(codes), dtype=np.float32)
+        slots = self._place(vectors, codes, np.ascontiguousarray(scale, np.float32),
+                            np.ascontiguousarray(offset, np.float32))
         size = self._store.size
         self._ids = grow(self._ids, size, fill=-1)
         self._ids[slots] = ids
-        self._extra = grow(self._extra, size)
-        self._extra[slots] = extra
+        self._rerank_rows = grow(self._rerank_rows, size)
+        self._rerank_rows[slots] = rerank_rows
         self._slots.update(zip(ids.tolist(), slots.tolist()))
         if len(ids):
             self._next_id = max(self._next_id, int(ids.max()) + 1)
@@ -286,50 +320,50 @@ class CodeIndex:
         words = np.packbits(ok, bitorder="little")
         return np.frombuffer(words.tobytes() + bytes(-len(words) % 8 + 8), dtype=np.uint64), int(ok.sum())
 
-    def _rerank_factor(self, factor: int | None) -> int:
+    def _rescore(self, rescore: int | None) -> int:
+        """Candidates per result to re-score on the rerank tier (0: rank by the codes alone)."""
         if self.rerank is None:
-            if factor not in (None, 1):
-                raise ValueError("rerank_factor needs an index built with rerank='fp16' or rerank=8")
-            return 1
-        if factor is None:  # measured on WordNet: recall@10 >= 0.99 (4 bits: 1.000 at 2, 2 bits: 0.9997 at 5)
+            if rescore:
+                raise ValueError("rescore needs an index built with rerank='fp16' or rerank=8")
+            return 0
+        if rescore is None:  # measured on WordNet: recall@10 >= 0.99 (4 bits: 1.000 at 2, 2 bits: 0.9997 at 5)
             return 1 + 2 ** max(0, 4 - self.bits) if self.bits < 4 else 2
-        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-            raise ValueError(f"rerank_factor must be an integer >= 1, got {factor!r}")
-        return int(factor)
+        return rescore
 
-    def _extra_width(self) -> int:
+    def _rerank_width(self) -> int:
         if self.rerank == "fp16":
             return self.dim
         if self.rerank == 8:
-            return self._fine._codec.row_bytes + 8
+            return self._rerank_codec.row_bytes + 8
         return 0
 
-    def _extra_dtype(self) -> type:
+    def _rerank_dtype(self) -> type:
         return np.float16 if self.rerank == "fp16" else np.uint8
 
-    def _extra_rows(self, vectors: np.ndarray) -> np.ndarray:
+    def _rerank_rows_of(self, vectors: np.ndarray) -> np.ndarray:
+        """The rerank tier's rows for new vectors: fp16 copies, or 8-bit codes with their two floats."""
         if self.rerank == "fp16":
             return vectors.astype(np.float16)
         if self.rerank == 8:
-            c = self._fine.encode(vectors, self.threads)
+            c = self._rerank_codec.encode(vectors, self.threads)
             floats = np.stack([c.norms, c.scales], axis=1).view(np.uint8)
             return np.concatenate([c.packed, floats], axis=1)
         return np.empty((len(vectors), 0), dtype=np.uint8)
 
-    def _exact(self, rows: np.ndarray) -> np.ndarray:
-        """The rerank tier's vectors for the given slots (float32)."""
-        extra = self._extra[rows]
+    def _rerank_vectors(self, slots: np.ndarray) -> np.ndarray:
+        """The rerank tier's vectors for the given slots, as float32 (fp16 copies or 8-bit decodes)."""
+        rows = self._rerank_rows[slots]
         if self.rerank == "fp16":
-            return extra.astype(np.float32)
-        width = self._fine._codec.row_bytes
-        floats = np.ascontiguousarray(extra[:, width:]).view(np.float32)
-        codes = Codes("mse", self.dim, 8, self.seed, self._fine.rotation.algorithm, "lsq",
-                      np.ascontiguousarray(extra[:, :width]), np.ascontiguousarray(floats[:, 0]),
+            return rows.astype(np.float32)
+        width = self._rerank_codec.row_bytes
+        floats = np.ascontiguousarray(rows[:, width:]).view(np.float32)
+        codes = Codes("mse", self.dim, 8, self.seed, self._rerank_codec.rotation.algorithm, "lsq",
+                      np.ascontiguousarray(rows[:, :width]), np.ascontiguousarray(floats[:, 0]),
                       np.ascontiguousarray(floats[:, 1]))
-        return self._fine.decode(codes)
+        return self._rerank_codec.decode(codes)
 
     def _rerank_top(self, q: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return exact_top(q, slots, self._exact, k, l2=self.metric == "l2")
+        return exact_top(q, slots, self._rerank_vectors, k, l2=self.metric == "l2")
 
 
 BLOCK_FLOATS = 1 << 24  # exact_top gathers candidate vectors in blocks of about this many floats (64 MiB)

@@ -23,26 +23,23 @@ import itertools
 import json
 import os
 import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-from . import _format, _wal
+from . import _format, _kinds, _wal
 from ._filters import PayloadIndex
 from ._index import CodeIndex, clamp_cosine, exact_top, grow, normalized
+from ._rwlock import ReadWriteLock
 from ._validate import as_choice, as_dim, as_int, as_matrix, bad_row
 from .errors import FileFormatError
-from .flat import FlatIndex
-from .hnsw import HNSWIndex
 
 __all__ = ["Collection", "open_collection"]
 
 SETTINGS, MANIFEST, LOCK = "settings.json", "manifest.json", "lock"
 FORMAT, VERSION = "tqsearch-collection", 1
-INDEXES: dict[str, type[CodeIndex]] = {"flat": FlatIndex, "hnsw": HNSWIndex}
 INCLUDE = ("metadatas", "documents", "vectors")
 RESCORE = 4  # query: candidates per result taken from the codes and re-ranked exactly on the float32 vectors
 _POINTS_MAGIC = b"TQCOLL01"
@@ -72,14 +69,15 @@ class Collection:
     """Points keyed by string id, each a vector, a JSON metadata dict and an optional document.
 
     Every `upsert`/`delete` is on disk (write-ahead log, fsynced) before it returns. Safe to share
-    between threads (calls are serialised); one process at a time may open a directory. Use
-    `open_collection` to make one; close it (or use `with`) to release the directory.
+    between threads: queries and gets run at once, writes and compaction one at a time, excluding reads
+    (_rwlock.py); one process at a time may open a directory. Use `open_collection` to make one; close
+    it (or use `with`) to release the directory.
     """
 
     def __init__(self, root: Path, settings: dict[str, Any], wal_bytes: int) -> None:
         self.path, self.settings, self.wal_bytes = root, settings, wal_bytes
         self.dim = int(settings["dim"])
-        self._mutex = threading.RLock()
+        self._lock = ReadWriteLock()
         self._lock_fd = _lock(root)
         try:
             self._load()
@@ -92,7 +90,7 @@ class Collection:
     def upsert(self, ids: Sequence[str], vectors: object, metadatas: Sequence[dict] | None = None,
                documents: Sequence[str | None] | None = None) -> None:
         """Insert points, or replace them whole (vector, metadata and document) when the id exists."""
-        with self._mutex:
+        with self._lock.write():
             self._check_open()
             sids = _as_str_ids(ids, "ids")
             vecs = _as_vectors(vectors, self.dim, len(sids))
@@ -104,7 +102,7 @@ class Collection:
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove points by id; KeyError naming an unknown id (and nothing is removed)."""
-        with self._mutex:
+        with self._lock.write():
             self._check_open()
             sids = _as_str_ids(ids, "ids")
             self._iids_of(sids)
@@ -113,7 +111,7 @@ class Collection:
 
     def compact(self) -> None:
         """Write a full snapshot as the next generation, then start an empty log (crash-safe at any point)."""
-        with self._mutex:
+        with self._lock.write():
             self._check_open()
             gen = self._generation + 1
             self._index.save(self.path / f"index.{gen}.tqs")
@@ -129,7 +127,7 @@ class Collection:
 
         compact=True first folds a non-empty log into a snapshot, so the next open replays nothing.
         """
-        with self._mutex:
+        with self._lock.write():
             if self._log is not None:
                 if compact and self._log.size > len(_wal.MAGIC):
                     self.compact()
@@ -164,7 +162,7 @@ class Collection:
         Without ids, points come in internal-id order. limit/offset page through the matches (as the
         server's /points/get): the matches offset .. offset + limit - 1, all from offset when limit is None.
         """
-        with self._mutex:
+        with self._lock.read():
             self._check_open()
             fields = _as_include(include)
             offset = as_int(offset, "offset", low=0)
@@ -187,7 +185,7 @@ class Collection:
         Returns one dict per query: {"ids", "scores", plus the included fields}, best first; shorter than k
         only when fewer than k points match.
         """
-        with self._mutex:
+        with self._lock.read():
             self._check_open()
             q = as_matrix(queries, self.dim, "queries")
             k = as_int(k, "k")
@@ -249,7 +247,7 @@ class Collection:
 
     def _load_snapshot(self, gen: int) -> None:
         index_path, points_path = self.path / f"index.{gen}.tqs", self.path / f"points.{gen}.tqc"
-        self._index = INDEXES[self.settings["index"]].load(index_path, mmap=False)
+        self._index = _kinds.index_class(self.settings["index"]).load(index_path, mmap=False)
         _, meta, arrays = _format.unpack(points_path.read_bytes(), _POINTS_MAGIC, 1, str(points_path))
         try:
             sids, iids, metas, docs = meta["ids"], meta["iids"], meta["metadatas"], meta["documents"]
@@ -379,7 +377,8 @@ def _create(root: Path, given: dict[str, Any]) -> dict[str, Any]:
     settings = {"format": FORMAT, "version": VERSION, "dim": as_dim(given["dim"]),
                 "bits": 4 if given["bits"] is None else given["bits"],
                 "metric": "cosine" if given["metric"] is None else given["metric"],
-                "index": as_choice("hnsw" if given["index"] is None else given["index"], "index", tuple(INDEXES)),
+                "index": as_choice("hnsw" if given["index"] is None else given["index"], "index",
+                                   _kinds.vector_kinds()),
                 "index_options": given["index_options"]}
     _make_index(settings)
     try:
@@ -392,8 +391,8 @@ def _create(root: Path, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _make_index(settings: dict[str, Any]) -> CodeIndex:
-    return INDEXES[settings["index"]](settings["dim"], settings["bits"], settings["metric"],
-                                      **settings["index_options"])
+    return _kinds.index_class(settings["index"])(settings["dim"], settings["bits"], settings["metric"],
+                                                  **settings["index_options"])
 
 
 def _check_same(settings: dict[str, Any], given: dict[str, Any], root: Path) -> None:
@@ -413,7 +412,7 @@ def _read_settings(root: Path) -> dict[str, Any]:
     settings = _read_json(path)
     if settings.get("format") != FORMAT or settings.get("version") != VERSION:
         raise FileFormatError(f"{path}: not a version-{VERSION} tqsearch collection")
-    if settings.get("index") not in INDEXES or not isinstance(settings.get("index_options"), dict):
+    if settings.get("index") not in _kinds.vector_kinds() or not isinstance(settings.get("index_options"), dict):
         raise FileFormatError(f"{path}: malformed settings {settings!r}")
     return settings
 

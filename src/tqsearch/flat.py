@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._index import CodeIndex
+from .params import SearchParams
 from .quantizer import Codes
 
 __all__ = ["FlatIndex"]
@@ -23,8 +24,9 @@ class FlatIndex(CodeIndex):
 
     dim: vector dimension (any). bits: 1..8 (4 bits scans with int8 dot products). metric: "ip",
     "cosine" or "l2". seed: rotation seed. rerank: None, "fp16" or 8 to keep a second, more exact copy
-    that re-scores the best k * rerank_factor candidates. threads: None = all cores. `remove` is O(1) per
-    id: the last vector moves into the freed slot.
+    that re-scores the best k * rescore candidates. threads: None = all cores. `remove` is O(1) per
+    id: the last vector moves into the freed slot. `search` is CodeIndex.search (SearchParams' ef and
+    exhaustive do not apply: every search is exhaustive).
     """
 
     _MAGIC, _VERSION = b"TQFLAT01", 1
@@ -36,19 +38,9 @@ class FlatIndex(CodeIndex):
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes held: codes (with their per-vector floats), ids and the rerank tier."""
-        codes = self._store.code_size + 4 * len(self) * (2 if self.metric == "l2" else 1)
-        return {"codes": codes, "ids": 8 * len(self), "rerank": self._extra[: len(self)].nbytes}
-
-    def search(self, queries: object, k: int, filter: object = None, rerank_factor: int | None = None,
-               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
-        where k' = min(k, len(self)): no k allocates more than the index holds.
-
-        filter: allowed ids (1-D integer array-like) or a boolean mask indexed by id; applied inside the scan.
-        rerank_factor: with a rerank tier, re-score the best k * rerank_factor code candidates exactly
-        (default 2 at 4+ bits, 3 at 3 bits, 5 at 2 bits, 9 at 1 bit: recall@10 >= 0.99 on WordNet MiniLM).
-        """
-        return self._search(queries, k, filter, rerank_factor, threads)
+        with self._lock.read():
+            codes = self._store.code_size + 4 * len(self) * (2 if self.metric == "l2" else 1)
+            return {"codes": codes, "ids": 8 * len(self), "rerank": self._rerank_rows[: len(self)].nbytes}
 
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "
@@ -57,12 +49,12 @@ class FlatIndex(CodeIndex):
     # ------------------------------------------------------------------ store hooks
 
     def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
-                       scores: np.ndarray, slots: np.ndarray, threads: int, **options: Any) -> None:
+                       scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
         self._store.search(rotated, k, None if allowed is None else allowed[0], scores, slots, threads)
 
-    def _place(self, vectors: np.ndarray, codes: Codes, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _place(self, vectors: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         start = self._store.size
-        self._store.append(codes.packed, a, b)
+        self._store.append(codes.packed, scale, offset)
         return np.arange(start, start + len(codes), dtype=np.int64)
 
     def _remove_existing(self, ids: Iterable[int]) -> None:
@@ -72,7 +64,7 @@ class FlatIndex(CodeIndex):
                 self._store.move(last, slot)
                 moved = int(self._ids[last])
                 self._ids[slot] = moved
-                self._extra[slot] = self._extra[last]
+                self._rerank_rows[slot] = self._rerank_rows[last]
                 self._slots[moved] = slot
             self._ids[last] = -1
             self._store.truncate(last)

@@ -7,7 +7,6 @@ Shared behaviour (ids, filters, rerank, files) is in _index.py.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from . import _core
 from ._index import CodeIndex
 from ._validate import as_int, as_seed
+from .params import SearchParams
 from .quantizer import Codes
 
 __all__ = ["HNSWIndex"]
@@ -28,7 +28,9 @@ class HNSWIndex(CodeIndex):
 
     dim, bits, metric, seed, rerank, threads: as FlatIndex. M: links per node (2M on layer 0).
     ef_construction: beam width while linking. ef_search: default beam width of `search` (>= k is used).
-    Safe to call from several Python threads: calls are serialised; each runs multi-threaded inside.
+    `search` is CodeIndex.search: SearchParams.ef sets the beam, exhaustive=True scans every allowed code.
+    A filter is applied during the walk, or by a flat scan of the allowed rows when few pass; every query
+    gets min(k, allowed points) results (a walk that comes back short is finished by the scan).
     """
 
     _MAGIC, _VERSION = b"TQHNSW01", 1
@@ -42,41 +44,13 @@ class HNSWIndex(CodeIndex):
         self._store = _core.HnswGraph(self.dim, self.bits, self._codec.codebook.centroids, self.M,
                                       self.ef_construction, as_seed(seed), 2.0 if self.metric == "l2" else 1.0,
                                       simd or "")
-        self._lock = threading.RLock()
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes held: codes with their floats and the graph links, ids and the rerank tier."""
-        size = self._store.size
-        return {"codes_and_graph": self._store.memory_bytes, "ids": 8 * size, "rerank": self._extra[:size].nbytes}
-
-    def add(self, x: object, ids: object = None) -> np.ndarray:
-        """Add (n, dim) vectors, linked into the graph on `threads` cores; returns their int64 ids."""
-        with self._lock:
-            return super().add(x, ids)
-
-    def upsert(self, x: object, ids: object) -> np.ndarray:
-        """Insert or replace vectors by id (ids required)."""
-        with self._lock:
-            return super().upsert(x, ids)
-
-    def remove(self, ids: object) -> None:
-        """Delete vectors by id: never returned again, neighbours re-linked, slots reused by later adds."""
-        with self._lock:
-            super().remove(ids)
-
-    def search(self, queries: object, k: int, filter: object = None, rerank_factor: int | None = None,
-               threads: int | None = None, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
-        where k' = min(k, len(self)): no k allocates more than the index holds.
-
-        ef: beam width (default ef_search; at least k * rerank_factor is used). filter, rerank_factor: as
-        FlatIndex; a filter is applied during the walk, or by a flat scan of the allowed rows when few pass.
-        Every query gets min(k, allowed points) results: when the walk comes back short, or the beam would
-        cover most allowed points, the same codes are scanned flat instead.
-        """
-        ef = self.ef_search if ef is None else as_int(ef, "ef")
-        with self._lock:
-            return self._search(queries, k, filter, rerank_factor, threads, ef=ef)
+        with self._lock.read():
+            size = self._store.size
+            return {"codes_and_graph": self._store.memory_bytes, "ids": 8 * size,
+                    "rerank": self._rerank_rows[:size].nbytes}
 
     def __repr__(self) -> str:
         return (f"HNSWIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, M={self.M}, "
@@ -85,17 +59,18 @@ class HNSWIndex(CodeIndex):
     # ------------------------------------------------------------------ store hooks
 
     def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
-                       scores: np.ndarray, slots: np.ndarray, threads: int, **options: Any) -> None:
+                       scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
         bits, count = allowed if allowed is not None else (None, len(self))
-        self._store.search(rotated, k, max(options["ef"], k), bits, count, scores, slots, threads)
+        ef = count if params.exhaustive else self.ef_search if params.ef is None else params.ef
+        self._store.search(rotated, k, max(ef, k), bits, count, scores, slots, threads)
 
-    def _place(self, vectors: np.ndarray, codes: Codes, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _place(self, vectors: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         size, entry = self._store.size, self._store.entry
         free = np.flatnonzero(self._ids[:size] < 0)
         free = free[free != entry][: len(codes)]
         slots = np.concatenate([free, np.arange(size, size + len(codes) - len(free))]).astype(np.int64)
         rotated = self._codec.rotation.forward(vectors, self.threads)
-        self._store.add(rotated, codes.packed, a, b, slots, self.threads)
+        self._store.add(rotated, codes.packed, scale, offset, slots, self.threads)
         return slots
 
     def _remove_existing(self, ids: Iterable[int]) -> None:

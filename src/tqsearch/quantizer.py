@@ -176,6 +176,11 @@ class TurboQuantMSE(_Quantizer):
         """The kernel set this quantizer runs on."""
         return self._codec.simd_level
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one packed code row (dim * bits / 8, rounded up)."""
+        return self._codec.row_bytes
+
     def encode(self, x: object, threads: int | None = None) -> Codes:
         """Compress (n, dim) float vectors; zero rows encode to zero. Multi-threaded, GIL released."""
         arr = as_matrix(x, self.dim, "vectors", finite=False)

@@ -1,0 +1,75 @@
+"""The one concurrency contract of tqsearch's indexes and collections: many readers or one writer.
+
+Every index (FlatIndex, HNSWIndex, MultiVectorIndex) and every Collection holds one ReadWriteLock:
+- reads (`search`, `query`, `get`, `reconstruct`, `chamfer`, `save`, `memory_usage`, `ids`, `count`) take
+  the shared side, so any number run at once, each multi-threaded inside its native call;
+- writes (`add`, `upsert`, `remove`/`delete`, `compact`, `close`) take the exclusive side: a write waits
+  for the reads in flight, and reads that arrive while a write waits queue behind it (no starvation).
+Native code may therefore reallocate storage during a write: no search can be reading it. The thread
+holding the write side may re-enter either side (a write that saves, a close that compacts); a thread
+holding the read side may take it again. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class ReadWriteLock:
+    """A writer-preferring reader/writer lock; the writer thread may re-enter, readers may nest."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0  # threads holding the shared side (outermost acquisitions)
+        self._writer: int | None = None  # ident of the thread holding the exclusive side
+        self._depth = 0  # the writer's nested acquisitions
+        self._waiting = 0  # writers waiting: new readers queue behind them
+        self._local = threading.local()  # this thread's read depth
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """Hold the shared side for the duration of a `with` block."""
+        me = threading.get_ident()
+        nested = self._writer == me or getattr(self._local, "depth", 0) > 0
+        if not nested:
+            with self._cond:
+                while self._writer is not None or self._waiting:
+                    self._cond.wait()
+                self._readers += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            if not nested:
+                with self._cond:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """Hold the exclusive side for the duration of a `with` block."""
+        me = threading.get_ident()
+        if getattr(self._local, "depth", 0) and self._writer != me:
+            raise RuntimeError("a thread holding the read side cannot take the write side (deadlock)")
+        with self._cond:
+            if self._writer != me:
+                self._waiting += 1
+                try:
+                    while self._writer is not None or self._readers:
+                        self._cond.wait()
+                finally:
+                    self._waiting -= 1
+                self._writer = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()

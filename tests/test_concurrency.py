@@ -1,0 +1,161 @@
+"""The concurrency contract (_rwlock.py): searches run while other threads add, remove and upsert.
+
+A stable set of vectors is never touched by the writers; every search restricted to it must give
+exactly what a search of that set alone gives, whatever the writers are doing; unrestricted searches
+must find each stable query's own vector and return no id that was never stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import unit_rows
+
+from tqsearch import FlatIndex, HNSWIndex, SearchParams
+from tqsearch._rwlock import ReadWriteLock
+from tqsearch.collection import open_collection
+
+STABLE, CHURN, DIM = 1500, 400, 32
+ROUNDS, TIME_LIMIT = 60, 60.0
+
+
+def _writer(index, rng: np.random.Generator, base: int, errors: list) -> None:
+    """Adds, upserts and removes its own range of churn ids, ROUNDS times."""
+    try:
+        ids = np.arange(base, base + CHURN)
+        for r in range(ROUNDS):
+            index.add(unit_rows(CHURN, DIM, seed=int(rng.integers(1 << 30))), ids=ids)
+            half = ids[: CHURN // 2]
+            index.upsert(unit_rows(len(half), DIM, seed=r), ids=half)
+            index.remove(ids)
+    except BaseException as e:  # noqa: BLE001 - reported by the test
+        errors.append(e)
+
+
+def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: threading.Event, seen: list,
+              errors: list, params: SearchParams) -> None:
+    """Searches the stable set (must equal `want`) and everything (must find each query itself)."""
+    try:
+        stable = np.arange(STABLE)
+        deadline = time.monotonic() + TIME_LIMIT
+        while not stop.is_set() and time.monotonic() < deadline:
+            scores, ids = index.search(x[:64], 10, filter=stable, params=params)
+            np.testing.assert_allclose(scores, want[0], rtol=1e-6)
+            assert np.isin(ids, stable).all()
+            scores, ids = index.search(x[:64], 10, params=params)
+            assert ((ids == np.arange(64)[:, None]).any(axis=1)).mean() >= 0.95
+            assert (np.diff(scores, axis=1) <= 0).all() and (ids >= 0).all()
+            assert all(len(set(row)) == 10 for row in ids.tolist())
+            assert ((ids < STABLE) | ((ids >= 10_000) & (ids < 10_000 + 4 * CHURN))).all()
+            seen.append(1)
+    except BaseException as e:  # noqa: BLE001 - reported by the test
+        errors.append(e)
+
+
+@pytest.mark.parametrize("cls, params", [(FlatIndex, SearchParams()), (HNSWIndex, SearchParams(exhaustive=True)),
+                                         (HNSWIndex, SearchParams(ef=32))], ids=["flat", "hnsw-scan", "hnsw-walk"])
+def test_searches_while_others_add_remove_and_upsert(cls, params):
+    x = unit_rows(STABLE, DIM, seed=1)
+    index = cls(DIM, bits=4, threads=1)
+    index.add(x)
+    want = index.search(x[:64], 10, filter=np.arange(STABLE), params=SearchParams(exhaustive=True))
+    stop, errors, seen = threading.Event(), [], []
+    writers = [threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))
+               for i in range(2)]
+    searchers = [threading.Thread(target=_searcher, args=(index, x, want, stop, seen, errors, params))
+                 for _ in range(3)]
+    for t in writers + searchers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in searchers:
+        t.join()
+    assert not errors, errors[0]
+    assert len(index) == STABLE and len(seen) >= 3
+    np.testing.assert_array_equal(np.sort(index.ids), np.arange(STABLE))
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_collection_queries_while_others_write(tmp_path, kind):
+    """Collection.query takes the read side while writes and compactions go on: queries restricted to the
+    untouched points keep their answer (exactly on a flat index; a graph changes around them)."""
+    x = unit_rows(STABLE, DIM, seed=2)
+    c = open_collection(tmp_path / "c", dim=DIM, index=kind, wal_bytes=1 << 20)  # compacts as it goes
+    c.upsert([f"s{i}" for i in range(STABLE)], x, metadatas=[{"stable": True}] * STABLE)
+    want = c.query(x[:32], 10, where={"stable": True})
+    stop, errors = threading.Event(), []
+
+    def write(seed: int) -> None:
+        try:
+            rng = np.random.default_rng(seed)
+            for r in range(25):
+                ids = [f"w{seed}-{i}" for i in range(200)]
+                c.upsert(ids, unit_rows(200, DIM, seed=int(rng.integers(1 << 30))), [{"stable": False}] * 200)
+                c.delete(ids[: 100 + r])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    def read() -> None:
+        try:
+            deadline = time.monotonic() + TIME_LIMIT
+            while not stop.is_set() and time.monotonic() < deadline:
+                got = c.query(x[:32], 10, where={"stable": True})
+                same = np.mean([len(set(g["ids"]) & set(w["ids"])) / 10 for g, w in zip(got, want)])
+                assert same == 1.0 if kind == "flat" else same >= 0.9, same
+                hits = c.query(x[:32], 10)
+                assert sum(h["ids"][0] == f"s{i}" for i, h in enumerate(hits)) >= 31
+                assert c.get(ids=["s0"], include=())["ids"] == ["s0"]
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads + readers:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors[0]
+    assert c.count() == STABLE + 2 * (200 - 100 - 24)
+    c.close()
+
+
+def test_read_write_lock_excludes_writers_and_lets_readers_share():
+    lock, events = ReadWriteLock(), []
+    inside = threading.Barrier(3, timeout=10)
+
+    def reader() -> None:
+        with lock.read():
+            inside.wait()  # three readers inside at once: the read side is shared
+            with lock.read():  # a reader may nest
+                events.append("r")
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    assert events == ["r"] * 3
+    with lock.write():
+        with lock.write(), lock.read():  # the writer re-enters either side
+            events.append("w")
+        done = threading.Event()
+
+        def blocked_reader() -> None:
+            with lock.read():
+                done.set()
+
+        t = threading.Thread(target=blocked_reader)
+        t.start()
+        assert not done.wait(0.2)  # a reader waits while the write side is held
+    assert done.wait(10)
+    t.join()
+    with lock.read(), pytest.raises(RuntimeError, match="deadlock"):
+        with lock.write():
+            pass
