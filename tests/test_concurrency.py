@@ -55,6 +55,17 @@ def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: t
         errors.append(e)
 
 
+def _run(writers: list[threading.Thread], readers: list[threading.Thread], stop: threading.Event) -> None:
+    """Start everyone, wait for the writers, then stop and wait for the readers."""
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+
+
 @pytest.mark.parametrize("cls, params", [(FlatIndex, SearchParams()), (HNSWIndex, SearchParams(exhaustive=True)),
                                          (HNSWIndex, SearchParams(ef=32))], ids=["flat", "hnsw-scan", "hnsw-walk"])
 def test_searches_while_others_add_remove_and_upsert(cls, params):
@@ -63,17 +74,10 @@ def test_searches_while_others_add_remove_and_upsert(cls, params):
     index.add(x)
     want = index.search(x[:64], 10, filter=np.arange(STABLE), params=SearchParams(exhaustive=True))
     stop, errors, seen = threading.Event(), [], []
-    writers = [threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))
-               for i in range(2)]
-    searchers = [threading.Thread(target=_searcher, args=(index, x, want, stop, seen, errors, params))
-                 for _ in range(3)]
-    for t in writers + searchers:
-        t.start()
-    for t in writers:
-        t.join()
-    stop.set()
-    for t in searchers:
-        t.join()
+    _run([threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))
+          for i in range(2)],
+         [threading.Thread(target=_searcher, args=(index, x, want, stop, seen, errors, params)) for _ in range(3)],
+         stop)
     assert not errors, errors[0]
     assert len(index) == STABLE and len(seen) >= 3
     np.testing.assert_array_equal(np.sort(index.ids), np.arange(STABLE))
@@ -112,15 +116,8 @@ def test_collection_queries_while_others_write(tmp_path, kind):
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
-    readers = [threading.Thread(target=read) for _ in range(2)]
-    for t in threads + readers:
-        t.start()
-    for t in threads:
-        t.join()
-    stop.set()
-    for t in readers:
-        t.join()
+    _run([threading.Thread(target=write, args=(i,)) for i in range(2)],
+         [threading.Thread(target=read) for _ in range(2)], stop)
     assert not errors, errors[0]
     assert c.count() == STABLE + 2 * (200 - 100 - 24)
     c.close()
