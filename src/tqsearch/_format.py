@@ -18,7 +18,9 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from .errors import FileFormatError
 
 _PREFIX = struct.Struct("<8sIII")
 _ALIGN = 64
+_CHUNK = 16 << 20  # bytes checksummed or written per step
 _DTYPES = ("uint8", "int32", "uint32", "int64", "uint64", "float16", "float32")
 
 
@@ -33,33 +36,62 @@ def _align(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
-def pack(magic: bytes, version: int, meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
-    """Serialise `meta` and named arrays into one container."""
-    sections, blobs = [], []
+def _layout(magic: bytes, version: int, meta: dict,
+            arrays: dict[str, np.ndarray]) -> tuple[bytes, list[tuple[int, np.ndarray]], int]:
+    """The prefix + header bytes, each array with its file offset, and the total length."""
+    sections, contiguous = [], []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
         if arr.dtype.name not in _DTYPES:
             raise TypeError(f"section {name!r}: unsupported dtype {arr.dtype}")
-        raw = arr.tobytes()
-        sections.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "nbytes": len(raw),
-                         "crc": zlib.crc32(raw)})
-        blobs.append(raw)
+        sections.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "nbytes": arr.nbytes,
+                         "crc": _crc(arr)})
+        contiguous.append(arr)
     # Offsets depend on the header length, which depends on the offsets: settle with a fixed width.
     for s in sections:
         s["offset"] = 10**15
     header_len = len(json.dumps({"meta": meta, "sections": sections}).encode())
     offset = end = _align(_PREFIX.size + header_len)
-    for s, raw in zip(sections, blobs):
+    for s in sections:
         s["offset"] = offset
-        end = offset + len(raw)
+        end = offset + s["nbytes"]
         offset = _align(end)
     header = json.dumps({"meta": meta, "sections": sections}).encode().ljust(header_len)
-    out = bytearray(end)  # no padding after the last section, so any truncation is detectable
-    out[: _PREFIX.size] = _PREFIX.pack(magic, version, len(header), zlib.crc32(header))
-    out[_PREFIX.size : _PREFIX.size + len(header)] = header
-    for s, raw in zip(sections, blobs):
-        out[s["offset"] : s["offset"] + len(raw)] = raw
+    head = _PREFIX.pack(magic, version, len(header), zlib.crc32(header)) + header
+    return head, [(s["offset"], arr) for s, arr in zip(sections, contiguous)], end  # no padding after the last
+
+
+def _crc(arr: np.ndarray) -> int:
+    """CRC-32 of an array's bytes, a chunk at a time (no copy of large or memory-mapped arrays)."""
+    flat, crc = arr.reshape(-1).view(np.uint8), 0
+    for i in range(0, len(flat), _CHUNK):
+        crc = zlib.crc32(flat[i : i + _CHUNK], crc)
+    return crc
+
+
+def pack(magic: bytes, version: int, meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise `meta` and named arrays into one container, in memory."""
+    head, placed, end = _layout(magic, version, meta, arrays)
+    out = bytearray(end)
+    out[: len(head)] = head
+    for offset, arr in placed:
+        out[offset : offset + arr.nbytes] = arr.reshape(-1).view(np.uint8).data
     return bytes(out)
+
+
+def write(path: str | os.PathLike, magic: bytes, version: int, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write a container to `path` atomically, streaming each array (never the whole file in memory)."""
+
+    def fill(f: BinaryIO) -> None:
+        head, placed, _ = _layout(magic, version, meta, arrays)
+        f.write(head)
+        for offset, arr in placed:
+            f.write(bytes(offset - f.tell()))
+            flat = arr.reshape(-1).view(np.uint8)
+            for i in range(0, len(flat), _CHUNK):
+                f.write(flat[i : i + _CHUNK])
+
+    write_atomic(path, fill)
 
 
 def unpack(buf: bytes | memoryview | mmap.mmap, magic: bytes, max_version: int, source: str = "buffer",
@@ -106,13 +138,17 @@ def _section(buf, s: dict, size: int, source: str, verify: bool) -> np.ndarray:
     return arr
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never a mix (temp+fsync+rename)."""
+def write_atomic(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, or a function writing to the open file) to `path` so readers see the old file or
+    the new one, never a mix (temp + fsync + rename)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

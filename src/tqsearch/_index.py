@@ -166,8 +166,7 @@ class CodeIndex:
     def save(self, path: str | os.PathLike) -> None:
         """Write one versioned, checksummed file atomically (temp + fsync + rename)."""
         with self._lock.read():
-            blob = _format.pack(self._MAGIC, self._VERSION, *self._state())
-        _format.write_atomic(path, blob)
+            _format.write(path, self._MAGIC, self._VERSION, *self._state())
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> CodeIndex:
