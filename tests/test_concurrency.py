@@ -37,12 +37,13 @@ def _writer(index, rng: np.random.Generator, base: int, errors: list) -> None:
 
 def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: threading.Event, seen: list,
               errors: list, params: SearchParams) -> None:
-    """Searches the stable set (must equal `want`) and everything (must find each query itself)."""
+    """Scans the stable set (must equal `want`) and searches everything with `params` (must find each
+    query itself)."""
     try:
         stable = np.arange(STABLE)
         deadline = time.monotonic() + TIME_LIMIT
         while not stop.is_set() and time.monotonic() < deadline:
-            scores, ids = index.search(x[:64], 10, filter=stable, params=params)
+            scores, ids = index.search(x[:64], 10, filter=stable, params=SearchParams(exhaustive=True))
             np.testing.assert_allclose(scores, want[0], rtol=1e-6)
             assert np.isin(ids, stable).all()
             scores, ids = index.search(x[:64], 10, params=params)

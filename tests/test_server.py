@@ -12,7 +12,7 @@ from tqsearch import open as open_collection
 from tqsearch.datasets import load_demo_corpus
 from tqsearch.demo import demo_points
 from tqsearch.embed import load_embedder
-from tqsearch.server import MAX_K
+from tqsearch.server.schemas import MAX_K
 
 pytest.importorskip("fastapi")
 

@@ -6,7 +6,8 @@ from ._kinds import load
 from .codebooks import Codebook, lloyd_max
 from .collection import Collection
 from .collection import open_collection as open  # noqa: A004 - tqsearch.open(path) opens a collection
-from .errors import FileFormatError
+from .errors import (ClosedError, ConflictError, FileFormatError, InvalidArgumentError, InvalidTypeError,
+                     NotFoundError, TQSearchError)
 from .fde import FDEEncoder
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
@@ -17,18 +18,24 @@ from .rotation import DenseRotation, FhtKacRotation, Rotation, make_rotation
 
 
 __all__ = [
+    "ClosedError",
     "Codebook",
     "Codes",
     "Collection",
+    "ConflictError",
     "DenseRotation",
     "FDEEncoder",
     "FhtKacRotation",
     "FileFormatError",
     "FlatIndex",
     "HNSWIndex",
+    "InvalidArgumentError",
+    "InvalidTypeError",
     "MultiVectorIndex",
+    "NotFoundError",
     "Rotation",
     "SearchParams",
+    "TQSearchError",
     "TurboQuantMSE",
     "TurboQuantProd",
     "__version__",

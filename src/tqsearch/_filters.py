@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidArgumentError, InvalidTypeError
+
 Key = tuple[str, Any]
 _RANGES = {"$gt": ("right", None), "$gte": ("left", None), "$lt": (None, "left"), "$lte": (None, "right")}
 
@@ -71,30 +73,30 @@ class PayloadIndex:
         self._arrays.pop((field, key), None)
 
     def evaluate(self, where: object, live: np.ndarray) -> np.ndarray:
-        """The boolean mask (same length as `live`) of live ids matching `where`; ValueError/TypeError if malformed."""
+        """The mask (as long as `live`) of live ids matching `where`; Invalid{Argument,Type}Error if malformed."""
         if not isinstance(where, dict):
-            raise TypeError(f"a filter must be a dict, got {type(where).__name__}")
+            raise InvalidTypeError(f"a filter must be a dict, got {type(where).__name__}")
         mask = live.copy()
         for key, cond in where.items():
             if not isinstance(key, str):
-                raise TypeError(f"filter keys must be strings, got {key!r}")
+                raise InvalidTypeError(f"filter keys must be strings, got {key!r}")
             mask &= self._clause(key, cond, live)
         return mask
 
     def _clause(self, key: str, cond: object, live: np.ndarray) -> np.ndarray:
         if key in ("$and", "$or"):
             if not isinstance(cond, (list, tuple)) or not cond:
-                raise ValueError(f"{key} takes a non-empty list of filters, got {cond!r}")
+                raise InvalidArgumentError(f"{key} takes a non-empty list of filters, got {cond!r}")
             parts = [self.evaluate(c, live) for c in cond]
             return np.logical_and.reduce(parts) if key == "$and" else np.logical_or.reduce(parts)
         if key == "$not":
             return live & ~self.evaluate(cond, live)
         if key.startswith("$"):
-            raise ValueError(f"unknown filter operator {key!r}")
+            raise InvalidArgumentError(f"unknown filter operator {key!r}")
         if not isinstance(cond, dict):
             cond = {"$eq": cond}
         if not cond:
-            raise ValueError(f"field {key!r}: empty operator dict")
+            raise InvalidArgumentError(f"field {key!r}: empty operator dict")
         mask = live.copy()
         for op, operand in cond.items():
             mask &= self._field(key, op, operand, live)
@@ -105,12 +107,12 @@ class PayloadIndex:
             hit = self._equal(field, [_scalar(operand, field, op)], len(live))
         elif op in ("$in", "$nin"):
             if not isinstance(operand, (list, tuple)):
-                raise TypeError(f"field {field!r}: {op} takes a list, got {type(operand).__name__}")
+                raise InvalidTypeError(f"field {field!r}: {op} takes a list, got {type(operand).__name__}")
             hit = self._equal(field, [_scalar(v, field, op) for v in operand], len(live))
         elif op in _RANGES:
             hit = self._range(field, op, operand, len(live))
         else:
-            raise ValueError(f"unknown filter operator {op!r} (on field {field!r})")
+            raise InvalidArgumentError(f"unknown filter operator {op!r} (on field {field!r})")
         return live & ~hit if op in ("$ne", "$nin") else hit & live
 
     def _equal(self, field: str, keys: list[Key], size: int) -> np.ndarray:
@@ -130,7 +132,7 @@ class PayloadIndex:
 
     def _range(self, field: str, op: str, operand: object, size: int) -> np.ndarray:
         if isinstance(operand, bool) or not isinstance(operand, (int, float)) or math.isnan(operand):
-            raise TypeError(f"field {field!r}: {op} takes a number, got {operand!r}")
+            raise InvalidTypeError(f"field {field!r}: {op} takes a number, got {operand!r}")
         values, ids = self._numeric(field)
         low_side, high_side = _RANGES[op]
         start = np.searchsorted(values, operand, side=low_side) if low_side else 0
@@ -153,5 +155,5 @@ class PayloadIndex:
 def _scalar(value: object, field: str, op: str) -> Key:
     key = value_key(value)
     if key is None:
-        raise TypeError(f"field {field!r}: {op} compares with str, int, float or bool values, got {value!r}")
+        raise InvalidTypeError(f"field {field!r}: {op} compares with str, int, float or bool values, got {value!r}")
     return key

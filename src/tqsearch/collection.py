@@ -18,23 +18,25 @@ deletes); the log records the internal ids so a replay rebuilds the very same ma
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-from . import _format, _kinds, _wal
+from . import _format, _kinds, _validate, _wal
 from ._filters import PayloadIndex
 from ._index import CodeIndex, clamp_cosine, exact_top, grow, normalized
 from ._rwlock import ReadWriteLock
-from ._validate import as_choice, as_dim, as_int, as_matrix, bad_row
-from .errors import FileFormatError
+from ._validate import bad_row
+from .errors import (ClosedError, ConflictError, FileFormatError, InvalidArgumentError, InvalidTypeError,
+                     NotFoundError, TQSearchError)
 
 __all__ = ["Collection", "open_collection"]
 
@@ -101,7 +103,7 @@ class Collection:
             self._commit(_wal.encode(header, vecs.tobytes()), header, vecs)
 
     def delete(self, ids: Sequence[str]) -> None:
-        """Remove points by id; KeyError naming an unknown id (and nothing is removed)."""
+        """Remove points by id; NotFoundError (a KeyError) naming an unknown id, and nothing is removed."""
         with self._lock.write():
             self._check_open()
             sids = _as_str_ids(ids, "ids")
@@ -156,7 +158,7 @@ class Collection:
     def get(self, ids: Sequence[str] | None = None, where: dict | None = None,
             include: Sequence[str] = ("metadatas", "documents"), limit: int | None = None,
             offset: int = 0) -> dict[str, Any]:
-        """Points by id (in the order given; KeyError for an unknown id) and/or matching `where`.
+        """Points by id (in the order given; NotFoundError, a KeyError, for an unknown id) and/or matching `where`.
 
         Returns {"ids": [...], plus "metadatas"/"documents" lists and "vectors" (n, dim) float32 as included}.
         Without ids, points come in internal-id order. limit/offset page through the matches (as the
@@ -340,7 +342,7 @@ class Collection:
     def _iids_of(self, sids: list[str]) -> list[int]:
         missing = [s for s in sids if s not in self._iid]
         if missing:
-            raise KeyError(f"unknown id {missing[0]!r} ({len(missing)} of {len(sids)} ids not in the collection)")
+            raise NotFoundError(f"unknown id {missing[0]!r} ({len(missing)} of {len(sids)} ids not in the collection)")
         return [self._iid[s] for s in sids]
 
     def _rows(self, iids: list[int], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -363,7 +365,7 @@ class Collection:
 
     def _check_open(self) -> None:
         if self._log is None:
-            raise ValueError(f"collection {str(self.path)!r} is closed")
+            raise ClosedError(f"collection {str(self.path)!r} is closed")
 
 
 # ---------------------------------------------------------------------- settings and files
@@ -371,20 +373,21 @@ class Collection:
 def _create(root: Path, given: dict[str, Any]) -> dict[str, Any]:
     """Validate new settings (by building the index once) and write settings.json into a new directory."""
     if given["dim"] is None:
-        raise ValueError(f"{root} holds no collection: pass dim to create one")
+        raise InvalidArgumentError(f"{root} holds no collection: pass dim to create one")
     if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} is not empty and holds no collection ({SETTINGS} is missing)")
+        raise InvalidArgumentError(f"{root} is not empty and holds no collection ({SETTINGS} is missing)")
     settings = {"format": FORMAT, "version": VERSION, "dim": as_dim(given["dim"]),
                 "bits": 4 if given["bits"] is None else given["bits"],
                 "metric": "cosine" if given["metric"] is None else given["metric"],
                 "index": as_choice("hnsw" if given["index"] is None else given["index"], "index",
                                    _kinds.vector_kinds()),
                 "index_options": given["index_options"]}
-    _make_index(settings)
+    with _callers_input():  # the index checks bits, metric and the options
+        _make_index(settings)
     try:
         json.dumps(settings, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"index options must be JSON values ({e})") from None
+        raise InvalidTypeError(f"index options must be JSON values ({e})") from None
     root.mkdir(parents=True, exist_ok=True)
     _write_json(root / SETTINGS, settings)
     return settings
@@ -396,15 +399,16 @@ def _make_index(settings: dict[str, Any]) -> CodeIndex:
 
 
 def _check_same(settings: dict[str, Any], given: dict[str, Any], root: Path) -> None:
-    """ValueError when a setting passed to open differs from the stored one."""
+    """InvalidArgumentError when a setting passed to open differs from the stored one."""
     for name in ("dim", "bits", "metric", "index"):
         if given[name] is not None and given[name] != settings[name]:
-            raise ValueError(f"{root}: {name}={given[name]!r} does not match the collection's {name}="
-                             f"{settings[name]!r} (omit it to use the stored value)")
+            raise InvalidArgumentError(f"{root}: {name}={given[name]!r} does not match the collection's {name}="
+                                       f"{settings[name]!r} (omit it to use the stored value)")
     stored = settings["index_options"]
     for name, value in given["index_options"].items():
         if stored.get(name) != value:
-            raise ValueError(f"{root}: {name}={value!r} does not match the collection's {name}={stored.get(name)!r}")
+            raise InvalidArgumentError(f"{root}: {name}={value!r} does not match the collection's "
+                                       f"{name}={stored.get(name)!r}")
 
 
 def _read_settings(root: Path) -> dict[str, Any]:
@@ -452,21 +456,41 @@ def _lock(root: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RuntimeError(f"collection {str(root)!r} is already open (in this or another process)") from None
+        raise ConflictError(f"collection {str(root)!r} is already open (in this or another process)") from None
     return fd
 
 
 # ---------------------------------------------------------------------- validation
 
+@contextlib.contextmanager
+def _callers_input() -> Iterator[None]:
+    """Re-raise ValueError/TypeError from checking the caller's input as InvalidArgumentError/InvalidTypeError."""
+    try:
+        yield
+    except TQSearchError:
+        raise
+    except TypeError as e:
+        raise InvalidTypeError(str(e)) from e
+    except ValueError as e:
+        raise InvalidArgumentError(str(e)) from e
+
+
+# the shared checks (_validate), raising typed errors: here the values they check are always the caller's
+as_choice = _callers_input()(_validate.as_choice)
+as_dim = _callers_input()(_validate.as_dim)
+as_int = _callers_input()(_validate.as_int)
+as_matrix = _callers_input()(_validate.as_matrix)
+
+
 def _as_str_ids(ids: object, name: str) -> list[str]:
     """A list of distinct string ids."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(ids).__name__}")
+        raise InvalidTypeError(f"{name} must be a list of strings, got {type(ids).__name__}")
     bad = [i for i in ids if not isinstance(i, str)]
     if bad:
-        raise TypeError(f"{name} must be strings, got {bad[0]!r}")
+        raise InvalidTypeError(f"{name} must be strings, got {bad[0]!r}")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{name} contain duplicates")
+        raise InvalidArgumentError(f"{name} contain duplicates")
     return list(ids)
 
 
@@ -474,11 +498,11 @@ def _as_vectors(vectors: object, dim: int, n: int) -> np.ndarray:
     """(n, dim) finite float32 vectors whose squared norms fit in float32 (what the encoder accepts)."""
     vecs = as_matrix(vectors, dim, "vectors")
     if len(vecs) != n:
-        raise ValueError(f"vectors has {len(vecs)} rows for {n} ids")
+        raise InvalidArgumentError(f"vectors has {len(vecs)} rows for {n} ids")
     with np.errstate(over="ignore"):
         norms = np.einsum("ij,ij->i", vecs, vecs)
     if not np.isfinite(norms).all():
-        raise bad_row(vecs, int(np.flatnonzero(~np.isfinite(norms))[0]), "vectors")
+        raise InvalidArgumentError(str(bad_row(vecs, int(np.flatnonzero(~np.isfinite(norms))[0]), "vectors")))
     return vecs
 
 
@@ -487,15 +511,15 @@ def _as_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
     if metadatas is None:
         return [{} for _ in range(n)]
     if not isinstance(metadatas, Sequence) or len(metadatas) != n:
-        raise ValueError(f"metadatas must be a list of {n} dicts (one per id)")
+        raise InvalidArgumentError(f"metadatas must be a list of {n} dicts (one per id)")
     out = []
     for i, md in enumerate(metadatas):
         if not isinstance(md, dict) or not all(isinstance(key, str) for key in md):
-            raise TypeError(f"metadatas[{i}] must be a dict with string keys, got {md!r}")
+            raise InvalidTypeError(f"metadatas[{i}] must be a dict with string keys, got {md!r}")
         try:
             out.append(json.loads(json.dumps(md, allow_nan=False)))
         except (TypeError, ValueError) as e:
-            raise TypeError(f"metadatas[{i}] is not JSON-serialisable ({e})") from None
+            raise InvalidTypeError(f"metadatas[{i}] is not JSON-serialisable ({e})") from None
     return out
 
 
@@ -504,10 +528,10 @@ def _as_documents(documents: object, n: int) -> list[str | None]:
     if documents is None:
         return [None] * n
     if isinstance(documents, str) or not isinstance(documents, Sequence) or len(documents) != n:
-        raise ValueError(f"documents must be a list of {n} strings or None (one per id)")
+        raise InvalidArgumentError(f"documents must be a list of {n} strings or None (one per id)")
     bad = [d for d in documents if d is not None and not isinstance(d, str)]
     if bad:
-        raise TypeError(f"documents must be strings or None, got {bad[0]!r}")
+        raise InvalidTypeError(f"documents must be strings or None, got {bad[0]!r}")
     return list(documents)
 
 
