@@ -9,12 +9,13 @@ codes plus two floats per vector, a scale and an offset, that turn <q', c> into 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from . import _format
+from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_int, as_matrix, as_threads
 from .errors import FileFormatError
@@ -46,7 +47,7 @@ class CodeIndex:
         self._codec = TurboQuantMSE(dim, as_bits(bits), seed, scale=SCALE, simd=simd)
         self._rerank_codec = TurboQuantMSE(dim, 8, seed, scale="lsq", simd=simd) if rerank == 8 else None
         self._ids = np.empty(0, dtype=np.int64)  # slot -> id (-1: free slot)
-        self._slots: dict[int, int] = {}  # id -> slot
+        self._slot_of = IdMap()  # id -> slot
         self._rerank_rows = np.empty((0, self._rerank_width()), dtype=self._rerank_dtype())  # per slot
         self._next_id = 0
         self._mapped: dict[str, np.ndarray] | None = None
@@ -67,10 +68,10 @@ class CodeIndex:
         return self._codec.seed
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._slot_of)
 
     def __contains__(self, id_: object) -> bool:
-        return isinstance(id_, (int, np.integer)) and int(id_) in self._slots
+        return id_ in self._slot_of
 
     @property
     def ids(self) -> np.ndarray:
@@ -96,16 +97,16 @@ class CodeIndex:
         new_ids = self._as_ids(ids, len(vectors))
         encoded = self._encode(vectors)  # encode before mutating: a bad batch changes nothing
         with self._lock.write():
-            self._remove_existing([i for i in new_ids.tolist() if i in self._slots])
+            self._remove_existing(new_ids[self._slot_of.get(new_ids) >= 0])
             self._append(vectors, encoded, new_ids)
         return new_ids
 
     def remove(self, ids: object) -> None:
         """Delete vectors by id."""
-        wanted = self._as_ids(ids, None).tolist()
+        wanted = self._as_ids(ids, None)
         with self._lock.write():
-            missing = [i for i in wanted if i not in self._slots]
-            if missing:
+            missing = wanted[self._slot_of.get(wanted) < 0]
+            if len(missing):
                 raise KeyError(f"unknown id {missing[0]} ({len(missing)} of {len(wanted)} ids not in the index)")
             self._remove_existing(wanted)
 
@@ -205,7 +206,7 @@ class CodeIndex:
             raise FileFormatError(f"{source}: ids or rerank data do not match the stored vectors")
         index._ids, index._next_id = ids, int(meta["next_id"])
         index._rerank_rows = rerank_rows.astype(index._rerank_dtype())
-        index._slots = {int(i): s for s, i in enumerate(ids.tolist()) if i >= 0}
+        index._slot_of = IdMap.from_arrays(live, np.flatnonzero(ids >= 0))
         return index
 
     # ------------------------------------------------------------------ subclass hooks
@@ -220,8 +221,8 @@ class CodeIndex:
         """Store encoded rows with their score floats (score = scale * <q', c> + offset); returns their slots."""
         raise NotImplementedError
 
-    def _remove_existing(self, ids: Iterable[int]) -> None:
-        """Delete ids known to be present (the write lock is held)."""
+    def _remove_existing(self, ids: np.ndarray) -> None:
+        """Delete ids known to be present (int64, distinct; the write lock is held)."""
         raise NotImplementedError
 
     def _settings(self) -> dict[str, Any]:
@@ -264,7 +265,7 @@ class CodeIndex:
         self._ids[slots] = ids
         self._rerank_rows = grow(self._rerank_rows, size)
         self._rerank_rows[slots] = rerank_rows
-        self._slots.update(zip(ids.tolist(), slots.tolist()))
+        self._slot_of.set(ids, slots)
         if len(ids):
             self._next_id = max(self._next_id, int(ids.max()) + 1)
 
@@ -272,8 +273,8 @@ class CodeIndex:
         if ids is None:
             return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         new = self._as_ids(ids, n)
-        taken = [i for i in new.tolist() if i in self._slots]
-        if taken:
+        taken = new[self._slot_of.get(new) >= 0]
+        if len(taken):
             raise ValueError(f"id {taken[0]} is already in the index (use upsert to replace)")
         return new
 
@@ -293,10 +294,10 @@ class CodeIndex:
         return arr
 
     def _slots_of(self, ids: np.ndarray) -> np.ndarray:
-        try:
-            return np.fromiter((self._slots[i] for i in ids.tolist()), dtype=np.int64, count=len(ids))
-        except KeyError as e:
-            raise KeyError(f"unknown id {e.args[0]}") from None
+        slots = self._slot_of.get(ids)
+        if (slots < 0).any():
+            raise KeyError(f"unknown id {ids[slots < 0][0]}")
+        return slots
 
     def _allowed(self, filter: object) -> tuple[np.ndarray, int] | None:
         """The filter as a bitset over slots (bit set: the slot holds an allowed id) and its population."""

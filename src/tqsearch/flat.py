@@ -6,7 +6,6 @@ counted separately (`memory_usage`). Shared behaviour (ids, filters, rerank, fil
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -57,17 +56,18 @@ class FlatIndex(CodeIndex):
         self._store.append(codes.packed, scale, offset)
         return np.arange(start, start + len(codes), dtype=np.int64)
 
-    def _remove_existing(self, ids: Iterable[int]) -> None:
-        for i in ids:
-            slot, last = self._slots.pop(i), self._store.size - 1
+    def _remove_existing(self, ids: np.ndarray) -> None:
+        for one in ids.reshape(-1, 1):  # each freed slot takes the last row (O(1) per id); moves change slots
+            slot, last = int(self._slot_of.get(one)[0]), self._store.size - 1
             if slot != last:
                 self._store.move(last, slot)
                 moved = int(self._ids[last])
                 self._ids[slot] = moved
                 self._rerank_rows[slot] = self._rerank_rows[last]
-                self._slots[moved] = slot
+                self._slot_of.set(np.array([moved]), np.array([slot]))
             self._ids[last] = -1
             self._store.truncate(last)
+        self._slot_of.discard(ids)
 
     def _store_arrays(self) -> dict[str, np.ndarray]:
         return {"codes": self._store.codes(), "a": self._store.a(), "b": self._store.b()}

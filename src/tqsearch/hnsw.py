@@ -7,7 +7,6 @@ Shared behaviour (ids, filters, rerank, files) is in _index.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -73,11 +72,11 @@ class HNSWIndex(CodeIndex):
         self._store.add(rotated, codes.packed, scale, offset, slots, self.threads)
         return slots
 
-    def _remove_existing(self, ids: Iterable[int]) -> None:
-        for i in ids:
-            slot = self._slots.pop(i)
+    def _remove_existing(self, ids: np.ndarray) -> None:
+        for slot in self._slot_of.get(ids).tolist():
             self._store.remove(slot)
             self._ids[slot] = -1
+        self._slot_of.discard(ids)
 
     def _settings(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search,

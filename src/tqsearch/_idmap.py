@@ -1,0 +1,98 @@
+"""IdMap: int64 key -> slot for millions of keys in about 12 bytes each (a Python dict takes ~100).
+
+A sorted base (keys ascending, int64; slots int32 while they fit) answers batches with one binary search
+each; recent changes sit in a small dict (a slot, or -1 for a removed key) that is merged into the base
+once it outgrows a sixteenth of it, so each change costs amortised O(log n) and the dict stays small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MERGE_FLOOR = 4096  # changes kept in the dict before a merge is considered
+
+
+class IdMap:
+    """A map from int64 keys to non-negative int64 slots, numpy in and out; -1 means absent."""
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, dtype=np.int64)
+        self._slots = np.empty(0, dtype=np.int32)
+        self._delta: dict[int, int] = {}  # key -> slot (-1: removed from the base)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, (int, np.integer)) and self.get(np.array([key], dtype=np.int64))[0] >= 0
+
+    def nbytes(self) -> int:
+        """Bytes held: the base arrays plus an estimate for the dict (about 100 bytes an entry)."""
+        return self._keys.nbytes + self._slots.nbytes + 100 * len(self._delta)
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """The slot of each key (int64), -1 where absent."""
+        keys = np.asarray(keys, dtype=np.int64)
+        out = np.full(keys.shape, -1, dtype=np.int64)
+        if len(self._keys) and keys.size:
+            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            hit = self._keys[at] == keys
+            out[hit] = self._slots[at[hit]]
+        if self._delta:
+            delta = self._delta
+            for i, key in enumerate(keys.tolist()):
+                slot = delta.get(key)
+                if slot is not None:
+                    out[i] = slot
+        return out
+
+    def set(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        """Insert or overwrite: keys[i] -> slots[i] (keys distinct, slots >= 0)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        self._count += int((self.get(keys) < 0).sum())
+        self._delta.update(zip(keys.tolist(), np.asarray(slots, dtype=np.int64).tolist()))
+        self._maybe_merge()
+
+    def discard(self, keys: np.ndarray) -> None:
+        """Remove the keys that are present (distinct keys)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        present = keys[self.get(keys) >= 0]
+        self._count -= len(present)
+        self._delta.update(dict.fromkeys(present.tolist(), -1))
+        self._maybe_merge()
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (key, slot) pair, keys ascending: (int64 keys, int64 slots)."""
+        self._merge()
+        return self._keys.copy(), self._slots.astype(np.int64)
+
+    @classmethod
+    def from_arrays(cls, keys: np.ndarray, slots: np.ndarray) -> IdMap:
+        """A map holding keys[i] -> slots[i] (keys distinct)."""
+        out = cls()
+        out._set_base(np.asarray(keys, dtype=np.int64), np.asarray(slots, dtype=np.int64))
+        return out
+
+    def _maybe_merge(self) -> None:
+        if len(self._delta) > max(MERGE_FLOOR, len(self._keys) // 16):
+            self._merge()
+
+    def _merge(self) -> None:
+        """Fold the dict into the base: O(n log n), once per n/16 changes."""
+        if not self._delta:
+            return
+        dkeys = np.fromiter(self._delta.keys(), dtype=np.int64, count=len(self._delta))
+        dslots = np.fromiter(self._delta.values(), dtype=np.int64, count=len(self._delta))
+        kept = ~np.isin(self._keys, dkeys)
+        live = dslots >= 0
+        self._set_base(np.concatenate([self._keys[kept], dkeys[live]]),
+                       np.concatenate([self._slots[kept].astype(np.int64), dslots[live]]))
+
+    def _set_base(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        narrow = not len(slots) or int(slots.max()) < 2**31
+        self._slots = slots[order].astype(np.int32 if narrow else np.int64)
+        self._delta = {}
+        self._count = len(keys)
