@@ -378,7 +378,7 @@ def test_reopen_round_trip(tmp_path, index):
         _assert_same(_snapshot(c), state)
         assert c.query(queries, 10, where={"g": {"$in": [1, 9]}}) == compacted
         assert sorted(os.listdir(path)) == ["index.1.tqs", "lock", "manifest.json", "points.1.tqc",
-                                            "settings.json", "wal.1.log"]
+                                            "records.0.dat", "settings.json", "vectors.dat", "wal.1.log"]
 
 
 def test_compaction_round_trip_and_automatic(tmp_path):

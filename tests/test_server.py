@@ -62,9 +62,11 @@ def test_collections_create_list_get_drop(start_server, tmp_path):
         assert client.get("/collections").json() == {"collections": []}
         r = client.post("/collections", json={"name": "a", "dim": 8, "index": "flat"})
         assert r.status_code == 201
-        assert r.json() == {"name": "a", "dim": 8, "bits": 4, "metric": "cosine", "index": "flat", "options": {},
-                            "count": 0}
-        assert client.post("/collections", json={"name": "b", "dim": 4, "bits": 2, "metric": "l2"}).status_code == 201
+        assert r.json() == {"name": "a", "dim": 8, "bits": 4, "metric": "cosine", "index": "flat",
+                            "vectors": "float32", "options": {}, "count": 0}
+        assert client.post("/collections", json={"name": "b", "dim": 4, "bits": 2, "metric": "l2",
+                                                 "vectors": None}).status_code == 201
+        assert client.get("/collections/b").json()["vectors"] is None
         assert client.post("/collections", json={"name": "a", "dim": 8}).status_code == 409
         assert [c["name"] for c in client.get("/collections").json()["collections"]] == ["a", "b"]
         assert client.get("/collections/b").json()["metric"] == "l2"

@@ -14,6 +14,7 @@ Semantics, chosen to be plain set algebra over the live points:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -37,40 +38,87 @@ def value_key(value: object) -> Key | None:
 
 
 class PayloadIndex:
-    """Per field: value -> set of internal ids (equality, $in); id arrays and sorted numeric arrays are
-    built lazily from those sets and cached until the field or value changes."""
+    """Compact columns over internal ids: per field a type tag (uint8) and a value (uint64: a number's
+    float64 bits, a bool, or a string's 64-bit BLAKE2b hash), 9 bytes per id and field. Equality id
+    arrays and sorted numeric arrays are built from the columns on first use and cached until that field
+    (or value) changes.
+
+    Strings compare by hash (a false match needs a 64-bit collision, ~1e-19 per pair of values); numbers
+    compare as float64 (integers beyond 2**53 round).
+    """
 
     def __init__(self) -> None:
-        self._values: dict[str, dict[Key, set[int]]] = {}
+        self._fields: dict[str, int] = {}  # name -> column
+        self._tags: list[np.ndarray] = []  # per column: uint8 tag per id (0: absent or not filterable)
+        self._vals: list[np.ndarray] = []  # per column: uint64 value per id
+        self._capacity = 0
         self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # field -> (values asc, ids), a cache
-        self._arrays: dict[tuple[str, Key], np.ndarray] = {}  # (field, value) -> its ids as int64, a cache
+        self._arrays: dict[tuple[str, int, int], np.ndarray] = {}  # (field, tag, value) -> ids, a cache
 
-    def add(self, iid: int, metadata: dict[str, Any]) -> None:
-        """Index one point's metadata."""
+    def nbytes(self) -> int:
+        """Bytes held: the columns at capacity and the caches."""
+        columns = sum(t.nbytes + v.nbytes for t, v in zip(self._tags, self._vals))
+        caches = sum(v.nbytes + i.nbytes for v, i in self._sorted.values()) + sum(a.nbytes for a in self._arrays.values())
+        return columns + caches
+
+    def set(self, iid: int, metadata: dict[str, Any]) -> None:
+        """Index one point's metadata, replacing what the id held."""
+        self.clear(iid)
         for field, value in metadata.items():
             key = value_key(value)
             if key is not None:
-                self._values.setdefault(field, {}).setdefault(key, set()).add(iid)
-                self._forget(field, key)
+                col = self._column(field, iid + 1)
+                tag, val = _encode(key)
+                self._tags[col][iid], self._vals[col][iid] = tag, val
+                self._forget(field, tag, val)
 
-    def remove(self, iid: int, metadata: dict[str, Any]) -> None:
-        """Forget one point's metadata (as previously added)."""
-        for field, value in metadata.items():
-            key = value_key(value)
-            if key is None:
-                continue
-            by_value = self._values[field]
-            by_value[key].discard(iid)
-            if not by_value[key]:
-                del by_value[key]
-            if not by_value:
-                del self._values[field]
-            self._forget(field, key)
+    def clear(self, iid: int) -> None:
+        """Forget one point's metadata."""
+        for field, col in self._fields.items():
+            tags = self._tags[col]
+            if iid < len(tags) and tags[iid]:
+                self._forget(field, int(tags[iid]), int(self._vals[col][iid]))
+                tags[iid] = 0
 
-    def _forget(self, field: str, key: Key) -> None:
+    def arrays(self, size: int) -> tuple[list[str], dict[str, np.ndarray]]:
+        """The columns for ids below `size`, as (field names, sections) for a snapshot file."""
+        sections = {}
+        for name, col in self._fields.items():
+            sections[f"field.{col}.tag"] = _fit(self._tags[col], size)
+            sections[f"field.{col}.value"] = _fit(self._vals[col], size)
+        return list(self._fields), sections
+
+    @classmethod
+    def from_arrays(cls, names: list[str], sections: dict[str, np.ndarray], size: int) -> PayloadIndex:
+        """The index `arrays` described, its columns copied into writable memory; ValueError if inconsistent."""
+        index = cls()
+        index._capacity = size
+        for col, name in enumerate(names):
+            tags, vals = np.asarray(sections[f"field.{col}.tag"]), np.asarray(sections[f"field.{col}.value"])
+            if tags.shape != (size,) or vals.shape != (size,) or tags.dtype != np.uint8 or vals.dtype != np.uint64:
+                raise ValueError(f"payload column {name!r} does not cover {size} ids")
+            index._fields[str(name)] = col
+            index._tags.append(tags.copy())
+            index._vals.append(vals.copy())
+        return index
+
+    def _column(self, field: str, size: int) -> int:
+        """The column of `field` (created empty), with room for ids below `size` (grown by a quarter)."""
+        col = self._fields.get(field)
+        if col is None:
+            col = self._fields[field] = len(self._tags)
+            self._tags.append(np.zeros(self._capacity, dtype=np.uint8))
+            self._vals.append(np.zeros(self._capacity, dtype=np.uint64))
+        if size > self._capacity:
+            self._capacity = max(size, self._capacity + self._capacity // 4)
+            self._tags = [_fit(c, self._capacity) for c in self._tags]
+            self._vals = [_fit(c, self._capacity) for c in self._vals]
+        return col
+
+    def _forget(self, field: str, tag: int, val: int) -> None:
         """Drop the caches a change of (field, value) makes stale."""
         self._sorted.pop(field, None)
-        self._arrays.pop((field, key), None)
+        self._arrays.pop((field, tag, val), None)
 
     def evaluate(self, where: object, live: np.ndarray) -> np.ndarray:
         """The mask (as long as `live`) of live ids matching `where`; Invalid{Argument,Type}Error if malformed."""
@@ -122,12 +170,14 @@ class PayloadIndex:
         return mask
 
     def _ids(self, field: str, key: Key) -> np.ndarray:
-        """The ids whose `field` equals the value `key`, as an int64 array (cached: a set of 100k ids takes
-        milliseconds to convert, far longer than the search it filters)."""
-        ids = self._arrays.get((field, key))
+        """The ids whose `field` equals the value `key`, as an int64 array (cached until the value changes)."""
+        tag, val = _encode(key)
+        ids = self._arrays.get((field, tag, val))
         if ids is None:
-            members = self._values.get(field, {}).get(key, ())
-            ids = self._arrays[(field, key)] = np.fromiter(members, dtype=np.int64, count=len(members))
+            col = self._fields.get(field)
+            ids = np.empty(0, dtype=np.int64) if col is None else np.flatnonzero(
+                (self._tags[col] == tag) & (self._vals[col] == np.uint64(val)))
+            self._arrays[(field, tag, val)] = ids
         return ids
 
     def _range(self, field: str, op: str, operand: object, size: int) -> np.ndarray:
@@ -144,12 +194,35 @@ class PayloadIndex:
     def _numeric(self, field: str) -> tuple[np.ndarray, np.ndarray]:
         """The field's numeric values in ascending order with their ids (rebuilt after the field changes)."""
         if field not in self._sorted:
-            groups = [(key[1], ids) for key, ids in self._values.get(field, {}).items() if key[0] == "n"]
-            values = np.array([v for v, ids in groups for _ in ids], dtype=np.float64)
-            ids = np.array([i for _, ids in groups for i in ids], dtype=np.int64)
+            col = self._fields.get(field)
+            ids = np.empty(0, dtype=np.int64) if col is None else np.flatnonzero(self._tags[col] == _NUMBER)
+            values = np.empty(0) if col is None else self._vals[col][ids].view(np.float64)
             order = np.argsort(values, kind="stable")
             self._sorted[field] = (values[order], ids[order])
         return self._sorted[field]
+
+
+_NUMBER, _STRING, _BOOL = 1, 2, 3
+
+
+def _encode(key: Key) -> tuple[int, int]:
+    """A key's column form: (tag, 64-bit value as a Python int)."""
+    kind, value = key
+    if kind == "n":
+        return _NUMBER, int((np.float64(value) + 0.0).view(np.uint64))  # + 0.0: -0.0 equals 0.0
+    if kind == "b":
+        return _BOOL, int(value)
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return _STRING, int.from_bytes(digest, "little")
+
+
+def _fit(column: np.ndarray, size: int) -> np.ndarray:
+    """`column` cut or zero-padded to `size` entries."""
+    if len(column) >= size:
+        return column[:size]
+    out = np.zeros(size, dtype=column.dtype)
+    out[: len(column)] = column
+    return out
 
 
 def _scalar(value: object, field: str, op: str) -> Key:

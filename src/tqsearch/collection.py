@@ -1,26 +1,28 @@
 """Collection: a directory-backed, crash-safe store of string-keyed points (vector, metadata, document).
 
-Directory layout (generation g names one consistent state):
-    settings.json       dim, bits, metric, index kind and options; written once, atomically
+Directory layout (generation g names one consistent state; docs/format.md has the details):
+    settings.json       dim, bits, metric, index kind and options, what vectors are kept; written once
     manifest.json       {"generation": g, "snapshot": bool}; rewritten atomically, the commit point
-    index.<g>.tqs       the FlatIndex/HNSWIndex (its own `save` format)       } the snapshot, absent at
-    points.<g>.tqc      ids, metadata, documents and float32 vectors (_format) }  g = 0 before compaction
-    wal.<g>.log         every upsert/delete acknowledged since that snapshot (_wal)
+    index.<g>.tqs       the index over the codes (its own `save` format)   } the snapshot, absent at g = 0
+    points.<g>.tqc      per internal id: live, id hash, record place, payload columns (_format)   } before
+    wal.<g>.log         every upsert/delete acknowledged since that snapshot (_wal)                } compaction
+    records.<a>.dat     append-only JSON records [id, metadata, document] (_points), read on demand
+    vectors.dat         the original vectors by internal id (float32/float16), memory-mapped for re-ranking
     lock                held (flock) while a process has the collection open
-Opening loads the manifest's snapshot, replays its log and deletes files of any other generation.
-`compact` writes generation g + 1 in full and switches the manifest last, so a crash at any point
-leaves either the old or the new generation complete, and both hold every acknowledged write.
+In memory: the index (codes, graph, ids), the payload columns (_filters) and the compact arrays of
+_points (about 21 bytes a point): metadata, documents and original vectors stay on disk.
+Opening loads the manifest's snapshot, replays its log and deletes files no generation refers to.
+`compact` syncs the records and vectors files, writes generation g + 1 and switches the manifest last,
+so a crash at any point leaves either the old or the new generation complete, and both hold every
+acknowledged write (replaying a log rewrites the same records and vector rows).
 
-Vectors are kept as given (float32) beside the index, which holds only codes: `get` returns them
-exactly, and the index can be rebuilt from them. String ids map to int64 internal ids (reused after
-deletes); the log records the internal ids so a replay rebuilds the very same mapping.
+String ids map to int64 internal ids (reused after deletes); the log records the internal ids so a
+replay rebuilds the very same mapping.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import itertools
 import json
 import os
 import re
@@ -32,7 +34,8 @@ import numpy as np
 
 from . import _format, _kinds, _validate, _wal
 from ._filters import PayloadIndex
-from ._index import CodeIndex, clamp_cosine, exact_top, grow, normalized
+from ._index import CodeIndex, clamp_cosine, exact_top, normalized
+from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
 from ._rwlock import ReadWriteLock
 from ._validate import bad_row
 from .errors import (ClosedError, ConflictError, FileFormatError, InvalidArgumentError, InvalidTypeError,
@@ -41,24 +44,29 @@ from .errors import (ClosedError, ConflictError, FileFormatError, InvalidArgumen
 __all__ = ["Collection", "open_collection"]
 
 SETTINGS, MANIFEST, LOCK = "settings.json", "manifest.json", "lock"
-FORMAT, VERSION = "tqsearch-collection", 1
+FORMAT, VERSION = "tqsearch-collection", 2  # version 1 (everything in memory) is read and converted
 INCLUDE = ("metadatas", "documents", "vectors")
-RESCORE = 4  # query: candidates per result taken from the codes and re-ranked exactly on the float32 vectors
-_POINTS_MAGIC = b"TQCOLL01"
+RESCORE = 4  # query: candidates per result taken from the codes and re-ranked exactly on the stored vectors
+_POINTS_MAGIC, _LEGACY_POINTS_MAGIC = b"TQCOLL02", b"TQCOLL01"
 _GENERATION_FILE = re.compile(r"^(index|points|wal)\.(\d+)\.(tqs|tqc|log)$")
+_RECORDS_FILE = re.compile(r"^records\.(\d+)\.dat$")
+_UNSET: Any = object()
 
 
 def open_collection(path: str | os.PathLike, dim: int | None = None, bits: int | None = None,
-                    metric: str | None = None, index: str | None = None, *, wal_bytes: int = 64 << 20,
-                    **index_options: Any) -> Collection:
+                    metric: str | None = None, index: str | None = None, *, vectors: str | None = _UNSET,
+                    wal_bytes: int = 64 << 20, **index_options: Any) -> Collection:
     """Open the collection in directory `path`, creating it (dim required) when it does not exist.
 
-    New collections default to bits=4, metric="cosine", index="hnsw"; index_options (seed, M, ef_search,
-    rerank, ...) go to FlatIndex/HNSWIndex. On reopen, any setting given must match the stored one.
+    New collections default to bits=4, metric="cosine", index="hnsw", vectors="float32"; index_options
+    (seed, M, ef_search, rerank, ...) go to the index. vectors: what is kept on disk for exact re-ranking
+    and `get`: "float32" (as given), "float16" (half the disk) or None (nothing: queries rank by the codes).
+    On reopen, any setting given must match the stored one.
     wal_bytes: compact automatically once the log grows past this many bytes.
     """
     root = Path(path)
-    given = {"dim": dim, "bits": bits, "metric": metric, "index": index, "index_options": index_options}
+    given = {"dim": dim, "bits": bits, "metric": metric, "index": index, "vectors": vectors,
+             "index_options": index_options}
     if (root / SETTINGS).exists():
         settings = _read_settings(root)
         _check_same(settings, given, root)
@@ -79,11 +87,15 @@ class Collection:
     def __init__(self, root: Path, settings: dict[str, Any], wal_bytes: int) -> None:
         self.path, self.settings, self.wal_bytes = root, settings, wal_bytes
         self.dim = int(settings["dim"])
+        self.vectors: str | None = settings["vectors"]
         self._lock = ReadWriteLock()
         self._lock_fd = _lock(root)
+        self._log: _wal.Log | None = None
         try:
             self._load()
         except BaseException:
+            if self._log is not None:
+                self._log.close()
             os.close(self._lock_fd)
             raise
 
@@ -112,17 +124,23 @@ class Collection:
             self._commit(_wal.encode(header), header, None)
 
     def compact(self) -> None:
-        """Write a full snapshot as the next generation, then start an empty log (crash-safe at any point)."""
+        """Write a full snapshot as the next generation, then start an empty log (crash-safe at any point).
+
+        The records file is rewritten without garbage once dead records outweigh live ones.
+        """
         with self._lock.write():
             self._check_open()
             gen = self._generation + 1
+            if self._points.garbage_share() > 0.5:
+                self._points.rewrite_records(gen)
+            self._points.sync()
             self._index.save(self.path / f"index.{gen}.tqs")
-            _format.write_atomic(self.path / f"points.{gen}.tqc", self._points_file())
+            _format.write(self.path / f"points.{gen}.tqc", _POINTS_MAGIC, 1, *self._points_state())
             _wal.create(self.path / f"wal.{gen}.log")
             _write_json(self.path / MANIFEST, {"version": VERSION, "generation": gen, "snapshot": True})
             self._log.close()
             self._generation, self._log = gen, _wal.Log(self.path / f"wal.{gen}.log")
-            _remove_stale(self.path, gen)
+            _remove_stale(self.path, gen, self._points.arena, self.vectors is not None)
 
     def close(self, compact: bool = False) -> None:
         """Release the directory; every acknowledged write is already durable. Idempotent.
@@ -134,6 +152,7 @@ class Collection:
                 if compact and self._log.size > len(_wal.MAGIC):
                     self.compact()
                 self._log.close()
+                self._points.close()
                 os.close(self._lock_fd)
                 self._log = None
 
@@ -147,13 +166,20 @@ class Collection:
 
     def count(self) -> int:
         """Number of points."""
-        return len(self._iid)
+        return self._points.count()
 
     def __len__(self) -> int:
-        return len(self._iid)
+        return self._points.count()
 
     def __contains__(self, id_: object) -> bool:
-        return id_ in self._iid
+        with self._lock.read():
+            return isinstance(id_, str) and self._log is not None and self._points.lookup([id_])[0] >= 0
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes held in memory: the index, the payload columns and the point arrays (files not counted)."""
+        with self._lock.read():
+            return {"index": sum(self._index.memory_usage().values()), "payload": self._payload.nbytes(),
+                    "points": self._points.nbytes()}
 
     def get(self, ids: Sequence[str] | None = None, where: dict | None = None,
             include: Sequence[str] = ("metadatas", "documents"), limit: int | None = None,
@@ -163,13 +189,15 @@ class Collection:
         Returns {"ids": [...], plus "metadatas"/"documents" lists and "vectors" (n, dim) float32 as included}.
         Without ids, points come in internal-id order. limit/offset page through the matches (as the
         server's /points/get): the matches offset .. offset + limit - 1, all from offset when limit is None.
+        "vectors" needs a collection that keeps them (vectors="float16" returns them rounded to float16).
         """
         with self._lock.read():
             self._check_open()
             fields = _as_include(include)
             offset = as_int(offset, "offset", low=0)
             end = None if limit is None else offset + as_int(limit, "limit", low=0)
-            mask = self._live[: self._size] if where is None else self._payload.evaluate(where, self._live[: self._size])
+            live = self._points.live[: self._points.size]
+            mask = live if where is None else self._payload.evaluate(where, live)
             if ids is None:
                 iids = np.flatnonzero(mask)
             else:
@@ -178,12 +206,12 @@ class Collection:
             return self._rows(iids[offset:end].tolist(), fields)
 
     def query(self, queries: object, k: int, where: dict | None = None,
-              include: Sequence[str] = ("metadatas", "documents"), rescore: int = RESCORE) -> list[dict[str, Any]]:
+              include: Sequence[str] = ("metadatas", "documents"), rescore: int | None = None) -> list[dict[str, Any]]:
         """The k best points per query row, among those matching `where` (filtered inside the search).
 
         rescore: take k * rescore candidates from the compressed index and rank them by their exact scores
-        on the stored float32 vectors (recall beyond what the codes alone give, for a few dot products);
-        0 ranks by the codes' estimates alone.
+        on the stored vectors (recall beyond what the codes alone give, for a few dot products); 0 ranks by
+        the codes' estimates alone. Default: 4 when the collection keeps vectors, else 0.
         Returns one dict per query: {"ids", "scores", plus the included fields}, best first; shorter than k
         only when fewer than k points match.
         """
@@ -191,11 +219,11 @@ class Collection:
             self._check_open()
             q = as_matrix(queries, self.dim, "queries")
             k = as_int(k, "k")
-            rescore = as_int(rescore, "rescore", low=0)
+            rescore = self._rescore(rescore)
             fields = _as_include(include)
-            live = self._live[: self._size]
+            live = self._points.live[: self._points.size]
             allowed = None if where is None else self._payload.evaluate(where, live)
-            n_allowed = len(self._iid) if allowed is None else int(allowed.sum())
+            n_allowed = self._points.count() if allowed is None else int(allowed.sum())
             wanted = max(1, min(k * max(rescore, 1), n_allowed))  # never more than can match
             scores, found = self._index.search(q, wanted, filter=allowed)
             if rescore:
@@ -211,31 +239,33 @@ class Collection:
     def __repr__(self) -> str:
         s = self.settings
         return (f"Collection({str(self.path)!r}, dim={self.dim}, bits={s['bits']}, metric={s['metric']!r}, "
-                f"index={s['index']!r}, n={len(self._iid)})")
+                f"index={s['index']!r}, vectors={self.vectors!r}, n={self.count()})")
 
     # ------------------------------------------------------------------ internals
 
     def _load(self) -> None:
         """Read the manifest's generation (finishing an interrupted creation), then replay its log."""
         self._index = _make_index(self.settings)
-        self._iid: dict[str, int] = {}
-        self._sids: list[str | None] = []
-        self._metas: list[dict[str, Any] | None] = []
-        self._docs: list[str | None] = []
-        self._vectors = np.empty((0, self.dim), dtype=np.float32)
-        self._live = np.empty(0, dtype=bool)
-        self._size = 0  # internal ids in use are below this
-        self._free: set[int] = set()
         self._payload = PayloadIndex()
         manifest = self._read_manifest()
-        self._generation = int(manifest["generation"])
-        if manifest["snapshot"]:
-            self._load_snapshot(self._generation)
-        _remove_stale(self.path, self._generation)
-        log_path = self.path / f"wal.{self._generation}.log"
+        self._generation = gen = int(manifest["generation"])
+        legacy = self.settings["version"] == 1
+        if manifest["snapshot"] and not legacy:
+            self._load_snapshot(gen)
+        else:
+            self._points = PointStore(self.path, self.dim, self.vectors)
+            self._points.reset()
+            if manifest["snapshot"]:
+                self._load_legacy_snapshot(gen)
+        _remove_stale(self.path, gen, self._points.arena, self.vectors is not None)
+        log_path = self.path / f"wal.{gen}.log"
         for header, blob in _wal.replay(log_path):
             self._apply(header, _record_vectors(header, blob, self.dim, log_path))
         self._log = _wal.Log(log_path)
+        if legacy:  # convert a version-1 directory: a version-2 snapshot first, then the settings
+            self.compact()
+            self.settings = {**self.settings, "version": VERSION}
+            _write_json(self.path / SETTINGS, self.settings)
 
     def _read_manifest(self) -> dict[str, Any]:
         path = self.path / MANIFEST
@@ -243,45 +273,54 @@ class Collection:
             _wal.create(self.path / "wal.0.log")
             _write_json(path, {"version": VERSION, "generation": 0, "snapshot": False})
         manifest = _read_json(path)
-        if manifest.get("version") != VERSION or not isinstance(manifest.get("generation"), int):
+        if manifest.get("version") not in (1, VERSION) or not isinstance(manifest.get("generation"), int):
             raise FileFormatError(f"{path}: unsupported or malformed manifest {manifest!r}")
         return manifest
 
     def _load_snapshot(self, gen: int) -> None:
         index_path, points_path = self.path / f"index.{gen}.tqs", self.path / f"points.{gen}.tqc"
         self._index = _kinds.index_class(self.settings["index"]).load(index_path, mmap=False)
-        _, meta, arrays = _format.unpack(points_path.read_bytes(), _POINTS_MAGIC, 1, str(points_path))
+        _, meta, arrays = _format.unpack(_format.read_file(points_path, True), _POINTS_MAGIC, 1, str(points_path))
+        try:
+            arena = int(meta["points"]["arena"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FileFormatError(f"{points_path}: inconsistent points file ({e})") from None
+        if not (self.path / records_file(arena)).exists():
+            raise FileFormatError(f"{points_path}: its records file {records_file(arena)} is missing")
+        self._points = PointStore(self.path, self.dim, self.vectors, arena)
+        self._points.attach(meta["points"], arrays, str(points_path))
+        try:
+            self._payload = PayloadIndex.from_arrays(list(meta["fields"]), arrays, self._points.size)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FileFormatError(f"{points_path}: inconsistent payload columns ({e})") from None
+        if self._points.count() != len(self._index):
+            raise FileFormatError(f"{points_path}: point count does not match {index_path.name}")
+
+    def _load_legacy_snapshot(self, gen: int) -> None:
+        """Read a version-1 snapshot (everything in one points file) into the store."""
+        index_path, points_path = self.path / f"index.{gen}.tqs", self.path / f"points.{gen}.tqc"
+        self._index = _kinds.index_class(self.settings["index"]).load(index_path, mmap=False)
+        _, meta, arrays = _format.unpack(points_path.read_bytes(), _LEGACY_POINTS_MAGIC, 1, str(points_path))
         try:
             sids, iids, metas, docs = meta["ids"], meta["iids"], meta["metadatas"], meta["documents"]
             vectors = np.asarray(arrays["vectors"]).reshape(len(sids), self.dim)
-            size = int(meta["size"])
         except (KeyError, TypeError, ValueError) as e:
             raise FileFormatError(f"{points_path}: inconsistent points file ({e})") from None
         if not len(sids) == len(iids) == len(metas) == len(docs) == len(self._index):
             raise FileFormatError(f"{points_path}: point count does not match {index_path.name}")
-        self._grow(size)
-        for sid, iid, vec, md, doc in zip(sids, iids, vectors, metas, docs):
-            self._set_point(sid, iid, vec, md, doc)
+        self._store(iids, sids, metas, docs, vectors)
 
-    def _points_file(self) -> bytes:
-        live = np.flatnonzero(self._live[: self._size])
-        meta = {"size": self._size, "ids": [self._sids[i] for i in live], "iids": live.tolist(),
-                "metadatas": [self._metas[i] for i in live], "documents": [self._docs[i] for i in live]}
-        return _format.pack(_POINTS_MAGIC, 1, meta, {"vectors": self._vectors[live]})
+    def _points_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The points file of a snapshot: the store's arrays and the payload columns."""
+        meta, arrays = self._points.arrays()
+        fields, columns = self._payload.arrays(self._points.size)
+        return {"points": meta, "fields": fields}, {**arrays, **columns}
 
     def _assign(self, sids: list[str]) -> list[int]:
         """Internal ids for a batch: an existing point keeps its own; new ones reuse freed ids first."""
-        fresh = itertools.islice(self._free, len(sids))
-        next_new = self._size
-        out = []
-        for sid in sids:
-            iid = self._iid.get(sid)
-            if iid is None:
-                iid = next(fresh, None)
-                if iid is None:
-                    iid, next_new = next_new, next_new + 1
-            out.append(iid)
-        return out
+        found = self._points.lookup(sids)
+        fresh = iter(self._points.free_iids(int((found < 0).sum())))
+        return [int(i) if i >= 0 else next(fresh) for i in found]
 
     def _commit(self, record: bytes, header: dict[str, Any], vecs: np.ndarray | None) -> None:
         """Log the record durably, then apply it; undo the log entry if applying fails."""
@@ -296,71 +335,62 @@ class Collection:
             self.compact()
 
     def _apply(self, header: dict[str, Any], vecs: np.ndarray | None) -> None:
-        """Apply one logged operation to the index, then to ids and payloads (used live and on replay)."""
+        """Apply one logged operation to the index, the store and the payload columns (live and on replay)."""
         if header["op"] == "upsert":
             iids = header["iids"]
             self._index.upsert(vecs, np.array(iids, dtype=np.int64))
-            self._grow(max(iids, default=-1) + 1)
-            for sid, iid, vec, md, doc in zip(header["ids"], iids, vecs, header["metadatas"], header["documents"]):
-                self._clear_point(iid)
-                self._set_point(sid, iid, vec, md, doc)
+            self._store(iids, header["ids"], header["metadatas"], header["documents"], vecs)
         elif header["op"] == "delete":
             iids = self._iids_of(header["ids"])
             self._index.remove(np.array(iids, dtype=np.int64))
+            self._points.remove(iids)
             for iid in iids:
-                self._clear_point(iid)
-                self._free.add(iid)
+                self._payload.clear(iid)
         else:
             raise FileFormatError(f"unknown log operation {header['op']!r}")
 
-    def _grow(self, size: int) -> None:
-        """Make room for internal ids below `size`; ids skipped over become free."""
-        if size <= self._size:
-            return
-        self._free.update(range(self._size, size))
-        self._vectors, self._live = grow(self._vectors, size), grow(self._live, size)
-        extra = len(self._vectors) - len(self._sids)
-        self._sids += [None] * extra
-        self._metas += [None] * extra
-        self._docs += [None] * extra
-        self._size = size
-
-    def _set_point(self, sid: str, iid: int, vec: np.ndarray, md: dict[str, Any], doc: str | None) -> None:
-        self._iid[sid] = iid
-        self._free.discard(iid)
-        self._sids[iid], self._metas[iid], self._docs[iid] = sid, md, doc
-        self._vectors[iid], self._live[iid] = vec, True
-        self._payload.add(iid, md)
-
-    def _clear_point(self, iid: int) -> None:
-        if self._live[iid]:
-            self._payload.remove(iid, self._metas[iid])
-            del self._iid[self._sids[iid]]
-            self._sids[iid] = self._metas[iid] = self._docs[iid] = None
-            self._live[iid] = False
+    def _store(self, iids: list[int], sids: list[str], metas: list[dict], docs: list[str | None],
+               vecs: np.ndarray) -> None:
+        """Put points into the store and the payload columns (the index already holds them)."""
+        self._points.put(list(iids), list(sids), metas, docs, vecs)
+        for iid, md in zip(iids, metas):
+            self._payload.set(iid, md)
 
     def _iids_of(self, sids: list[str]) -> list[int]:
-        missing = [s for s in sids if s not in self._iid]
-        if missing:
+        iids = self._points.lookup(sids)
+        if (iids < 0).any():
+            missing = [s for s, i in zip(sids, iids) if i < 0]
             raise NotFoundError(f"unknown id {missing[0]!r} ({len(missing)} of {len(sids)} ids not in the collection)")
-        return [self._iid[s] for s in sids]
+        return iids.tolist()
 
     def _rows(self, iids: list[int], fields: tuple[str, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {"ids": [self._sids[i] for i in iids]}
+        """The ids and included fields of the given points (records read from disk, fresh objects)."""
+        records = self._points.records(iids)
+        out: dict[str, Any] = {"ids": [r[0] for r in records]}
         if "metadatas" in fields:
-            out["metadatas"] = [_copy_metadata(self._metas[i]) for i in iids]
+            out["metadatas"] = [r[1] for r in records]
         if "documents" in fields:
-            out["documents"] = [self._docs[i] for i in iids]
+            out["documents"] = [r[2] for r in records]
         if "vectors" in fields:
-            out["vectors"] = self._vectors[np.array(iids, dtype=np.int64)]
+            out["vectors"] = self._points.vectors(np.array(iids, dtype=np.int64))
         return out
+
+    def _rescore(self, rescore: int | None) -> int:
+        """The candidates per result to re-rank exactly (0 when no vectors are kept and none was asked)."""
+        if rescore is None:
+            return RESCORE if self.vectors is not None else 0
+        rescore = as_int(rescore, "rescore", low=0)
+        if rescore and self.vectors is None:
+            raise InvalidArgumentError("rescore needs stored vectors; this collection was created with vectors=None")
+        return rescore
 
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
         metric = self.settings["metric"]
         if metric != "cosine":
-            return exact_top(q, found, self._vectors.__getitem__, k, l2=metric == "l2")
-        scores, top = exact_top(normalized(q), found, lambda iids: normalized(self._vectors[iids]), k, l2=False)
+            return exact_top(q, found, self._points.vectors, k, l2=metric == "l2")
+        scores, top = exact_top(normalized(q), found, lambda iids: normalized(self._points.vectors(iids)), k,
+                                l2=False)
         return clamp_cosine(scores), top
 
     def _check_open(self) -> None:
@@ -376,12 +406,15 @@ def _create(root: Path, given: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgumentError(f"{root} holds no collection: pass dim to create one")
     if root.exists() and any(root.iterdir()):
         raise InvalidArgumentError(f"{root} is not empty and holds no collection ({SETTINGS} is missing)")
+    vectors = "float32" if given["vectors"] is _UNSET else given["vectors"]
+    if vectors is not None:
+        vectors = as_choice(vectors, "vectors", VECTOR_KINDS)
     settings = {"format": FORMAT, "version": VERSION, "dim": as_dim(given["dim"]),
                 "bits": 4 if given["bits"] is None else given["bits"],
                 "metric": "cosine" if given["metric"] is None else given["metric"],
                 "index": as_choice("hnsw" if given["index"] is None else given["index"], "index",
                                    _kinds.vector_kinds()),
-                "index_options": given["index_options"]}
+                "vectors": vectors, "index_options": given["index_options"]}
     with _callers_input():  # the index checks bits, metric and the options
         _make_index(settings)
     try:
@@ -400,8 +433,8 @@ def _make_index(settings: dict[str, Any]) -> CodeIndex:
 
 def _check_same(settings: dict[str, Any], given: dict[str, Any], root: Path) -> None:
     """InvalidArgumentError when a setting passed to open differs from the stored one."""
-    for name in ("dim", "bits", "metric", "index"):
-        if given[name] is not None and given[name] != settings[name]:
+    for name in ("dim", "bits", "metric", "index", "vectors"):
+        if given[name] not in (None, _UNSET) and given[name] != settings[name]:
             raise InvalidArgumentError(f"{root}: {name}={given[name]!r} does not match the collection's {name}="
                                        f"{settings[name]!r} (omit it to use the stored value)")
     stored = settings["index_options"]
@@ -414,9 +447,12 @@ def _check_same(settings: dict[str, Any], given: dict[str, Any], root: Path) -> 
 def _read_settings(root: Path) -> dict[str, Any]:
     path = root / SETTINGS
     settings = _read_json(path)
-    if settings.get("format") != FORMAT or settings.get("version") != VERSION:
+    if settings.get("format") != FORMAT or settings.get("version") not in (1, VERSION):
         raise FileFormatError(f"{path}: not a version-{VERSION} tqsearch collection")
-    if settings.get("index") not in _kinds.vector_kinds() or not isinstance(settings.get("index_options"), dict):
+    if settings["version"] == 1:  # kept every vector as float32
+        settings["vectors"] = "float32"
+    if (settings.get("index") not in _kinds.vector_kinds() or not isinstance(settings.get("index_options"), dict)
+            or settings.get("vectors") not in (None, *VECTOR_KINDS)):
         raise FileFormatError(f"{path}: malformed settings {settings!r}")
     return settings
 
@@ -435,11 +471,14 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     _format.write_atomic(path, json.dumps(value, indent=1).encode())
 
 
-def _remove_stale(root: Path, generation: int) -> None:
-    """Delete snapshot/log files of other generations and leftover temp files (after a crash or compaction)."""
+def _remove_stale(root: Path, generation: int, arena: int, vectors: bool) -> None:
+    """Delete files no live state refers to: other generations' snapshots and logs, other records files,
+    a vectors file the collection does not keep, and leftover temp files (after a crash or compaction)."""
     for entry in root.iterdir():
-        match = _GENERATION_FILE.match(entry.name)
-        stale = (match and int(match[2]) != generation) or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+        snapshot, records = _GENERATION_FILE.match(entry.name), _RECORDS_FILE.match(entry.name)
+        stale = ((snapshot and int(snapshot[2]) != generation) or (records and int(records[1]) != arena)
+                 or (entry.name == VECTORS_FILE and not vectors)
+                 or (entry.name.startswith(".") and entry.name.endswith(".tmp")))
         if stale:
             entry.unlink()
     _format.fsync_dir(root)
@@ -533,11 +572,6 @@ def _as_documents(documents: object, n: int) -> list[str | None]:
     if bad:
         raise InvalidTypeError(f"documents must be strings or None, got {bad[0]!r}")
     return list(documents)
-
-
-def _copy_metadata(md: dict[str, Any]) -> dict[str, Any]:
-    """A copy the caller may edit without touching the stored payload (nested lists/dicts copied too)."""
-    return {key: copy.deepcopy(value) if isinstance(value, (list, dict)) else value for key, value in md.items()}
 
 
 def _as_include(include: Sequence[str]) -> tuple[str, ...]:

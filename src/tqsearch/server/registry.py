@@ -41,7 +41,7 @@ class ServedCollection(Protocol):
             include: Sequence[str] = ..., limit: int | None = None, offset: int = 0) -> dict[str, Any]: ...
 
     def query(self, queries: object, k: int, where: dict | None = None, include: Sequence[str] = ...,
-              rescore: int = ...) -> list[dict[str, Any]]: ...
+              rescore: int | None = None) -> list[dict[str, Any]]: ...
 
 
 class CollectionRegistry(Protocol):
@@ -53,7 +53,7 @@ class CollectionRegistry(Protocol):
     def get(self, name: str) -> ServedCollection:
         """The collection called `name`."""
 
-    def create(self, name: str, dim: int, bits: int, metric: str, index: str,
+    def create(self, name: str, dim: int, bits: int, metric: str, index: str, vectors: str | None,
                options: dict[str, Any]) -> ServedCollection:
         """A new, empty collection called `name`."""
 
@@ -90,7 +90,8 @@ class Registry:
         except KeyError:
             raise NotFoundError(f"no collection named {name!r}") from None
 
-    def create(self, name: str, dim: int, bits: int, metric: str, index: str, options: dict[str, Any]) -> Collection:
+    def create(self, name: str, dim: int, bits: int, metric: str, index: str, vectors: str | None,
+               options: dict[str, Any]) -> Collection:
         """A new collection in subdirectory `name`; ConflictError when the name is taken."""
         with self._lock:
             if name in self._open:
@@ -98,7 +99,7 @@ class Registry:
             path = self.root / name
             if path.exists():  # a creation that crashed before writing its settings
                 shutil.rmtree(path)
-            self._open[name] = open_collection(path, dim, bits, metric, index, **options)
+            self._open[name] = open_collection(path, dim, bits, metric, index, vectors=vectors, **options)
             return self._open[name]
 
     def drop(self, name: str) -> None:

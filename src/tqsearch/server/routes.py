@@ -112,7 +112,8 @@ def _list(registry: CollectionRegistry) -> dict[str, list[dict[str, Any]]]:
 
 def _create(registry: CollectionRegistry, raw: bytes) -> dict[str, Any]:
     spec = parse(CollectionSpec, raw)
-    return _info(spec.name, registry.create(spec.name, spec.dim, spec.bits, spec.metric, spec.index, spec.options))
+    created = registry.create(spec.name, spec.dim, spec.bits, spec.metric, spec.index, spec.vectors, spec.options)
+    return _info(spec.name, created)
 
 
 def _drop(registry: CollectionRegistry, name: str) -> dict[str, str]:
@@ -169,7 +170,7 @@ def _query_body(raw: bytes) -> QueryRequest:
 def _info(name: str, c: ServedCollection) -> dict[str, Any]:
     s = c.settings
     return {"name": name, "dim": c.dim, "bits": s["bits"], "metric": s["metric"], "index": s["index"],
-            "options": s["index_options"], "count": c.count()}
+            "vectors": s["vectors"], "options": s["index_options"], "count": c.count()}
 
 
 def _vectors(body: Points, embed: Embed) -> np.ndarray:

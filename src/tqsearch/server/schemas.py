@@ -33,6 +33,8 @@ class CollectionSpec(_Body):
     bits: int = Field(4, ge=1, le=8)
     metric: Literal["ip", "cosine", "l2"] = "cosine"
     index: Literal["flat", "hnsw"] = "hnsw"
+    vectors: Literal["float32", "float16"] | None = Field(
+        "float32", description="originals kept on disk for exact re-ranking and get; null: none")
     options: dict[str, Any] = {}
 
 
@@ -67,7 +69,8 @@ class QueryRequest(_Body):
     k: int = Field(10, ge=1, le=MAX_K)
     where: dict[str, Any] | None = None
     include: list[Include] = ["metadatas", "documents"]
-    rescore: int = Field(RESCORE, ge=0, le=100, description="candidates per hit re-ranked exactly; 0: codes only")
+    rescore: int | None = Field(None, ge=0, le=100, description=f"candidates per hit re-ranked exactly; 0: codes "
+                                f"only; null: {RESCORE} when the collection keeps vectors, else 0")
 
 
 # ---------------------------------------------------------------------- response bodies
@@ -78,6 +81,7 @@ class CollectionInfo(BaseModel):
     bits: int
     metric: str
     index: str
+    vectors: str | None
     options: dict[str, Any]
     count: int
 
