@@ -1,12 +1,14 @@
-"""Command line: `tqsearch info` (build and CPU facts), `tqsearch demo` (search the bundled corpus) and
-`tqsearch serve` (the HTTP server)."""
+"""Command line: `tqsearch info` (build and CPU facts), `tqsearch demo` (search the bundled corpus),
+`tqsearch serve` (the HTTP server) and `tqsearch ingest` (bulk loading from files)."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -59,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"require this key on the API (default: ${API_KEY_ENV}, else none)")
     serve.add_argument("--demo", action="store_true",
                        help="add the bundled corpus as collection 'wordnet' (in a temporary directory without PATH)")
+    ingest = sub.add_parser("ingest", help="upsert the points of a .npy, .jsonl or .parquet file into a collection "
+                                           "(created when missing), a batch at a time")
+    ingest.add_argument("path", help="the collection's directory")
+    ingest.add_argument("--from", dest="source", required=True, help="FILE.npy | FILE.jsonl | FILE.parquet")
+    ingest.add_argument("--batch", type=int, default=10_000, help="points per write (default 10000)")
+    ingest.add_argument("--bits", type=int, default=None, help="new collections: bits per coordinate (4)")
+    ingest.add_argument("--metric", default=None, help="new collections: ip | cosine (default) | l2")
+    ingest.add_argument("--index", default=None, help="new collections: hnsw (default) | flat")
+    ingest.add_argument("--vectors", default="float32", help="new collections: float32 | float16 | none")
     args = parser.parse_args(argv)
     problem = simd_problem()
     if problem is not None:
@@ -69,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(parser, args)
+    if args.command == "ingest":
+        return _ingest(args)
     from .demo import run_demo
 
     run_demo(args.bits, args.queries, args.threads, out=sys.stdout)
@@ -87,6 +100,31 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         serve(args.path, args.host, args.port, args.api_key, args.demo)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before uvicorn took over the signals (building the demo)
         return 130
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    """tqsearch ingest: stream a file into a collection; one-line errors for bad files or settings."""
+    from .collection import SETTINGS, open_collection
+    from .errors import TQSearchError
+    from .ingest import ingest, read_batches
+
+    try:
+        batches, total = read_batches(args.source, args.batch)
+        first = next(batches, None)
+        if first is None:
+            print(f"tqsearch ingest: {args.source} holds no points", file=sys.stderr)
+            return 2
+        exists = (Path(args.path) / SETTINGS).exists()
+        settings = {} if exists else {"bits": args.bits, "metric": args.metric, "index": args.index,
+                                      "vectors": None if args.vectors.lower() == "none" else args.vectors}
+        with open_collection(args.path, dim=len(first["vectors"][0]), **settings) as c:
+            written = ingest(c, itertools.chain([first], batches), total)
+            c.compact()
+            print(f"ingested {written:,} points into {args.path} ({c.count():,} in the collection)")
+    except (TQSearchError, ValueError, TypeError, OSError) as e:
+        print(f"tqsearch ingest: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
