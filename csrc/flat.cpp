@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "common.h"
-#include "query-inl.h"
 #include "topk.h"
 
 namespace tq {
@@ -13,51 +12,16 @@ namespace {
 
 constexpr size_t kQueryChunk = 8;  // queries sharing one pass over the codes (the kernels' limit)
 
-// Scores a run of up to 32 slots with the kernel's score16 and offers those at or above the current
-// threshold (and allowed) to the top-k; most blocks offer nothing, so this stays branch-light.
-template <class Raw>
-void offer(const Kernels& k, const Raw* raw, size_t count, float shift, float step, float base, const float* a,
-           const float* b, uint64_t bits, size_t first_slot, TopK& top) {
-  float scores[16];
-  for (size_t h = 0; h < count; h += 16) {
-    const size_t m = std::min<size_t>(16, count - h);
-    uint64_t hits = k.score16(reinterpret_cast<const int32_t*>(raw + h), m, shift, step, base, a + h, b + h,
-                              top.threshold(), scores);
-    hits &= bits >> h;
-    while (hits) {
-      const int v = __builtin_ctzll(hits);
-      top.push(scores[v], int64_t(first_slot + h + size_t(v)));
-      hits &= hits - 1;
-    }
-  }
-}
-
-bool allowed_bit(const uint64_t* allowed, size_t slot) { return !allowed || ((allowed[slot / 64] >> (slot % 64)) & 1); }
-
-// The bits of `allowed` covering one block of `width` (16 or 32) slots; blocks never straddle a word.
-uint64_t block_bits(const uint64_t* allowed, size_t block, size_t width) {
-  const uint64_t all = (uint64_t(1) << width) - 1;
-  return allowed ? (allowed[block * width / 64] >> (block * width % 64)) & all : all;
-}
-
 }  // namespace
 
 FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels)
-    : dim_(dim), row_bytes_(packed_row_bytes(dim, bits)), bits_(bits), k_(kernels) {
-  TQ_CHECK(dim >= 1, "dim must be >= 1");
-  TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
-  TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
-  layout_ = bits == 4 ? Layout::I8Dot : bits == 8 ? Layout::I8Dot8 : bits <= 2 ? Layout::Lut : Layout::Rows;
-  centroids_.assign(std::max<size_t>(16, centroids.size()), 0.0f);
-  std::copy(centroids.begin(), centroids.end(), centroids_.begin());
+    : dim_(dim), row_bytes_(packed_row_bytes(dim, bits)), bits_(bits),
+      layout_(bits == 4 ? Layout::I8Dot : bits == 8 ? Layout::I8Dot8 : bits <= 2 ? Layout::Lut : Layout::Rows),
+      scorer_(dim, bits, centroids, kernels), k_(kernels) {
   if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8) {
     const size_t groups = (dim + 3) / 4;
     groups2_ = layout_ == Layout::I8Dot ? groups + (groups & 1) : groups;  // kI8Dot loads two groups at once
     block_bytes_ = groups2_ * (layout_ == Layout::I8Dot ? 32 : 64);
-    float cmax = 0;
-    for (float c : centroids) cmax = std::max(cmax, std::fabs(c));
-    centroid_unit_ = cmax / 127.0f;
-    for (size_t i = 0; i < centroids.size(); ++i) table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
   } else if (layout_ == Layout::Lut) {
     sub_dims_ = size_t(4 / bits);
     const size_t nibbles = (dim + sub_dims_ - 1) / sub_dims_;
@@ -172,9 +136,9 @@ void FlatStore::truncate(size_t n) {
 }
 
 void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) const {
+  for (size_t i = 0; i < count; ++i) TQ_CHECK(slots[i] >= 0 && size_t(slots[i]) < n_, "slot out of range");
   std::vector<uint8_t> idx(dim_);
   for (size_t i = 0; i < count; ++i) {
-    TQ_CHECK(slots[i] >= 0 && size_t(slots[i]) < n_, "slot out of range");
     get_code(size_t(slots[i]), idx.data());
     k_->pack(idx.data(), dim_, bits_, out + i * row_bytes_);
   }
@@ -187,16 +151,16 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
   std::vector<float> unit(nq);
   std::vector<int32_t> offset(nq);
   for (size_t t = 0; t < nq; ++t)
-    round_query(queries + (q0 + t) * dim_, dim_, centroid_unit_, q7.data() + t * width, [](size_t j) { return j; },
-                &unit[t], &offset[t]);
+    scorer_.prepare_into(queries + (q0 + t) * dim_, q7.data() + t * width, &unit[t], &offset[t]);
+  const uint8_t* table = scorer_.table();
   int32_t dots[kQueryChunk * 16];
   for (size_t blk = b0; blk < b1; ++blk) {
-    const uint64_t bits = block_bits(allowed, blk, 16);
+    const uint64_t bits = allowed_bits(allowed, blk * 16, 16);
     if (!bits) continue;
     if (layout_ == Layout::I8Dot)
-      k_->dot_i8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
+      k_->dot_i8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table, dots);
     else
-      k_->dot_u8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table_, dots);
+      k_->dot_u8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table, dots);
     const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
     for (size_t t = 0; t < nq; ++t)  // the offset is removed exactly, before any rounding (score-inl.h)
       offer(*k_, dots + t * 16, end, float(offset[t]), unit[t], 0.0f, a_ptr_ + first, b_ptr_ + first, bits, first,
@@ -209,6 +173,7 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
   // Per query: float partial inner product of every sub-quantizer value, then one u8 rounding with a
   // shared step and a per-table offset, so integer sums map back to float with one multiply-add.
   const size_t tables = chunks_ * 4, mask = (size_t(1) << bits_) - 1;
+  const float* centroids = scorer_.centroids();
   std::vector<uint8_t> lut(nq * tables * 16);
   std::vector<float> step(nq), base(nq), partial(tables * 16);
   for (size_t t = 0; t < nq; ++t) {
@@ -222,7 +187,7 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
         const size_t j = m * sub_dims_ + s;
         const float qj = j < dim_ ? q[j] : 0.0f;
         for (size_t v = mask; v + 1 > 0; --v)  // v = 0 last, so e[n] is read before it is overwritten
-          for (size_t n = 0; n < filled; ++n) e[n | (v << (bits_ * s))] = e[n] + qj * centroids_[v];
+          for (size_t n = 0; n < filled; ++n) e[n | (v << (bits_ * s))] = e[n] + qj * centroids[v];
       }
       const float lo = *std::min_element(e, e + 16), hi = *std::max_element(e, e + 16);
       widest = std::max(widest, hi - lo);
@@ -236,7 +201,7 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
   }
   uint32_t sums[kQueryChunk * 32];
   for (size_t blk = b0; blk < b1; ++blk) {
-    const uint64_t bits = block_bits(allowed, blk, 32);
+    const uint64_t bits = allowed_bits(allowed, blk * 32, 32);
     if (!bits) continue;
     const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
     k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data(), tables * 16, nq, sums);
@@ -250,9 +215,9 @@ void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0,
   std::vector<uint8_t> idx(dim_);
   std::vector<float> row(dim_), est(nq);
   for (size_t r = r0; r < r1; ++r) {
-    if (!allowed_bit(allowed, r)) continue;
+    if (!tq::allowed(allowed, r)) continue;
     k_->unpack(codes_ptr_ + r * row_bytes_, dim_, bits_, idx.data());
-    k_->lookup(idx.data(), centroids_.data(), dim_, row.data());
+    k_->lookup(idx.data(), scorer_.centroids(), dim_, row.data());
     k_->dot_many(queries + q0 * dim_, nq, row.data(), dim_, est.data());
     for (size_t t = 0; t < nq; ++t) {
       const float s = a_ptr_[r] * est[t] + b_ptr_[r];

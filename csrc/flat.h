@@ -15,36 +15,37 @@
 //
 // Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
 // code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product).
-// In kI8Dot the inner product is computed exactly in integers from q' rounded to 7 bits (per query) and
-// the centroids rounded to 8 bits, so every kernel set returns identical scores.
+// In kI8Dot(8) the inner product is computed exactly in integers from q' rounded to 7 bits (per query)
+// and the centroids rounded to 8 bits, so every kernel set returns identical scores; the rounding, the
+// tables and the filter test come from the shared code scorer (scorer.h), the blocked layouts are this
+// store's own.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "parallel.h"
+#include "scorer.h"
 #include "simd/kernels.h"
 
 namespace tq {
 
 class FlatStore {
  public:
-  enum class Layout { I8Dot = 1, Rows = 2, Lut = 3, I8Dot8 = 4 };
-
   // centroids: 2^bits sorted values (the codec's codebook).
   FlatStore(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
 
   size_t size() const { return n_; }
   float a_at(size_t slot) const { return a_ptr_[slot]; }
+  size_t dim() const { return dim_; }
+  size_t row_bytes() const { return row_bytes_; }
   size_t code_size() const { return code_bytes(n_); }
-  Layout layout() const { return layout_; }
-  size_t block_bytes() const { return block_bytes_; }
 
-  // Appends n rows of packed codes (pack-inl.h layout) with their per-vector a, b.
+  // Appends n rows of packed codes (pack-inl.h layout, row_bytes() each) with their per-vector a, b.
   void append(const uint8_t* packed_rows, const float* a, const float* b, size_t n);
   // Copies slot `from` over slot `to` (for swap-remove); then shrink with truncate(n - 1).
   void move(size_t from, size_t to);
   void truncate(size_t n);
-  // Writes the packed rows of the given slots (inverse of append).
+  // Writes the packed rows of the given slots (inverse of append); every slot is checked first.
   void packed_rows(const int64_t* slots, size_t count, uint8_t* out) const;
 
   // Best k slots per query (scores best first; -inf / -1 where fewer exist). queries: nq x dim rotated.
@@ -62,6 +63,7 @@ class FlatStore {
   bool attached() const { return attached_; }
 
  private:
+  enum class Layout { I8Dot, Rows, Lut, I8Dot8 };
   size_t code_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_; }
   void own();      // copy attached buffers into owned storage before a mutation
   void refresh();  // point the read pointers at owned storage
@@ -80,9 +82,7 @@ class FlatStore {
   size_t sub_dims_ = 0, chunks_ = 0;  // kLut: dims per nibble, 64-byte chunks per block
   int bits_;
   Layout layout_;
-  std::vector<float> centroids_;  // padded to >= 16
-  uint8_t table_[256] = {};       // kI8Dot(8): centroid -> 128 + round(127 c / max|c|)
-  float centroid_unit_ = 1.0f;    // max|c| / 127
+  CodeScorer scorer_;           // tables, query rounding and the padded centroids
   std::vector<uint8_t> codes_;  // owned storage ...
   std::vector<float> a_, b_;
   const uint8_t* codes_ptr_ = nullptr;  // ... or an attached view: scans read through these

@@ -7,9 +7,7 @@
 #include <queue>
 
 #include "common.h"
-#include "query-inl.h"
 #include "random.h"
-#include "simd/score-inl.h"
 #include "topk.h"
 
 namespace tq {
@@ -18,30 +16,18 @@ namespace {
 constexpr int kMaxLevel = 15;
 constexpr uint64_t kLevelStream = 0x484e5357;  // "HNSW": the level draws' random stream
 
-// Items per parallel_for chunk: each chunk allocates a Scratch (visit marks over all nodes), so chunks
-// are large, yet small enough to balance threads and to poll Ctrl-C often.
+// Items per parallel_for chunk: each chunk sets up a Scratch (a pooled visit list, small buffers), so
+// chunks are large, yet small enough to balance threads and to poll Ctrl-C often.
 size_t chunk_for(size_t n, int threads) {
   return std::clamp<size_t>(n / (4 * size_t(resolve_threads(threads, n, 1))), 8, 512);
 }
 
 }  // namespace
 
-// Per-thread working memory: visit marks (epoch-tagged, so clearing is O(1)), an index row, two queries.
+// Per-thread working memory: a visit list on loan from the graph's pool, an index row, two queries.
 struct HnswGraph::Scratch {
-  explicit Scratch(const HnswGraph& g) : mark(g.size(), 0), idx(g.dim()) {}
-  void next_visit() {
-    if (++epoch == 0) {
-      std::fill(mark.begin(), mark.end(), 0);
-      epoch = 1;
-    }
-  }
-  bool visit(uint32_t slot) {
-    if (mark[slot] == epoch) return false;
-    mark[slot] = epoch;
-    return true;
-  }
-  std::vector<uint32_t> mark;
-  uint32_t epoch = 0;
+  explicit Scratch(const HnswGraph& g) : visited(g.visited_.acquire(g.size())), idx(g.dim()) {}
+  VisitedPool::Lease visited;
   std::vector<uint8_t> idx;
   std::vector<uint32_t> nbrs;
   QueryI8 query, base;
@@ -50,22 +36,11 @@ struct HnswGraph::Scratch {
 
 HnswGraph::HnswGraph(size_t dim, int bits, const std::vector<float>& centroids, size_t M, size_t ef_construction,
                      uint64_t seed, float decode_div, const Kernels* kernels)
-    : dim_(dim), row_bytes_(packed_row_bytes(dim, bits)), M_(M), ef_construction_(ef_construction), bits_(bits),
-      decode_div_(decode_div), seed_(seed), locks_(1 << 12), k_(kernels) {
-  TQ_CHECK(dim >= 1, "dim must be >= 1");
-  TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
-  TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
+    : scorer_(dim, bits, centroids, kernels), dim_(dim), row_bytes_(scorer_.row_bytes()), M_(M),
+      ef_construction_(ef_construction), decode_div_(decode_div), seed_(seed), locks_(1 << 12) {
   TQ_CHECK(M >= 2 && M <= 256, "M must be in 2..256");
   TQ_CHECK(ef_construction >= 1, "ef_construction must be >= 1");
-  float cmax = 0;
-  for (float c : centroids) cmax = std::max(cmax, std::fabs(c));
-  TQ_CHECK(cmax > 0, "centroids must not all be zero");
-  centroid_unit_ = cmax / 127.0f;
-  query_unit_ = cmax / 63.0f;
-  for (size_t i = 0; i < centroids.size(); ++i) {
-    table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
-    node_table_[i] = int8_t(std::lrint(63.0 * centroids[i] / cmax));
-  }
+  TQ_CHECK(std::isfinite(decode_div) && decode_div > 0, "decode_div must be a positive number");
 }
 
 uint32_t* HnswGraph::links(size_t slot, int level) {
@@ -84,52 +59,12 @@ size_t HnswGraph::memory_bytes() const {
 
 // ------------------------------------------------------------------ scoring
 
-// Where dim j of an int8 query goes in the kernel layout: plain, or for 4-bit codes split per 64-byte
-// chunk of the row into its even then odd dims (Kernels::dot_row4).
-static size_t layout_pos(size_t j, int bits) { return bits == 4 ? (j / 128) * 128 + (j % 2) * 64 + (j % 128) / 2 : j; }
-
-static size_t layout_size(size_t dim, int bits, size_t row_bytes) {
-  return bits == 4 ? (row_bytes + 63) / 64 * 128 : dim;
-}
-
-void HnswGraph::prepare(const float* rotated, QueryI8& q) const {
-  q.q.assign(layout_size(dim_, bits_, row_bytes_), 0);
-  round_query(rotated, dim_, centroid_unit_, q.q.data(), [this](size_t j) { return layout_pos(j, bits_); }, &q.unit,
-              &q.offset);
-}
-
 void HnswGraph::prepare_node(size_t slot, QueryI8& q, Scratch& s) const {
-  const uint8_t* row = codes_.data() + slot * row_bytes_;
-  q.q.assign(layout_size(dim_, bits_, row_bytes_), 0);
-  int32_t sum = 0;
-  if (bits_ == 4) {  // byte i holds dims 2i, 2i + 1: they land at 128c + r and 128c + 64 + r
-    for (size_t i = 0; i < row_bytes_; ++i) {
-      int8_t* out = q.q.data() + (i / 64) * 128 + i % 64;
-      out[0] = node_table_[row[i] & 15];
-      out[64] = (2 * i + 1 < dim_) ? node_table_[row[i] >> 4] : 0;
-      sum += out[0] + out[64];
-    }
-  } else {
-    k_->unpack(row, dim_, bits_, s.idx.data());
-    for (size_t j = 0; j < dim_; ++j) sum += q.q[j] = node_table_[s.idx[j]];
-  }
-  q.unit = centroid_unit_ * query_unit_ * (a_[slot] / decode_div_);
-  q.offset = 128 * sum;
+  scorer_.prepare_row(row(slot), a_[slot] / decode_div_, q, s.idx.data());
 }
 
 float HnswGraph::score(const QueryI8& q, size_t slot, Scratch& s) const {
-  const uint8_t* row = codes_.data() + slot * row_bytes_;
-  int32_t raw = 0;
-  if (bits_ == 4) {
-    raw = k_->dot_row4(row, row_bytes_, q.q.data(), table_);
-  } else {
-    k_->unpack(row, dim_, bits_, s.idx.data());
-    for (size_t j = 0; j < dim_; ++j) raw += int32_t(q.q[j]) * table_[s.idx[j]];
-  }
-  float out;
-  score_lanes(&raw, 1, float(q.offset), q.unit, 0.0f, &a_[slot], &b_[slot],
-              -std::numeric_limits<float>::infinity(), &out);
-  return out;
+  return scorer_.score_row(q, row(slot), a_[slot], b_[slot], s.idx.data());
 }
 
 // ------------------------------------------------------------------ traversal
@@ -160,13 +95,11 @@ uint32_t HnswGraph::greedy(const QueryI8& q, uint32_t cur, int level, Scratch& s
 template <bool Locked>
 std::vector<HnswGraph::Scored> HnswGraph::search_layer(const QueryI8& q, uint32_t entry, size_t ef, int level,
                                                        const uint64_t* allowed, int64_t self, Scratch& s) const {
-  auto eligible = [&](uint32_t w) {
-    return int64_t(w) != self && !deleted_[w] && (!allowed || ((allowed[w / 64] >> (w % 64)) & 1));
-  };
+  auto eligible = [&](uint32_t w) { return int64_t(w) != self && !deleted_[w] && tq::allowed(allowed, w); };
   std::priority_queue<Scored> cands;                                      // best first
   std::priority_queue<Scored, std::vector<Scored>, std::greater<>> top;  // worst first, <= ef eligible
-  s.next_visit();
-  s.visit(entry);
+  s.visited->begin(n_);
+  s.visited->visit(entry);
   const float se = score(q, entry, s);
   cands.push({se, entry});
   if (eligible(entry)) top.push({se, entry});
@@ -180,11 +113,11 @@ std::vector<HnswGraph::Scored> HnswGraph::search_layer(const QueryI8& q, uint32_
       const uint32_t* l = links(c, level);
       s.nbrs.assign(l + 1, l + 1 + l[0]);
     }
-    for (uint32_t w : s.nbrs) __builtin_prefetch(&s.mark[w]);
+    for (uint32_t w : s.nbrs) s.visited->prefetch(w);
     for (size_t i = 0; i < s.nbrs.size(); ++i) {
       const uint32_t w = s.nbrs[i];
       if (i + 1 < s.nbrs.size()) prefetch_row(s.nbrs[i + 1]);
-      if (!s.visit(w)) continue;
+      if (!s.visited->visit(w)) continue;
       const float sw = score(q, w, s);
       if (top.size() < ef || sw > top.top().first) {
         __builtin_prefetch(links(w, level));  // likely expanded soon: its list is the walk's next miss
@@ -284,7 +217,7 @@ void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a,
 }
 
 void HnswGraph::insert(uint32_t v, const float* rotated, Scratch& s) {
-  prepare(rotated, s.query);
+  scorer_.prepare(rotated, s.query);
   const int level = levels_[v];
   uint32_t cur;
   int top;
@@ -369,20 +302,16 @@ void HnswGraph::remove(size_t slot) {
 std::vector<HnswGraph::Scored> HnswGraph::flat(const QueryI8& q, size_t k, const uint64_t* allowed,
                                                Scratch& s) const {
   TopK top(k);
-  const auto consider = [&](size_t slot) {
-    if (deleted_[slot]) return;
-    const float sc = score(q, slot, s);
-    if (sc >= top.threshold()) top.push(sc, int64_t(slot));
+  const auto live = [&](size_t r0, size_t m) {  // allowed and not deleted
+    uint64_t keep = allowed_bits(allowed, r0, 64);
+    if (m < 64) keep &= (uint64_t(1) << m) - 1;
+    for (uint64_t bits = keep; bits; bits &= bits - 1) {
+      const size_t i = size_t(__builtin_ctzll(bits));
+      if (deleted_[r0 + i]) keep &= ~(uint64_t(1) << i);
+    }
+    return keep;
   };
-  if (allowed) {
-    for (size_t w = 0; w < (n_ + 63) / 64; ++w)
-      for (uint64_t bits = allowed[w]; bits; bits &= bits - 1) {
-        const size_t slot = w * 64 + size_t(__builtin_ctzll(bits));
-        if (slot < n_) consider(slot);
-      }
-  } else {
-    for (size_t slot = 0; slot < n_; ++slot) consider(slot);
-  }
+  scorer_.scan(q, codes_.data(), n_, a_.data(), b_.data(), 0, live, top, s.idx.data());
   std::vector<float> scores(k);
   std::vector<int64_t> slots(k);
   top.write(scores.data(), slots.data());
@@ -394,7 +323,8 @@ std::vector<HnswGraph::Scored> HnswGraph::flat(const QueryI8& q, size_t k, const
 void HnswGraph::search(const float* queries, size_t nq, size_t k, size_t ef, const uint64_t* allowed,
                        size_t candidates, float* scores, int64_t* slots, int threads,
                        const InterruptCheck& interrupted) const {
-  ef = std::max(ef, k);
+  // A beam wider than the graph behaves as one of the graph's size (and keeps the products below finite).
+  ef = std::max(k, std::min(ef, n_));
   const size_t want = std::min(k, candidates);
   // Scan flat when it is cheaper than the walk: a selective filter (the walk visits about 2M * ef /
   // selectivity nodes, the scan `candidates`), or a beam covering a large share of the candidates.
@@ -405,7 +335,7 @@ void HnswGraph::search(const float* queries, size_t nq, size_t k, size_t ef, con
     for (size_t i = b0; i < b1; ++i) {
       std::vector<Scored> found;
       if (max_level_ >= 0) {
-        prepare(queries + i * dim_, s.query);
+        scorer_.prepare(queries + i * dim_, s.query);
         if (!scan) {
           uint32_t cur = entry_;
           for (int lev = max_level_; lev > 0; --lev) cur = greedy<false>(s.query, cur, lev, s);
@@ -475,6 +405,7 @@ void HnswGraph::restore(const uint8_t* codes, const float* a, const float* b, co
   }
   entry_ = n ? uint32_t(entry) : 0;
   max_level_ = n ? max_level : -1;
+  visited_.clear();  // pooled lists may be sized for a larger graph
 }
 
 }  // namespace tq

@@ -4,9 +4,11 @@
 // flat.h (score = a * <q', c> + b), a level, a deleted flag and link lists: layer 0 holds up to 2M links
 // in one flat array, higher layers up to M in per-node arrays. Link lists are [count, ids...] of uint32.
 //
-// Scores are exact integer dot products of an int8 query against the code's int8 centroid table (the
-// same arithmetic as FlatStore's int8 layouts), so search results are reproducible on every kernel set.
-// Distances between stored nodes (neighbour selection) decode one of them to an int8 query by table.
+// Scores come from the shared code scorer (scorer.h): exact integer dot products of an int8 query
+// against the code's centroid table, the same arithmetic as FlatStore's int8 layouts, so search results
+// are reproducible on every kernel set. Distances between stored nodes (neighbour selection) score the
+// other node against one of them decoded to an int8 query (CodeScorer::prepare_row). Visit marks come
+// from a pool (visited.h), so a search allocates nothing proportional to the graph.
 //
 // Concurrency: add() runs its insertions on several threads with per-node locks; callers must not run
 // add/remove concurrently with search (the Python wrapper serialises them).
@@ -16,27 +18,22 @@
 #include <vector>
 
 #include "parallel.h"
+#include "scorer.h"
 #include "simd/kernels.h"
+#include "visited.h"
 
 namespace tq {
 
-// A query rounded for exact int8 scoring: score of a row = a * ((raw - offset) * unit) + b.
-struct QueryI8 {
-  std::vector<int8_t> q;  // kernel layout (see HnswGraph::prepare)
-  float unit = 0;
-  int32_t offset = 0;
-};
-
 class HnswGraph {
  public:
-  // decode_div: a / decode_div is the factor f with x' ~= f * centroids[code] (2 for l2 scores, else 1).
+  // decode_div (> 0): a / decode_div is the factor f with x' ~= f * centroids[code] (2 for l2 scores, else 1).
   HnswGraph(size_t dim, int bits, const std::vector<float>& centroids, size_t M, size_t ef_construction,
             uint64_t seed, float decode_div, const Kernels* kernels);
 
   size_t size() const { return n_; }
   size_t dim() const { return dim_; }
   float a_at(size_t slot) const { return a_[slot]; }
-  size_t row_bytes() const { return row_bytes_; }
+  size_t row_bytes() const { return scorer_.row_bytes(); }
   size_t max_links0() const { return 2 * M_; }
   int64_t entry() const { return max_level_ >= 0 ? int64_t(entry_) : -1; }
   int max_level() const { return max_level_; }
@@ -48,7 +45,7 @@ class HnswGraph {
            size_t n, int threads, const InterruptCheck& interrupted);
   // Marks a slot deleted (still traversed, never returned) and re-links its neighbours around it.
   void remove(size_t slot);
-  bool deleted(size_t slot) const { return deleted_[slot] != 0; }
+  bool deleted(size_t slot) const { return deleted_[slot] != 0; }  // slot < size()
 
   // Best k allowed, live slots per query (rotated queries), beam width ef >= k; -inf / -1 padded.
   // allowed: optional bitset over slots; candidates: the number of live slots it allows (all live slots
@@ -78,12 +75,11 @@ class HnswGraph {
   size_t max_links(int level) const { return level == 0 ? 2 * M_ : M_; }
   uint32_t* links(size_t slot, int level);
   const uint32_t* links(size_t slot, int level) const;
-  void prepare(const float* rotated, QueryI8& q) const;
+  const uint8_t* row(size_t slot) const { return codes_.data() + slot * row_bytes_; }
   void prepare_node(size_t slot, QueryI8& q, Scratch& s) const;
   float score(const QueryI8& q, size_t slot, Scratch& s) const;
   void prefetch_row(size_t slot) const {
-    const uint8_t* row = codes_.data() + slot * row_bytes_;
-    for (size_t i = 0; i < row_bytes_; i += 64) __builtin_prefetch(row + i);
+    for (size_t i = 0; i < row_bytes_; i += 64) __builtin_prefetch(row(slot) + i);
   }
   template <bool Locked>
   uint32_t greedy(const QueryI8& q, uint32_t cur, int level, Scratch& s) const;
@@ -98,12 +94,10 @@ class HnswGraph {
   std::mutex& lock(size_t slot) const { return locks_[slot % locks_.size()]; }
   void grow(size_t n);
 
+  CodeScorer scorer_;
   size_t dim_, row_bytes_, M_, ef_construction_, n_ = 0;
-  int bits_;
-  float decode_div_, centroid_unit_ = 1, query_unit_ = 1;
+  float decode_div_;
   uint64_t seed_;
-  uint8_t table_[256] = {};  // centroid -> 128 + round(127 c / max|c|), as in FlatStore
-  int8_t node_table_[256] = {};  // centroid -> round(63 c / max|c|): stored nodes as int8 queries
   std::vector<uint8_t> codes_, levels_, deleted_;
   std::vector<float> a_, b_;
   std::vector<uint32_t> level0_;
@@ -112,7 +106,7 @@ class HnswGraph {
   int max_level_ = -1;
   std::mutex global_;
   mutable std::vector<std::mutex> locks_;
-  const Kernels* k_;
+  mutable VisitedPool visited_;
 };
 
 }  // namespace tq

@@ -5,7 +5,6 @@
 #include <limits>
 
 #include "common.h"
-#include "query-inl.h"
 
 namespace tq {
 namespace {
@@ -83,15 +82,7 @@ void count_sketch(const float* in, size_t n, size_t in_dim, const uint32_t* slot
 }
 
 ChamferScorer::ChamferScorer(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels)
-    : dim_(dim), padded_((dim + 63) / 64 * 64), row_bytes_(packed_row_bytes(dim, bits)), bits_(bits), k_(kernels) {
-  TQ_CHECK(bits >= 1 && bits <= 8 && centroids.size() >= (size_t(1) << bits), "bad codebook");
-  float cmax = 0;
-  for (size_t i = 0; i < (size_t(1) << bits); ++i) cmax = std::max(cmax, std::fabs(centroids[i]));
-  if (cmax > 0) {
-    centroid_unit_ = cmax / 127.0f;
-    for (size_t i = 0; i < (size_t(1) << bits); ++i) table_[i] = uint8_t(128 + std::lrint(127.0 * centroids[i] / cmax));
-  }
-}
+    : scorer_(dim, bits, centroids, kernels), padded_((dim + 63) / 64 * 64), k_(kernels) {}
 
 void ChamferScorer::score(const TokenRows& docs, const float* queries, const int64_t* qoff, size_t nq,
                           const int64_t* cand, size_t c, float* scores, int threads,
@@ -109,11 +100,11 @@ void ChamferScorer::score(const TokenRows& docs, const float* queries, const int
   std::vector<int8_t> q8(tokens * padded_, 0);
   std::vector<float> unit(tokens);
   std::vector<int32_t> offset(tokens);
+  const size_t dim = scorer_.dim(), row_bytes = scorer_.row_bytes();
   for (size_t t = 0; t < tokens; ++t)
-    round_query(queries + t * dim_, dim_, centroid_unit_, q8.data() + t * padded_, [](size_t j) { return j; },
-                &unit[t], &offset[t]);
+    scorer_.prepare_into(queries + t * dim, q8.data() + t * padded_, &unit[t], &offset[t]);
   parallel_for(nq * c, 8, threads, interrupted, [&](size_t lo, size_t hi) {
-    std::vector<uint8_t> idx(dim_), row(padded_, 0);
+    std::vector<uint8_t> idx(dim), row(padded_, 0);
     std::vector<float> best;
     for (size_t p = lo; p < hi; ++p) {
       const int64_t d = cand[p];
@@ -124,8 +115,7 @@ void ChamferScorer::score(const TokenRows& docs, const float* queries, const int
       const size_t q = p / c, q0 = size_t(qoff[q]), nt = size_t(qoff[q + 1]) - q0;
       best.assign(nt, -std::numeric_limits<float>::infinity());
       for (int64_t t = docs.starts[d]; t < docs.starts[d] + docs.counts[d]; ++t) {
-        k_->unpack(docs.codes + size_t(t) * row_bytes_, dim_, bits_, idx.data());
-        for (size_t j = 0; j < dim_; ++j) row[j] = table_[idx[j]];
+        scorer_.decode_u8(docs.codes + size_t(t) * row_bytes, row.data(), idx.data());
         const float a = docs.a[t];
         for (size_t i = 0; i < nt; ++i) {
           const int32_t raw = k_->dot_u8i8(row.data(), q8.data() + (q0 + i) * padded_, padded_);

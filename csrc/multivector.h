@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "parallel.h"
+#include "scorer.h"
 #include "simd/kernels.h"
 
 namespace tq {
@@ -42,13 +43,13 @@ struct TokenRows {
 };
 
 // Chamfer (sum over query tokens of the best token score) over TurboQuant token codes. Each rotated query
-// token is rounded to int8 and every candidate token decoded to the u8 centroid table once, so scores are
-// exact integer dot products and identical on every kernel set.
+// token is rounded to int8 and every candidate token decoded to the u8 centroid table once (both by the
+// shared code scorer, scorer.h), so scores are exact integer dot products and identical on every kernel set.
 class ChamferScorer {
  public:
   ChamferScorer(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
-  size_t dim() const { return dim_; }
-  size_t row_bytes() const { return row_bytes_; }
+  size_t dim() const { return scorer_.dim(); }
+  size_t row_bytes() const { return scorer_.row_bytes(); }
 
   // scores[q * c + j] = Chamfer(query q, document cand[q * c + j]), -inf where cand < 0.
   // queries: rotated query tokens, query q = rows qoff[q] .. qoff[q + 1].
@@ -56,10 +57,8 @@ class ChamferScorer {
              size_t c, float* scores, int threads, const InterruptCheck& interrupted) const;
 
  private:
-  size_t dim_, padded_, row_bytes_;
-  int bits_;
-  float centroid_unit_ = 1;
-  uint8_t table_[256] = {};  // centroid -> 128 + round(127 c / max|c|), as in FlatStore
+  CodeScorer scorer_;
+  size_t padded_;  // dim rounded up to 64 (Kernels::dot_u8i8)
   const Kernels* k_;
 };
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -48,7 +49,10 @@ void parallel_for(size_t n, size_t chunk, int threads, const InterruptCheck& int
   };
   const int t = resolve_threads(threads, n, chunk);
   std::vector<std::thread> pool;
-  for (int i = 1; i < t; ++i) pool.emplace_back(work, false);
+  try {
+    for (int i = 1; i < t; ++i) pool.emplace_back(work, false);
+  } catch (const std::system_error&) {  // the OS refused a thread: run on those already started
+  }
   work(true);
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);

@@ -1,4 +1,4 @@
-// Rounding a rotated query for the exact int8 scans (FlatStore's int8 layouts, HnswGraph), written once.
+// Rounding a rotated query for the exact int8 scans, written once; used only by CodeScorer (scorer.h).
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-// The kernel table: plain function pointers over float/uint8 buffers, one table per ISA.
+// The kernel table: plain function pointers over float/uint8 buffers, one table per ISA, filled by name.
 //
 // Contract shared by every table (the scalar one in kernels_scalar.cpp is the reference):
 // * Everything that feeds codes (mul, scale, fwht, kac, rotate, dot, quantize) must give bit-identical
@@ -84,6 +84,14 @@ struct Kernels {
   // sum over j < n of a[j] * b[j] for n a multiple of 64 and |b| <= 63 (decoded tokens against an int8 query). Exact.
   int32_t (*dot_u8i8)(const uint8_t* a, const int8_t* b, size_t n);
 };
+
+// True when a table sets its name and every kernel but the optional rotate and encode. Each ISA TU
+// defines its table constexpr with designated initializers (.mul = mul_scalar, ...), which the compiler
+// checks against the member names and order, and static_asserts complete() on it.
+constexpr bool complete(const Kernels& k) {
+  return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
+         k.dot_many && k.dot_i8_block && k.lut_block && k.dot_u8_block && k.score16 && k.dot_row4 && k.dot_u8i8;
+}
 
 extern const Kernels kKernelsScalar;
 #ifdef TQ_BUILD_AVX2

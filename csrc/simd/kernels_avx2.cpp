@@ -4,10 +4,27 @@
 
 namespace tq {
 
-const Kernels kKernelsAVX2 = {"avx2",         avx2::mul,      avx2::scale,  avx2::fwht,
-                              avx2::kac,       avx2::dot,     avx2::quantize, avx2::lookup,
-                              avx2::pack,     avx2::unpack,   avx2::dot_many, nullptr, nullptr, avx2::dot_i8_block,
-                              avx2::lut_block, avx2::dot_u8_block,
-                              avx2::score16,   avx2::dot_row4, avx2::dot_u8i8};
+constexpr Kernels kKernelsAVX2 = {
+    .name = "avx2",
+    .mul = avx2::mul,
+    .scale = avx2::scale,
+    .fwht = avx2::fwht,
+    .kac = avx2::kac,
+    .dot = avx2::dot,
+    .quantize = avx2::quantize,
+    .lookup = avx2::lookup,
+    .pack = avx2::pack,
+    .unpack = avx2::unpack,
+    .dot_many = avx2::dot_many,
+    .rotate = nullptr,
+    .encode = nullptr,
+    .dot_i8_block = avx2::dot_i8_block,
+    .lut_block = avx2::lut_block,
+    .dot_u8_block = avx2::dot_u8_block,
+    .score16 = avx2::score16,
+    .dot_row4 = avx2::dot_row4,
+    .dot_u8i8 = avx2::dot_u8i8,
+};
+static_assert(complete(kKernelsAVX2), "the AVX2 kernel table is incomplete");
 
 }  // namespace tq

@@ -547,10 +547,27 @@ void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t 
 }  // namespace
 }  // namespace avx512
 
-const Kernels kKernelsAVX512 = {"avx512",        avx512::mul,    avx512::scale,    avx512::fwht,
-                                avx512::kac,     avx512::dot,  avx512::quantize, avx512::lookup,
-                                avx2::pack,       avx2::unpack,  avx512::dot_many, avx512::rotate, avx512::encode,
-                                avx512::dot_i8_block, avx512::lut_block, avx512::dot_u8_block,
-                                avx512::score16, avx512::dot_row4, avx512::dot_u8i8};
+constexpr Kernels kKernelsAVX512 = {
+    .name = "avx512",
+    .mul = avx512::mul,
+    .scale = avx512::scale,
+    .fwht = avx512::fwht,
+    .kac = avx512::kac,
+    .dot = avx512::dot,
+    .quantize = avx512::quantize,
+    .lookup = avx512::lookup,
+    .pack = avx2::pack,  // no AVX-512 versions: the AVX2 ones
+    .unpack = avx2::unpack,
+    .dot_many = avx512::dot_many,
+    .rotate = avx512::rotate,
+    .encode = avx512::encode,
+    .dot_i8_block = avx512::dot_i8_block,
+    .lut_block = avx512::lut_block,
+    .dot_u8_block = avx512::dot_u8_block,
+    .score16 = avx512::score16,
+    .dot_row4 = avx512::dot_row4,
+    .dot_u8i8 = avx512::dot_u8i8,
+};
+static_assert(complete(kKernelsAVX512), "the AVX-512 kernel table is incomplete");
 
 }  // namespace tq

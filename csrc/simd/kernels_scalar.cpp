@@ -148,10 +148,27 @@ int32_t dot_u8i8_scalar(const uint8_t* a, const int8_t* b, size_t n) {
 
 }  // namespace
 
-const Kernels kKernelsScalar = {"scalar",      mul_scalar,    scale_scalar,    fwht_scalar,
-                                kac_scalar,    dot_scalar, quantize_scalar, lookup_scalar,
-                                pack_scalar,   unpack_scalar, dot_many_scalar, nullptr, nullptr,
-                                dot_i8_block_scalar, lut_block_scalar, dot_u8_block_scalar,
-                                score16_scalar, dot_row4_scalar, dot_u8i8_scalar};
+constexpr Kernels kKernelsScalar = {
+    .name = "scalar",
+    .mul = mul_scalar,
+    .scale = scale_scalar,
+    .fwht = fwht_scalar,
+    .kac = kac_scalar,
+    .dot = dot_scalar,
+    .quantize = quantize_scalar,
+    .lookup = lookup_scalar,
+    .pack = pack_scalar,
+    .unpack = unpack_scalar,
+    .dot_many = dot_many_scalar,
+    .rotate = nullptr,
+    .encode = nullptr,
+    .dot_i8_block = dot_i8_block_scalar,
+    .lut_block = lut_block_scalar,
+    .dot_u8_block = dot_u8_block_scalar,
+    .score16 = score16_scalar,
+    .dot_row4 = dot_row4_scalar,
+    .dot_u8i8 = dot_u8i8_scalar,
+};
+static_assert(complete(kKernelsScalar), "the scalar kernel table is incomplete");
 
 }  // namespace tq

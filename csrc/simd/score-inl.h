@@ -1,4 +1,5 @@
-// The score formula of FlatStore (flat.h), written once: every kernel set's score16 must round like this.
+// The score formula of the int8 scans (scorer.h, flat.h), written once: every kernel set's score16 must
+// round like this.
 #pragma once
 #include <cstddef>
 #include <cstdint>

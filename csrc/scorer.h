@@ -1,0 +1,149 @@
+// The code scorer: one place that turns a rotated query and packed code rows into scores, shared by
+// FlatStore (flat.h), HnswGraph (hnsw.h), ChamferScorer (multivector.h) and the partitioned scan, as
+// FAISS's DistanceComputer / InvertedListScanner split serves its flat, graph and IVF indexes.
+//
+// Score of a row with per-vector floats (a, b) for a rotated query q': a * <q', c> + b, c the centroids
+// of the row's code (flat.h). The inner product is computed exactly in integers:
+// * query preparation rounds q' to 7-bit integers (|q| <= 63, query-inl.h), giving `unit` and `offset`;
+// * each centroid is stored as the u8 table entry 128 + round(127 c / max|c|) (unit max|c| / 127);
+// * raw = sum_j q[j] * table[code_j], and the score is a * ((raw - offset) * unit) + b, rounded exactly
+//   as simd/score-inl.h (score_lanes, or the kernels' score16, which round the same way).
+// Integer sums do not depend on summation order, so every kernel set returns identical scores.
+//
+// Query layouts. A QueryI8 from prepare() is laid out for one packed row (pack-inl.h): for 4-bit codes
+// per 64-byte chunk of the row as 64 even-dim then 64 odd-dim values (Kernels::dot_row4), otherwise
+// plainly, dim values. prepare_into() writes the plain layout into a caller's zero-padded buffer, for
+// the blocked kernels (FlatStore) and the decoded-row kernel (ChamferScorer).
+//
+// A stored row can act as the query (HNSW neighbour selection): prepare_row() decodes it through a
+// second table, round(63 c / max|c|), so |q| <= 63 holds as for rounded queries.
+//
+// Filters are bitsets over slots, bit i of word i / 64; allowed() and allowed_bits() are the only tests.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "simd/kernels.h"
+#include "simd/score-inl.h"
+#include "topk.h"
+
+namespace tq {
+
+// True when slot may be returned: no filter, or its bit is set.
+inline bool allowed(const uint64_t* bitset, size_t slot) {
+  return !bitset || ((bitset[slot / 64] >> (slot % 64)) & 1);
+}
+
+// Bits [first, first + width) of a filter as a mask (all ones without a filter). The range must not
+// straddle a 64-bit word (first a multiple of width, width a power of two <= 64).
+inline uint64_t allowed_bits(const uint64_t* bitset, size_t first, size_t width) {
+  const uint64_t all = width >= 64 ? ~uint64_t(0) : (uint64_t(1) << width) - 1;
+  return bitset ? (bitset[first / 64] >> (first % 64)) & all : all;
+}
+
+// Scores count <= 64 raw sums with the kernel's score16 (a[v] * ((raw[v] - shift) * step + base) + b[v])
+// and offers those whose `live` bit is set and that reach the current threshold to top, as slot
+// first + v. Most blocks offer nothing, so this stays branch-light.
+template <class Raw>
+inline void offer(const Kernels& k, const Raw* raw, size_t count, float shift, float step, float base, const float* a,
+                  const float* b, uint64_t live, size_t first, TopK& top) {
+  float scores[16];
+  for (size_t h = 0; h < count; h += 16) {
+    const size_t m = count - h < 16 ? count - h : 16;
+    uint64_t hits = k.score16(reinterpret_cast<const int32_t*>(raw + h), m, shift, step, base, a + h, b + h,
+                              top.threshold(), scores);
+    hits &= live >> h;
+    while (hits) {
+      const int v = __builtin_ctzll(hits);
+      top.push(scores[v], int64_t(first + h + size_t(v)));
+      hits &= hits - 1;
+    }
+  }
+}
+
+// A query rounded for exact int8 scoring: score of a row = a * ((raw - offset) * unit) + b.
+struct QueryI8 {
+  std::vector<int8_t> q;  // prepare(): the packed-row layout above
+  float unit = 0;
+  int32_t offset = 0;
+};
+
+class CodeScorer {
+ public:
+  // centroids: the 2^bits sorted codebook values, finite and not all zero. kernels: the table to score
+  // with (captured for the scorer's lifetime).
+  CodeScorer(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels);
+
+  size_t dim() const { return dim_; }
+  int bits() const { return bits_; }
+  size_t row_bytes() const { return row_bytes_; }
+  const Kernels& kernels() const { return *k_; }
+  // centroid index -> 128 + round(127 c / max|c|) (256 entries, zero past 2^bits).
+  const uint8_t* table() const { return table_; }
+  // max|c| / 127: the float value of one table step.
+  float centroid_unit() const { return centroid_unit_; }
+  // The centroids padded with zeros to max(16, 2^bits) floats (kernels read whole registers).
+  const float* centroids() const { return centroids_.data(); }
+  // Length of a prepare()d query.
+  size_t query_size() const { return bits_ == 4 ? (row_bytes_ + 63) / 64 * 128 : dim_; }
+
+  // Rounds a rotated query (dim floats) into the packed-row layout.
+  void prepare(const float* rotated, QueryI8& q) const;
+  // Rounds a rotated query into out[0..dim) (plain layout; out must be zeroed past dim by the caller).
+  void prepare_into(const float* rotated, int8_t* out, float* unit, int32_t* offset) const;
+  // A stored packed row as a query whose scores are scaled by `scale` (unit = centroid_unit * row unit *
+  // scale). idx: dim bytes of scratch.
+  void prepare_row(const uint8_t* row, float scale, QueryI8& q, uint8_t* idx) const;
+  // out[j] = table()[code_j] for j < dim: a row decoded to u8 table values. idx: dim bytes of scratch.
+  void decode_u8(const uint8_t* row, uint8_t* out, uint8_t* idx) const;
+
+  // The exact integer sum of one packed row against a prepare()d query. idx: dim bytes of scratch
+  // (unused at 4 bits).
+  int32_t raw_row(const QueryI8& q, const uint8_t* row, uint8_t* idx) const {
+    if (bits_ == 4) return k_->dot_row4(row, row_bytes_, q.q.data(), table_);
+    k_->unpack(row, dim_, bits_, idx);
+    int32_t raw = 0;
+    for (size_t j = 0; j < dim_; ++j) raw += int32_t(q.q[j]) * table_[idx[j]];
+    return raw;
+  }
+
+  // The score of one packed row with its per-vector floats a, b.
+  float score_row(const QueryI8& q, const uint8_t* row, float a, float b, uint8_t* idx) const {
+    const int32_t raw = raw_row(q, row, idx);
+    float out;
+    score_lanes(&raw, 1, float(q.offset), q.unit, 0.0f, &a, &b, -std::numeric_limits<float>::infinity(), &out);
+    return out;
+  }
+
+  // The batch entry (FAISS's InvertedListScanner::scan_codes): offers rows [0, n) of a run of packed rows
+  // (row i at rows + i * row_bytes, floats a[i], b[i]) to top as slots first + i. live(r0, m) returns the
+  // mask of rows r0 .. r0 + m - 1 (m <= 64) that may be returned; only those are scored, so a sparse
+  // filter costs one word test per 64 rows.
+  template <class Live>
+  void scan(const QueryI8& q, const uint8_t* rows, size_t n, const float* a, const float* b, size_t first,
+            Live&& live, TopK& top, uint8_t* idx) const {
+    for (size_t r0 = 0; r0 < n; r0 += 64) {
+      const size_t m = n - r0 < 64 ? n - r0 : 64;
+      uint64_t keep = live(r0, m);
+      if (m < 64) keep &= (uint64_t(1) << m) - 1;
+      for (; keep; keep &= keep - 1) {
+        const size_t r = r0 + size_t(__builtin_ctzll(keep));
+        const float sc = score_row(q, rows + r * row_bytes_, a[r], b[r], idx);
+        if (sc >= top.threshold()) top.push(sc, int64_t(first + r));
+      }
+    }
+  }
+
+ private:
+  size_t dim_, row_bytes_;
+  int bits_;
+  float centroid_unit_ = 1, row_unit_ = 1;  // max|c| / 127, max|c| / 63
+  uint8_t table_[256] = {};
+  int8_t row_table_[256] = {};  // centroid -> round(63 c / max|c|): stored rows as queries
+  std::vector<float> centroids_;
+  const Kernels* k_;
+};
+
+}  // namespace tq
