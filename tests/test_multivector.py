@@ -343,10 +343,11 @@ def test_fde_index_never_sees_the_raw_k(monkeypatch):
     index = MultiVectorIndex(8, index="hnsw", ef_search=16)
     index.add(random_sets(rng, 40, 8))
     calls, search = [], index._index.search
-    monkeypatch.setattr(index._index, "search", lambda q, k, **kw: calls.append((k, kw["ef"])) or search(q, k, **kw))
+    monkeypatch.setattr(index._index, "search",
+                        lambda q, k, **kw: calls.append((k, kw["params"].ef)) or search(q, k, **kw))
     index.search(random_sets(rng, 2, 8), 10**12, candidates=10**12)
-    index.search(random_sets(rng, 2, 8), 5, candidates=30)
-    assert calls == [(40, 40), (30, 30)]
+    index.search(random_sets(rng, 2, 8), 5, candidates=30, ef=50)
+    assert calls == [(40, None), (30, 50)]  # ef None: the graph's beam is max(ef_search, k) = k
 
 
 def test_bad_input_is_rejected_before_anything_changes():

@@ -17,7 +17,7 @@ import numpy as np
 from . import _format
 from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
-from ._validate import as_bits, as_choice, as_int, as_matrix, as_threads
+from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import FileFormatError
 from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE
@@ -94,7 +94,7 @@ class CodeIndex:
     def upsert(self, x: object, ids: object) -> np.ndarray:
         """Insert or replace vectors by id (ids required)."""
         vectors = self._vectors(x)
-        new_ids = self._as_ids(ids, len(vectors))
+        new_ids = as_ids(ids, len(vectors))
         encoded = self._encode(vectors)  # encode before mutating: a bad batch changes nothing
         with self._lock.write():
             self._remove_existing(new_ids[self._slot_of.get(new_ids) >= 0])
@@ -103,7 +103,7 @@ class CodeIndex:
 
     def remove(self, ids: object) -> None:
         """Delete vectors by id."""
-        wanted = self._as_ids(ids, None)
+        wanted = as_ids(ids, None)
         with self._lock.write():
             missing = wanted[self._slot_of.get(wanted) < 0]
             if len(missing):
@@ -114,7 +114,7 @@ class CodeIndex:
 
     def reconstruct(self, ids: object) -> np.ndarray:
         """Decoded (approximate) vectors for the given ids: (n, dim) float32."""
-        wanted = self._as_ids(ids, None)
+        wanted = as_ids(ids, None)
         with self._lock.read():
             slots = self._slots_of(wanted)
             packed = np.empty((len(slots), self._codec.row_bytes), dtype=np.uint8)
@@ -272,26 +272,11 @@ class CodeIndex:
     def _new_ids(self, n: int, ids: object) -> np.ndarray:
         if ids is None:
             return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        new = self._as_ids(ids, n)
+        new = as_ids(ids, n)
         taken = new[self._slot_of.get(new) >= 0]
         if len(taken):
             raise ValueError(f"id {taken[0]} is already in the index (use upsert to replace)")
         return new
-
-    def _as_ids(self, ids: object, n: int | None) -> np.ndarray:
-        arr = np.asarray(ids)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
-            raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
-        if arr.ndim != 1 or (n is not None and len(arr) != n):
-            raise ValueError(f"ids must be 1-D with one id per vector ({n}), got shape {arr.shape}")
-        arr = arr.astype(np.int64)
-        if len(arr) and arr.min() < 0:
-            raise ValueError(f"ids must be >= 0, got {int(arr.min())}")
-        if len(np.unique(arr)) != len(arr):
-            raise ValueError("ids contain duplicates")
-        return arr
 
     def _slots_of(self, ids: np.ndarray) -> np.ndarray:
         slots = self._slot_of.get(ids)
@@ -381,9 +366,13 @@ def exact_top(q: np.ndarray, ids: np.ndarray, vectors_of: Callable[[np.ndarray],
         x = vectors_of(np.maximum(block, 0).ravel()).reshape(*block.shape, q.shape[1])
         qb = q[i : i + rows, None, :]
         exact[i : i + rows] = -np.sum(np.square(x - qb), axis=2) if l2 else np.einsum("qcd,qd->qc", x, qb[:, 0])
-    exact = np.where(ids >= 0, exact, -np.inf).astype(np.float32)
-    order = np.lexsort((ids, -exact), axis=1)[:, :k]
-    top = np.take_along_axis(exact, order, 1)
+    return top_k(np.where(ids >= 0, exact, -np.inf).astype(np.float32), ids, k)
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of each row's (score, id) pairs, best first, ties to the smaller id; -inf scores get id -1."""
+    order = np.lexsort((ids, -scores), axis=1)[:, :k]
+    top = np.take_along_axis(scores, order, 1)
     return top, np.where(np.isfinite(top), np.take_along_axis(ids, order, 1), -1)
 
 

@@ -112,3 +112,20 @@ def as_token_sets(sets: object, dim: int, name: str) -> tuple[np.ndarray, np.nda
         item = int(np.searchsorted(offsets, row, side="right") - 1)
         raise ValueError(f"{name}[{item}] contains NaN or Inf (token {row - offsets[item]})")
     return tokens, offsets
+
+
+def as_ids(ids: object, n: int | None = None) -> np.ndarray:
+    """Distinct non-negative int64 ids, 1-D (one per vector when n is given); TypeError/ValueError otherwise."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+        raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or (n is not None and len(arr) != n):
+        raise ValueError(f"ids must be 1-D with one id per vector ({n}), got shape {arr.shape}")
+    arr = arr.astype(np.int64)
+    if len(arr) and arr.min() < 0:
+        raise ValueError(f"ids must be >= 0, got {int(arr.min())}")
+    if len(np.unique(arr)) != len(arr):
+        raise ValueError("ids contain duplicates")
+    return arr

@@ -9,23 +9,22 @@ tokens of the best inner product with a document token) computed in C++ straight
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 import numpy as np
 
-from . import _core, _format
-from ._index import grow
-from ._validate import as_bits, as_choice, as_int, as_threads, as_token_sets
+from . import _core, _format, _kinds
+from ._idmap import IdMap
+from ._index import grow, top_k
+from ._rwlock import ReadWriteLock
+from ._validate import as_bits, as_choice, as_ids, as_int, as_threads, as_token_sets
 from .errors import FileFormatError
 from .fde import FDEEncoder
-from .flat import FlatIndex
-from .hnsw import HNSWIndex
+from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE
 
 __all__ = ["MultiVectorIndex"]
 
-KINDS = {"hnsw": HNSWIndex, "flat": FlatIndex}
 TOKEN_SCALE = "unbiased"  # unbiased inner products: Chamfer sums many of them
 # The FDE that measures best on real token data (docs/benchmarks.md): two SimHash buckets, no projection,
 # three repetitions, unit-norm document blocks. FDEEncoder's own defaults stay the paper's.
@@ -40,7 +39,7 @@ class MultiVectorIndex:
     paper's (5, 16, 20), recall@10 vs exact Chamfer 0.96 vs 0.88 at 100 candidates, with a 4x smaller FDE;
     FDEEncoder(dim) gives the paper's. index: "hnsw" or "flat" for the FDEs; index_options go to HNSWIndex
     (M, ef_construction, ef_search). token_bits: bits per token coordinate. Documents are (n_tokens, dim)
-    arrays; ids are int64 as in the other indexes. Calls are serialised by a lock.
+    arrays; ids are int64 as in the other indexes. Searches run at once, writes exclusively (_rwlock.py).
     """
 
     _MAGIC, _VERSION = b"TQMULTI1", 1
@@ -51,21 +50,21 @@ class MultiVectorIndex:
         self.fde = FDEEncoder(dim, seed=seed, **DEFAULT_FDE) if fde is None else fde
         if not isinstance(self.fde, FDEEncoder) or self.fde.dim != dim:
             raise ValueError(f"fde must be an FDEEncoder for dim {dim}, got {self.fde!r}")
-        self.kind = as_choice(index, "index", tuple(KINDS))
+        self.kind = as_choice(index, "index", _kinds.vector_kinds())
         self.threads = as_threads(threads)
-        self._index = KINDS[self.kind](self.fde.output_dim, bits, "ip", seed, threads=threads, simd=simd,
-                                       **index_options)
+        self._index = _kinds.index_class(self.kind)(self.fde.output_dim, bits, "ip", seed, threads=threads, simd=simd,
+                                                    **index_options)
         self._tokens = TurboQuantMSE(dim, as_bits(token_bits), seed, scale=TOKEN_SCALE, simd=simd)
         self._scorer = _core.ChamferScorer(dim, self.token_bits, self._tokens.codebook.centroids, simd or "")
-        self._codes = np.empty((0, self._tokens._codec.row_bytes), dtype=np.uint8)  # token rows
+        self._codes = np.empty((0, self._tokens.row_bytes), dtype=np.uint8)  # token rows
         self._a = np.empty(0, dtype=np.float32)  # per-token score factor (norm * scale)
         self._rows = 0  # token rows in use (live and dead)
         self._starts = np.empty(0, dtype=np.int64)  # per document slot: first token row
         self._counts = np.empty(0, dtype=np.int64)  # per document slot: tokens (0 once removed)
         self._doc_ids = np.empty(0, dtype=np.int64)  # per document slot: id (-1 once removed)
         self._docs = 0  # document slots in use
-        self._slot: dict[int, int] = {}  # id -> document slot
-        self._lock = threading.RLock()
+        self._slot = IdMap()  # id -> document slot
+        self._lock = ReadWriteLock()
 
     # ------------------------------------------------------------------ properties
 
@@ -98,18 +97,19 @@ class MultiVectorIndex:
         return ids[ids >= 0].copy()
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes held: token codes (with a float each), the FDE index, and ids / document table."""
-        live = int(self._counts[: self._docs].sum())
-        fde = self._index.memory_usage()
-        return {"tokens": live * (self._codes.shape[1] + 4), "fde": sum(v for k, v in fde.items() if k != "ids"),
-                "ids": fde["ids"] + 24 * len(self)}
+        """Bytes held, capacity included: token codes with their floats, the FDE index, the document table."""
+        with self._lock.read():
+            fde = self._index.memory_usage()
+            table = self._starts.nbytes + self._counts.nbytes + self._doc_ids.nbytes + self._slot.nbytes()
+            return {"tokens": self._codes.nbytes + self._a.nbytes, "fde": sum(v for k, v in fde.items() if k != "ids"),
+                    "ids": fde["ids"] + table}
 
     # ------------------------------------------------------------------ mutation
 
     def add(self, docs: object, ids: object = None) -> np.ndarray:
         """Add documents (a sequence of (n_tokens, dim) arrays); returns their int64 ids."""
         offsets, fdes, codes = self._prepare(docs)
-        with self._lock:
+        with self._lock.write():
             new_ids = self._index.add(fdes, ids)  # checks the ids before anything changes
             self._append(new_ids, codes, offsets)
         return new_ids
@@ -117,54 +117,53 @@ class MultiVectorIndex:
     def upsert(self, docs: object, ids: object) -> np.ndarray:
         """Insert or replace documents by id (ids required)."""
         offsets, fdes, codes = self._prepare(docs)
-        with self._lock:
+        with self._lock.write():
             new_ids = self._index.upsert(fdes, ids)
-            self._drop([i for i in new_ids.tolist() if i in self._slot])
+            self._drop(new_ids[self._slot.get(new_ids) >= 0])
             self._append(new_ids, codes, offsets)
         return new_ids
 
     def remove(self, ids: object) -> None:
         """Delete documents by id (KeyError naming an unknown id; nothing changes then)."""
-        with self._lock:
-            wanted = self._index._as_ids(ids, None)
+        wanted = as_ids(ids)
+        with self._lock.write():
             self._index.remove(wanted)
-            self._drop(wanted.tolist())
+            self._drop(wanted)
 
     # ------------------------------------------------------------------ queries
 
-    def search(self, queries: object, k: int, candidates: int = 100, ef: int | None = None, filter: object = None,
+    def search(self, queries: object, k: int, candidates: int = 100, filter: object = None,
+               params: SearchParams | None = None, *, ef: int | None = None,
                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Best k documents per query by Chamfer: (scores float32 (nq, k'), ids int64 (nq, k')), -inf / -1 padded,
         where k' = min(k, len(self)): no k or candidates allocates more than the index holds.
 
         queries: a sequence of (n_tokens, dim) arrays. candidates: documents taken by FDE and re-ranked by
         Chamfer over the token codes (at least k; 100 is the knee of recall vs time in docs/benchmarks.md).
-        ef: HNSW beam width (default max(ef_search, candidates)). filter: allowed ids, as in the other
-        indexes, applied in the FDE search.
+        params / ef: the FDE index's SearchParams (HNSW beam: at least `candidates`). filter: allowed ids,
+        as in the other indexes, applied in the FDE search.
         """
         qtok, qoff = as_token_sets(queries, self.dim, "queries")
         k = as_int(k, "k")
         c = max(as_int(candidates, "candidates"), k)
         t = self.threads if threads is None else as_threads(threads)
-        with self._lock:
+        p = search_params(params, ef=ef)
+        with self._lock.read():
             k, c = min(k, len(self)), min(c, len(self))
             if c == 0:
                 return np.empty((len(qoff) - 1, 0), np.float32), np.empty((len(qoff) - 1, 0), np.int64)
-            options = {} if self.kind == "flat" else {"ef": max(self._index.ef_search, c) if ef is None else ef}
             qf = self.fde.encode_tokens(qtok, qoff, document=False, threads=t)
-            _, cand_ids = self._index.search(qf, c, filter=filter, threads=t, **options)
+            _, cand_ids = self._index.search(qf, c, filter=filter, params=p, threads=t)
             scores = self._chamfer(qtok, qoff, cand_ids, t)
-        order = np.lexsort((cand_ids, -scores), axis=1)[:, :k]
-        top = np.take_along_axis(scores, order, 1)
-        return top, np.where(np.isfinite(top), np.take_along_axis(cand_ids, order, 1), -1)
+        return top_k(scores, cand_ids, k)
 
     def chamfer(self, queries: object, ids: object, threads: int | None = None) -> np.ndarray:
         """Chamfer scores of each query against the given documents, from the token codes: float32 (nq, n_ids)."""
         qtok, qoff = as_token_sets(queries, self.dim, "queries")
         wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
-        with self._lock:
-            missing = [i for i in wanted.tolist() if i not in self._slot]
-            if missing:
+        with self._lock.read():
+            missing = wanted[self._slot.get(wanted) < 0]
+            if len(missing):
                 raise KeyError(f"unknown id {missing[0]}")
             t = self.threads if threads is None else as_threads(threads)
             return self._chamfer(qtok, qoff, np.tile(wanted, (len(qoff) - 1, 1)), t)
@@ -177,7 +176,7 @@ class MultiVectorIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one versioned, checksummed file atomically (temp + fsync + rename); tokens are compacted."""
-        with self._lock:
+        with self._lock.read():
             slots, rows = self._live_rows()
             fde_meta, fde_arrays = self.fde._state()
             index_meta, index_arrays = self._index._state()
@@ -187,7 +186,7 @@ class MultiVectorIndex:
             arrays = {"doc_ids": self._doc_ids[slots], "doc_tokens": self._counts[slots],
                       "token_codes": self._codes[rows], "token_a": self._a[rows],
                       **_prefixed("fde.", fde_arrays), **_prefixed("index.", index_arrays)}
-            _format.write_atomic(path, _format.pack(self._MAGIC, self._VERSION, meta, arrays))
+            _format.write(path, self._MAGIC, self._VERSION, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> MultiVectorIndex:
@@ -201,7 +200,8 @@ class MultiVectorIndex:
             if meta["rotation"] != index._tokens.rotation.algorithm or meta["scale"] != TOKEN_SCALE:
                 raise FileFormatError(f"{source}: token codes made with rotation {meta['rotation']!r}, which this "
                                       "version does not read")
-            index._index = KINDS[index.kind]._from_state(meta["fde_index"], _section("index.", arrays), source)
+            index._index = _kinds.index_class(index.kind)._from_state(meta["fde_index"], _section("index.", arrays),
+                                                                      source)
             index._restore(arrays, source)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, FileFormatError):
@@ -228,15 +228,15 @@ class MultiVectorIndex:
         self._starts[self._docs : self._docs + n] = self._rows + offsets[:-1]
         self._counts[self._docs : self._docs + n] = np.diff(offsets)
         self._doc_ids[self._docs : self._docs + n] = ids
-        self._slot.update(zip(ids.tolist(), range(self._docs, self._docs + n)))
+        self._slot.set(ids, np.arange(self._docs, self._docs + n))
         self._rows += rows
         self._docs += n
 
-    def _drop(self, ids: list[int]) -> None:
+    def _drop(self, ids: np.ndarray) -> None:
         """Forget the token rows of removed documents; compact once dead rows outnumber live ones."""
-        for i in ids:
-            slot = self._slot.pop(i)
-            self._counts[slot], self._doc_ids[slot] = 0, -1
+        slots = self._slot.get(ids)
+        self._counts[slots], self._doc_ids[slots] = 0, -1
+        self._slot.discard(ids)
         live = int(self._counts[: self._docs].sum())
         if self._rows > 2 * live + 1024:
             self._compact()
@@ -256,7 +256,7 @@ class MultiVectorIndex:
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
         self._doc_ids = np.array(ids, dtype=np.int64)
         self._docs = len(ids)
-        self._slot = {int(i): s for s, i in enumerate(self._doc_ids.tolist())}
+        self._slot = IdMap.from_arrays(self._doc_ids, np.arange(len(self._doc_ids)))
 
     def _restore(self, arrays: dict[str, np.ndarray], source: str) -> None:
         ids, counts = np.asarray(arrays["doc_ids"]), np.asarray(arrays["doc_tokens"])
@@ -270,9 +270,7 @@ class MultiVectorIndex:
 
     def _chamfer(self, qtok: np.ndarray, qoff: np.ndarray, cand_ids: np.ndarray, threads: int) -> np.ndarray:
         """Chamfer scores (nq, c) of each query against its candidate ids (-1: none, scored -inf)."""
-        get = self._slot.get
-        cand = np.fromiter((get(i, -1) for i in cand_ids.ravel().tolist()), dtype=np.int64,
-                           count=cand_ids.size).reshape(cand_ids.shape)
+        cand = self._slot.get(cand_ids.ravel()).reshape(cand_ids.shape)
         scores = np.empty(cand.shape, dtype=np.float32)
         self._scorer.score(self._codes[: self._rows], self._a[: self._rows], self._starts[: self._docs],
                            self._counts[: self._docs], self._tokens.rotation.forward(qtok, threads), qoff, cand,
