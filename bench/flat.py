@@ -35,7 +35,7 @@ def tqsearch_peer(bits: int, rerank: str | None, factor: int | None, base: np.nd
     usage = index.memory_usage
 
     def search(q: np.ndarray, k: int, threads: int) -> np.ndarray:
-        return index.search(q, k, rerank_factor=factor, threads=threads)[1]
+        return index.search(q, k, rescore=factor, threads=threads)[1]
 
     note = "codes + per-vector floats (ids and rerank tier excluded; see params)"
     params = {"rerank": rerank, "rerank_factor": factor, "ids_bytes_per_vector": 8,
