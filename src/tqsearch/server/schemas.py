@@ -6,7 +6,10 @@ from typing import Any, Literal, TypeVar
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..collection import RESCORE
+from .. import _kinds
+from .._index import METRICS
+from .._points import VECTOR_KINDS
+from ..collection import INCLUDE, RESCORE
 from .registry import NAME
 
 __all__ = ["MAX_BATCH", "MAX_K", "CollectionInfo", "CollectionList", "CollectionSpec", "Deleted", "Dropped",
@@ -15,7 +18,8 @@ __all__ = ["MAX_BATCH", "MAX_K", "CollectionInfo", "CollectionList", "Collection
 
 MAX_BATCH = 10_000  # points per upsert/delete/get by id, and query rows per request
 MAX_K = 10_000
-Include = Literal["metadatas", "documents", "vectors"]
+Include = Literal[INCLUDE]
+IndexKind = Literal[_kinds.vector_kinds()]  # the registry's kinds, not a list of our own
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -31,9 +35,9 @@ class CollectionSpec(_Body):
     name: str = Field(pattern=NAME, description="1-63 characters: letters, digits, '_', '.', '-'")
     dim: int = Field(ge=1, le=65_536)
     bits: int = Field(4, ge=1, le=8)
-    metric: Literal["ip", "cosine", "l2"] = "cosine"
-    index: Literal["flat", "hnsw"] = "hnsw"
-    vectors: Literal["float32", "float16"] | None = Field(
+    metric: Literal[METRICS] = "cosine"
+    index: IndexKind = "hnsw"
+    vectors: Literal[VECTOR_KINDS] | None = Field(
         "float32", description="originals kept on disk for exact re-ranking and get; null: none")
     options: dict[str, Any] = {}
 
