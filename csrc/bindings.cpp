@@ -1,5 +1,9 @@
 // nanobind module tqsearch._core: type mapping, GIL release and error mapping only.
 // Python validates inputs and allocates outputs; C++ re-checks cheap invariants.
+#include <cstdlib>  // defines __GLIBC__ on glibc
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -247,6 +251,15 @@ NB_MODULE(_core, m) {
       arr("queries"), arr("codes"), "bits"_a, arr("centroids"), arr("factors"), arr("out"), "threads"_a,
       "simd"_a = "");
 
+  // Returns the C heap's free pages to the OS (glibc malloc_trim). A large add leaves its temporaries
+  // (encode buffers, rotated copies) free in the heap, where the long-lived arrays allocated beside them
+  // keep glibc from trimming them: RSS would stay well above what the index holds. No-op elsewhere.
+  m.def("trim_heap", [] {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+  });
+
   nb::class_<tq::FlatStore>(m, "FlatStore")
       .def(
           "__init__",
@@ -257,6 +270,8 @@ NB_MODULE(_core, m) {
       .def_prop_ro("size", &tq::FlatStore::size)
       .def("a_of", &a_of<tq::FlatStore>, arr("slots"))
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
+      .def_prop_ro("memory_bytes", &tq::FlatStore::memory_bytes)
+      .def("reserve", &tq::FlatStore::reserve, "n"_a)
       .def(
           "append",
           [](tq::FlatStore& s, const In<uint8_t>& packed, const In<float, Vec>& a, const In<float, Vec>& b) {
@@ -314,6 +329,7 @@ NB_MODULE(_core, m) {
       .def_prop_ro("entry", &tq::HnswGraph::entry)
       .def_prop_ro("max_level", &tq::HnswGraph::max_level)
       .def_prop_ro("memory_bytes", &tq::HnswGraph::memory_bytes)
+      .def("reserve", &tq::HnswGraph::reserve, "n"_a)
       .def(
           "deleted",
           [](const tq::HnswGraph& g, size_t slot) {

@@ -35,23 +35,72 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
 void FlatStore::refresh() {
   codes_ptr_ = codes_.data();
   a_ptr_ = a_.data();
-  b_ptr_ = b_.data();
+  b_ptr_ = b_.empty() ? nullptr : b_.data();
+}
+
+namespace {
+
+constexpr float kZeroOffsets[32] = {};  // b of a block when no offsets are stored
+
+bool all_zero(const float* b, size_t n) {  // every value is +0.0 (bitwise: -0.0 must be kept)
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(b);
+  return std::all_of(bits, bits + n, [](uint32_t w) { return w == 0; });
+}
+
+// v holding exactly n elements (reallocating to exactly n when it must grow); new elements are zero.
+template <class T>
+void resize_exact(std::vector<T>& v, size_t n) {
+  if (n > v.capacity()) v.reserve(n);  // libstdc++/libc++ reserve exactly n; resize alone may double
+  v.resize(n, T(0));
+}
+
+}  // namespace
+
+const float* FlatStore::b_from(size_t first) const { return b_ptr_ ? b_ptr_ + first : kZeroOffsets; }
+
+void FlatStore::ensure(size_t n, bool exact) {
+  if (n <= cap_) return;
+  size_t cap = exact ? n : std::max({n, cap_ + cap_ / 4, cap_ + 16});
+  if (layout_ != Layout::Rows) cap = blocks_for(cap) * block_vectors_;  // codes are allocated by blocks
+  resize_exact(codes_, code_bytes(cap));
+  resize_exact(a_, cap);
+  if (!b_.empty()) resize_exact(b_, cap);
+  cap_ = cap;
+  refresh();
+}
+
+void FlatStore::reserve(size_t n) {
+  // Bytes per vector are below 2 * block_bytes_ + row_bytes_ + 8, so this bounds every size computed.
+  TQ_CHECK(n <= (size_t(1) << 48) / (2 * block_bytes_ + row_bytes_ + 8),
+           "cannot reserve room for " + std::to_string(n) + " vectors");
+  own();
+  ensure(n, true);
 }
 
 void FlatStore::own() {
   if (!attached_) return;
-  codes_.assign(codes_ptr_, codes_ptr_ + code_bytes(n_));
-  a_.assign(a_ptr_, a_ptr_ + n_);
-  b_.assign(b_ptr_, b_ptr_ + n_);
+  const size_t n = n_, cap = layout_ == Layout::Rows ? n : blocks_for(n) * block_vectors_;
+  codes_.reserve(code_bytes(cap));
+  codes_.assign(codes_ptr_, codes_ptr_ + code_bytes(n));
+  a_.reserve(cap);
+  a_.assign(a_ptr_, a_ptr_ + n);
+  a_.resize(cap, 0.0f);
+  if (b_ptr_ && !all_zero(b_ptr_, n)) {
+    b_.reserve(cap);
+    b_.assign(b_ptr_, b_ptr_ + n);
+    b_.resize(cap, 0.0f);
+  }
+  cap_ = cap;
   attached_ = false;
   refresh();
 }
 
 void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n) {
   TQ_CHECK(code_size == code_bytes(n), "stored index arrays have inconsistent sizes");
-  codes_.clear();
-  a_.clear();
-  b_.clear();
+  std::vector<uint8_t>().swap(codes_);  // release the owned storage: the views replace it
+  std::vector<float>().swap(a_);
+  std::vector<float>().swap(b_);
+  cap_ = 0;
   codes_ptr_ = codes;
   a_ptr_ = a;
   b_ptr_ = b;
@@ -98,13 +147,13 @@ void FlatStore::get_code(size_t slot, uint8_t* idx) const {
 void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* b, size_t n) {
   own();
   const size_t total = n_ + n;
-  if (layout_ == Layout::Rows)
-    codes_.resize(total * row_bytes_);
-  else
-    codes_.resize(blocks_for(total) * block_bytes_, 0);
-  a_.insert(a_.end(), a, a + n);
-  b_.insert(b_.end(), b, b + n);
-  refresh();
+  ensure(total, false);
+  if (b_.empty() && !all_zero(b, n)) {  // the first nonzero offset: store them all from now on
+    resize_exact(b_, cap_);
+    refresh();
+  }
+  std::copy_n(a, n, a_.begin() + n_);
+  if (!b_.empty()) std::copy_n(b, n, b_.begin() + n_);
   std::vector<uint8_t> idx(dim_);
   for (size_t i = 0; i < n; ++i) {
     k_->unpack(packed_rows + i * row_bytes_, dim_, bits_, idx.data());
@@ -120,7 +169,7 @@ void FlatStore::move(size_t from, size_t to) {
   get_code(from, idx.data());
   set_code(to, idx.data());
   a_[to] = a_[from];
-  b_[to] = b_[from];
+  if (!b_.empty()) b_[to] = b_[from];
 }
 
 void FlatStore::truncate(size_t n) {
@@ -128,11 +177,11 @@ void FlatStore::truncate(size_t n) {
   own();
   const std::vector<uint8_t> zeros(dim_, 0);
   for (size_t s = n; s < n_ && s < blocks_for(n) * block_vectors_; ++s) set_code(s, zeros.data());
+  // The capacity is kept; freed whole blocks (or rows) are zeroed, as new storage would be.
+  std::fill(codes_.begin() + code_bytes(n), codes_.begin() + code_bytes(n_), uint8_t(0));
+  std::fill(a_.begin() + n, a_.begin() + n_, 0.0f);
+  if (!b_.empty()) std::fill(b_.begin() + n, b_.begin() + n_, 0.0f);
   n_ = n;
-  a_.resize(n);
-  b_.resize(n);
-  codes_.resize(code_bytes(n));
-  refresh();
 }
 
 void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) const {
@@ -163,7 +212,7 @@ void FlatStore::scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, s
       k_->dot_u8_block(codes_ptr_ + blk * block_bytes_, groups2_, q7.data(), nq, table, dots);
     const size_t end = std::min<size_t>(16, n_ - blk * 16), first = blk * 16;
     for (size_t t = 0; t < nq; ++t)  // the offset is removed exactly, before any rounding (score-inl.h)
-      offer(*k_, dots + t * 16, end, float(offset[t]), unit[t], 0.0f, a_ptr_ + first, b_ptr_ + first, bits, first,
+      offer(*k_, dots + t * 16, end, float(offset[t]), unit[t], 0.0f, a_ptr_ + first, b_from(first), bits, first,
             tops[t]);
   }
 }
@@ -206,7 +255,7 @@ void FlatStore::scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, 
     const size_t end = std::min<size_t>(32, n_ - blk * 32), first = blk * 32;
     k_->lut_block(codes_ptr_ + blk * block_bytes_, chunks_, lut.data(), tables * 16, nq, sums);
     for (size_t t = 0; t < nq; ++t)
-      offer(*k_, sums + t * 32, end, 0.0f, step[t], base[t], a_ptr_ + first, b_ptr_ + first, bits, first, tops[t]);
+      offer(*k_, sums + t * 32, end, 0.0f, step[t], base[t], a_ptr_ + first, b_from(first), bits, first, tops[t]);
   }
 }
 
@@ -220,7 +269,7 @@ void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0,
     k_->lookup(idx.data(), scorer_.centroids(), dim_, row.data());
     k_->dot_many(queries + q0 * dim_, nq, row.data(), dim_, est.data());
     for (size_t t = 0; t < nq; ++t) {
-      const float s = a_ptr_[r] * est[t] + b_ptr_[r];
+      const float s = a_ptr_[r] * est[t] + (b_ptr_ ? b_ptr_[r] : 0.0f);
       if (s >= tops[t].threshold()) tops[t].push(s, int64_t(r));
     }
   }

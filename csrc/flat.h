@@ -14,7 +14,8 @@
 // Layout kRows (3, 5, 6, 7 bits): the packed rows of pack-inl.h, scanned by decode + float dot.
 //
 // Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
-// code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product).
+// code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product);
+// while every b_i is +0.0 none is stored. Storage grows by at most 1.25x (or exactly, via reserve).
 // In kI8Dot(8) the inner product is computed exactly in integers from q' rounded to 7 bits (per query)
 // and the centroids rounded to 8 bits, so every kernel set returns identical scores; the rounding, the
 // tables and the filter test come from the shared code scorer (scorer.h), the blocked layouts are this
@@ -39,6 +40,10 @@ class FlatStore {
   size_t dim() const { return dim_; }
   size_t row_bytes() const { return row_bytes_; }
   size_t code_size() const { return code_bytes(n_); }
+  // Bytes of owned storage held, growth slack included (attached views count 0: they are the caller's).
+  size_t memory_bytes() const { return codes_.capacity() + sizeof(float) * (a_.capacity() + b_.capacity()); }
+  // Makes room for n vectors in total (no-op when there is), so appending up to n allocates no slack.
+  void reserve(size_t n);
 
   // Appends n rows of packed codes (pack-inl.h layout, row_bytes() each) with their per-vector a, b.
   void append(const uint8_t* packed_rows, const float* a, const float* b, size_t n);
@@ -56,7 +61,7 @@ class FlatStore {
   // Raw buffers for persistence (copies): blocks (or rows), a, b.
   std::vector<uint8_t> codes() const { return {codes_ptr_, codes_ptr_ + code_bytes(n_)}; }
   std::vector<float> a() const { return {a_ptr_, a_ptr_ + n_}; }
-  std::vector<float> b() const { return {b_ptr_, b_ptr_ + n_}; }
+  std::vector<float> b() const { return b_ptr_ ? std::vector<float>(b_ptr_, b_ptr_ + n_) : std::vector<float>(n_, 0.0f); }
   // Reads n vectors from buffers laid out as codes()/a()/b() return them, without copying: the caller
   // keeps them alive and unchanged (e.g. a read-only memory map). The first mutation copies them.
   void attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n);
@@ -67,6 +72,8 @@ class FlatStore {
   size_t code_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_; }
   void own();      // copy attached buffers into owned storage before a mutation
   void refresh();  // point the read pointers at owned storage
+  void ensure(size_t n, bool exact);  // owned capacity for n vectors: exactly, or growing by at most 1.25x
+  const float* b_from(size_t first) const;  // the offsets of slots first.. (zeros when none are stored)
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
   void scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
@@ -83,10 +90,13 @@ class FlatStore {
   int bits_;
   Layout layout_;
   CodeScorer scorer_;           // tables, query rounding and the padded centroids
-  std::vector<uint8_t> codes_;  // owned storage ...
+  // Owned storage, sized to the capacity cap_ (in vectors; slack zero-filled, so it is resident and counted)
+  // while n_ vectors are in use. b_ stays empty while every offset is +0.0 (the ip and cosine metrics).
+  std::vector<uint8_t> codes_;
   std::vector<float> a_, b_;
-  const uint8_t* codes_ptr_ = nullptr;  // ... or an attached view: scans read through these
-  const float *a_ptr_ = nullptr, *b_ptr_ = nullptr;
+  size_t cap_ = 0;
+  const uint8_t* codes_ptr_ = nullptr;  // owned storage or an attached view: scans read through these
+  const float *a_ptr_ = nullptr, *b_ptr_ = nullptr;  // b_ptr_ null: every offset is 0
   bool attached_ = false;
   const Kernels* k_;
 };

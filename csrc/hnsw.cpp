@@ -22,11 +22,18 @@ size_t chunk_for(size_t n, int threads) {
   return std::clamp<size_t>(n / (4 * size_t(resolve_threads(threads, n, 1))), 8, 512);
 }
 
+// v holding exactly n elements (reallocating to exactly n when it must grow); new elements are zero.
+template <class T>
+void resize_exact(std::vector<T>& v, size_t n) {
+  if (n > v.capacity()) v.reserve(n);  // reserve allocates exactly n; resize alone may double
+  v.resize(n, T(0));
+}
+
 }  // namespace
 
 // Per-thread working memory: a visit list on loan from the graph's pool, an index row, two queries.
 struct HnswGraph::Scratch {
-  explicit Scratch(const HnswGraph& g) : visited(g.visited_.acquire(g.size())), idx(g.dim()) {}
+  explicit Scratch(const HnswGraph& g) : visited(g.visited_.acquire(g.size(), g.cap_)), idx(g.dim()) {}
   VisitedPool::Lease visited;
   std::vector<uint8_t> idx;
   std::vector<uint32_t> nbrs;
@@ -44,7 +51,8 @@ HnswGraph::HnswGraph(size_t dim, int bits, const std::vector<float>& centroids, 
 }
 
 uint32_t* HnswGraph::links(size_t slot, int level) {
-  return level == 0 ? level0_.data() + slot * (2 * M_ + 1) : upper_[slot].data() + size_t(level - 1) * (M_ + 1);
+  return level == 0 ? level0_.data() + slot * (2 * M_ + 1)
+                    : upper_.data() + upper_at_[slot] + size_t(level - 1) * (M_ + 1);
 }
 
 const uint32_t* HnswGraph::links(size_t slot, int level) const {
@@ -52,9 +60,10 @@ const uint32_t* HnswGraph::links(size_t slot, int level) const {
 }
 
 size_t HnswGraph::memory_bytes() const {
-  size_t upper_words = 0;
-  for (size_t i = 0; i < n_; ++i) upper_words += upper_[i].size();
-  return n_ * (row_bytes_ + 2 * sizeof(float) + 2 + (2 * M_ + 1) * 4) + upper_words * 4;
+  return codes_.capacity() + levels_.capacity() + deleted_.capacity() +
+         sizeof(float) * (a_.capacity() + b_.capacity()) +
+         sizeof(uint32_t) * (level0_.capacity() + upper_at_.capacity() + upper_.capacity()) +
+         locks_.size() * sizeof(std::mutex) + visited_.memory_bytes();
 }
 
 // ------------------------------------------------------------------ scoring
@@ -156,14 +165,33 @@ std::vector<uint32_t> HnswGraph::select(const std::vector<Scored>& cands, size_t
 
 // ------------------------------------------------------------------ mutation
 
-void HnswGraph::grow(size_t n) {
-  codes_.resize(n * row_bytes_, 0);
-  a_.resize(n, 0.0f);
-  b_.resize(n, 0.0f);
-  levels_.resize(n, 0);
-  deleted_.resize(n, 0);
-  level0_.resize(n * (2 * M_ + 1), 0);
-  upper_.resize(n);
+void HnswGraph::grow(size_t n, bool exact) {
+  if (n <= cap_) return;
+  TQ_CHECK(n <= size_t(std::numeric_limits<uint32_t>::max()), "an HNSW graph holds at most 2^32 - 1 nodes");
+  const size_t cap = exact ? n : std::min<size_t>(std::numeric_limits<uint32_t>::max(),
+                                                   std::max({n, cap_ + cap_ / 4, cap_ + 16}));
+  resize_exact(codes_, cap * row_bytes_);
+  resize_exact(a_, cap);
+  resize_exact(b_, cap);
+  resize_exact(levels_, cap);
+  resize_exact(deleted_, cap);
+  resize_exact(level0_, cap * (2 * M_ + 1));
+  resize_exact(upper_at_, cap);
+  cap_ = cap;
+}
+
+uint32_t HnswGraph::place_upper(size_t words) {
+  const size_t end = upper_used_ + words;
+  TQ_CHECK(end <= size_t(std::numeric_limits<uint32_t>::max()), "too many upper-layer links for one graph");
+  if (end > upper_.size()) {
+    const size_t grown = upper_.size() + upper_.size() / 4;
+    resize_exact(upper_, std::min<size_t>(std::numeric_limits<uint32_t>::max(),
+                                          std::max({end, grown, upper_.size() + 16 * (M_ + 1)})));
+  }
+  const uint32_t at = uint32_t(upper_used_);
+  std::fill_n(upper_.begin() + at, words, 0u);
+  upper_used_ = end;
+  return at;
 }
 
 void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a, const float* b,
@@ -184,7 +212,7 @@ void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a,
   std::sort(reused.begin(), reused.end());
   TQ_CHECK(std::adjacent_find(reused.begin(), reused.end()) == reused.end(), "a slot is reused twice");
   const double level_mult = 1.0 / std::log(double(M_));
-  grow(n_ + fresh);
+  grow(n_ + fresh, false);
   for (size_t i = 0; i < n; ++i) {
     const size_t slot = size_t(slots[i]);
     std::copy(packed + i * row_bytes_, packed + (i + 1) * row_bytes_, codes_.begin() + slot * row_bytes_);
@@ -194,7 +222,7 @@ void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a,
     if (slot >= n_) {  // a new slot draws its level; a reused one keeps its own (as hnswlib does)
       SplitMix64 rng(derive_seed(seed_, kLevelStream ^ (uint64_t(slot) << 8)));
       levels_[slot] = uint8_t(std::min<double>(kMaxLevel, std::floor(-std::log(rng.uniform()) * level_mult)));
-      upper_[slot].assign(levels_[slot] * (M_ + 1), 0);
+      upper_at_[slot] = levels_[slot] ? place_upper(levels_[slot] * (M_ + 1)) : 0;
     }
     for (int level = 0; level <= levels_[slot]; ++level) links(slot, level)[0] = 0;
   }
@@ -355,7 +383,10 @@ void HnswGraph::search(const float* queries, size_t nq, size_t k, size_t ef, con
 
 std::vector<uint32_t> HnswGraph::upper() const {
   std::vector<uint32_t> out;
-  for (size_t i = 0; i < n_; ++i) out.insert(out.end(), upper_[i].begin(), upper_[i].end());
+  for (size_t i = 0; i < n_; ++i) {
+    const auto first = upper_.begin() + upper_at_[i];
+    out.insert(out.end(), first, first + size_t(levels_[i]) * (M_ + 1));
+  }
   return out;
 }
 
@@ -390,8 +421,12 @@ void HnswGraph::restore(const uint8_t* codes, const float* a, const float* b, co
     for (int level = 1; level <= levels[i]; ++level, off += M_ + 1)
       TQ_CHECK(valid(upper + off, M_, level), "corrupt upper-layer links");
   }
-  n_ = 0;
-  grow(n);
+  TQ_CHECK(upper_size <= size_t(std::numeric_limits<uint32_t>::max()), "too many upper-layer links for one graph");
+  for (auto* v : {&codes_, &levels_, &deleted_}) std::vector<uint8_t>().swap(*v);  // exact sizes from here
+  for (auto* v : {&a_, &b_}) std::vector<float>().swap(*v);
+  for (auto* v : {&level0_, &upper_at_, &upper_}) std::vector<uint32_t>().swap(*v);
+  n_ = cap_ = upper_used_ = 0;
+  grow(n, true);
   n_ = n;
   std::copy_n(codes, n * row_bytes_, codes_.begin());
   std::copy_n(a, n, a_.begin());
@@ -399,9 +434,12 @@ void HnswGraph::restore(const uint8_t* codes, const float* a, const float* b, co
   std::copy_n(levels, n, levels_.begin());
   std::copy_n(deleted, n, deleted_.begin());
   std::copy_n(level0, n * (2 * M_ + 1), level0_.begin());
+  resize_exact(upper_, upper_size);
+  std::copy_n(upper, upper_size, upper_.begin());
+  upper_used_ = upper_size;
   for (size_t i = 0, off = 0; i < n; ++i) {
-    upper_[i].assign(upper + off, upper + off + levels[i] * (M_ + 1));
-    off += upper_[i].size();
+    upper_at_[i] = uint32_t(off);
+    off += size_t(levels[i]) * (M_ + 1);
   }
   entry_ = n ? uint32_t(entry) : 0;
   max_level_ = n ? max_level : -1;

@@ -2,7 +2,10 @@
 //
 // Nodes live in slots 0..size-1: a packed code row (pack-inl.h), the per-vector score floats (a, b) of
 // flat.h (score = a * <q', c> + b), a level, a deleted flag and link lists: layer 0 holds up to 2M links
-// in one flat array, higher layers up to M in per-node arrays. Link lists are [count, ids...] of uint32.
+// in one flat array, higher layers up to M in one shared pool where each node with a level > 0 owns
+// level * (M + 1) consecutive words from a per-node offset. Link lists are [count, ids...] of uint32.
+// Per-node arrays are sized to a capacity that grows by at most 1.25x (exactly with reserve()); the
+// slack is zero-filled, so it is resident, and memory_bytes() counts it.
 //
 // Scores come from the shared code scorer (scorer.h): exact integer dot products of an int8 query
 // against the code's centroid table, the same arithmetic as FlatStore's int8 layouts, so search results
@@ -37,7 +40,11 @@ class HnswGraph {
   size_t max_links0() const { return 2 * M_; }
   int64_t entry() const { return max_level_ >= 0 ? int64_t(entry_) : -1; }
   int max_level() const { return max_level_; }
+  // Bytes held: every array at capacity, the upper-layer pool, the lock table and the pooled visit lists.
   size_t memory_bytes() const;
+  // Makes room for n nodes in total (no-op when there is), so adding up to n allocates no slack (the
+  // upper-layer pool, about 1/M of layer 0, still grows by 1.25x).
+  void reserve(size_t n) { grow(n, true); }
 
   // Inserts n rows: rotated float vectors (used to find neighbours), packed codes and a, b. slots[i] is a
   // deleted slot to reuse (keeps its level) or size() + (number of new slots before it).
@@ -56,11 +63,11 @@ class HnswGraph {
 
   // Persistence: the arrays below describe the whole graph (upper: each node's layers 1..level, in slot
   // order, M + 1 words per layer). restore() copies them in after checking their shapes and contents.
-  std::vector<uint8_t> codes() const { return codes_; }
-  std::vector<float> a() const { return a_; }
-  std::vector<float> b() const { return b_; }
-  std::vector<uint8_t> levels() const { return levels_; }
-  std::vector<uint8_t> deleted_flags() const { return deleted_; }
+  std::vector<uint8_t> codes() const { return {codes_.begin(), codes_.begin() + n_ * row_bytes_}; }
+  std::vector<float> a() const { return {a_.begin(), a_.begin() + n_}; }
+  std::vector<float> b() const { return {b_.begin(), b_.begin() + n_}; }
+  std::vector<uint8_t> levels() const { return {levels_.begin(), levels_.begin() + n_}; }
+  std::vector<uint8_t> deleted_flags() const { return {deleted_.begin(), deleted_.begin() + n_}; }
   std::vector<uint32_t> level0() const { return {level0_.begin(), level0_.begin() + n_ * (2 * M_ + 1)}; }
   std::vector<uint32_t> upper() const;
   void restore(const uint8_t* codes, const float* a, const float* b, const uint8_t* levels, const uint8_t* deleted,
@@ -92,16 +99,19 @@ class HnswGraph {
   void relink(uint32_t u, int level, std::vector<uint32_t> cands, Scratch& s);
   std::vector<Scored> flat(const QueryI8& q, size_t k, const uint64_t* allowed, Scratch& s) const;
   std::mutex& lock(size_t slot) const { return locks_[slot % locks_.size()]; }
-  void grow(size_t n);
+  void grow(size_t n, bool exact);  // capacity for n nodes: exactly, or growing by at most 1.25x
+  uint32_t place_upper(size_t words);  // words zeroed words from the upper pool; returns their offset
 
   CodeScorer scorer_;
-  size_t dim_, row_bytes_, M_, ef_construction_, n_ = 0;
+  size_t dim_, row_bytes_, M_, ef_construction_, n_ = 0, cap_ = 0;
   float decode_div_;
   uint64_t seed_;
   std::vector<uint8_t> codes_, levels_, deleted_;
   std::vector<float> a_, b_;
   std::vector<uint32_t> level0_;
-  std::vector<std::vector<uint32_t>> upper_;
+  std::vector<uint32_t> upper_at_;  // per node: offset of its upper-layer lists in upper_
+  std::vector<uint32_t> upper_;     // pool of upper-layer lists; words [0, upper_used_) are in use
+  size_t upper_used_ = 0;
   uint32_t entry_ = 0;
   int max_level_ = -1;
   std::mutex global_;

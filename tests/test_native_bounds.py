@@ -427,3 +427,40 @@ def test_wrong_dtype_rank_or_layout_is_a_type_error_never_a_silent_copy(case):
     with pytest.raises(TypeError):
         TYPE_ERRORS[case](s, g)
     assert s.size == N and g.size == N
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_flat_store_reserve_is_bounded_and_keeps_results(bits):
+    # reserve() takes a count >= 0 (smaller than the size: a no-op), rejects absurd counts without
+    # allocating, and neither it nor appends into the reserved room change what the store holds.
+    s, ref = flat_store(bits), flat_store(bits)
+    with pytest.raises(TypeError):
+        s.reserve(-1)
+    with pytest.raises(ValueError):
+        s.reserve(2**62)
+    s.reserve(0)
+    s.reserve(N + 100)
+    held = s.memory_bytes
+    assert held >= s.code_size + 4 * (N + 100)
+    width = (DIM * bits + 7) // 8
+    for store in (s, ref):
+        store.append(rows(100, width, seed=2), f32(100), np.zeros(100, np.float32))
+    assert s.memory_bytes == held and s.size == ref.size == N + 100
+    assert np.array_equal(s.codes(), ref.codes()) and np.array_equal(s.a(), ref.a())
+    assert np.array_equal(flat_search(s)[0], flat_search(ref)[0])
+
+
+def test_hnsw_graph_reserve_is_bounded_and_keeps_results():
+    g, ref = graph(), graph()
+    with pytest.raises(TypeError):
+        g.reserve(-1)
+    with pytest.raises(ValueError):
+        g.reserve(2**62)
+    g.reserve(0)
+    g.reserve(N + 50)
+    assert g.memory_bytes > ref.memory_bytes
+    x = np.random.default_rng(3).standard_normal((50, DIM)).astype(np.float32)
+    for graph_ in (g, ref):
+        graph_.add(x, rows(50, seed=3), f32(50), np.zeros(50, np.float32), np.arange(N, N + 50, dtype=np.int64), 1)
+    assert all(np.array_equal(v, ref.arrays()[k]) for k, v in g.arrays().items())
+    assert np.array_equal(graph_search(g, candidates=N + 50)[1], graph_search(ref, candidates=N + 50)[1])

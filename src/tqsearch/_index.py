@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _format
+from . import _core, _format
 from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
@@ -84,6 +84,17 @@ class CodeIndex:
 
     def add(self, x: object, ids: object = None) -> np.ndarray:
         """Add (n, dim) vectors; returns their int64 ids (auto-assigned when None). Duplicate ids are rejected."""
+        new_ids = self._add(x, ids)
+        _trim_after(len(new_ids))  # the batch's temporaries are freed by now
+        return new_ids
+
+    def upsert(self, x: object, ids: object) -> np.ndarray:
+        """Insert or replace vectors by id (ids required)."""
+        new_ids = self._upsert(x, ids)
+        _trim_after(len(new_ids))
+        return new_ids
+
+    def _add(self, x: object, ids: object) -> np.ndarray:
         vectors = self._vectors(x)
         encoded = self._encode(vectors)  # outside the lock: searches go on while a batch encodes
         with self._lock.write():
@@ -91,8 +102,7 @@ class CodeIndex:
             self._append(vectors, encoded, new_ids)
         return new_ids
 
-    def upsert(self, x: object, ids: object) -> np.ndarray:
-        """Insert or replace vectors by id (ids required)."""
+    def _upsert(self, x: object, ids: object) -> np.ndarray:
         vectors = self._vectors(x)
         new_ids = as_ids(ids, len(vectors))
         encoded = self._encode(vectors)  # encode before mutating: a bad batch changes nothing
@@ -109,6 +119,20 @@ class CodeIndex:
             if len(missing):
                 raise KeyError(f"unknown id {missing[0]} ({len(missing)} of {len(wanted)} ids not in the index)")
             self._remove_existing(wanted)
+
+    def reserve(self, n: int) -> None:
+        """Make room for n vectors in total so adding them allocates no slack: the codes (and graph),
+        the ids and the rerank tier are sized to exactly n slots now (no-op where they already hold n).
+        Without it, storage grows by 1.25x as vectors arrive; `memory_usage` counts the slack either way."""
+        n = as_int(n, "n", 0)
+        with self._lock.write():
+            self._store_reserve(n)
+            self._ids = grow(self._ids, n, fill=-1, exact=True)
+            self._rerank_rows = grow(self._rerank_rows, n, exact=True)
+
+    def _held_bytes(self) -> dict[str, int]:
+        """Bytes held for ids (slot -> id array and the id -> slot map) and the rerank tier, at capacity."""
+        return {"ids": self._ids.nbytes + self._slot_of.nbytes(), "rerank": self._rerank_rows.nbytes}
 
     # ------------------------------------------------------------------ queries
 
@@ -234,6 +258,10 @@ class CodeIndex:
         """Constructor keywords read back from those header fields."""
         return {}
 
+    def _store_reserve(self, n: int) -> None:
+        """Make the native store hold room for n vectors in total."""
+        raise NotImplementedError
+
     def _store_arrays(self) -> dict[str, np.ndarray]:
         """The native store's arrays, as written by `save`."""
         raise NotImplementedError
@@ -351,6 +379,16 @@ class CodeIndex:
         return exact_top(q, slots, self._rerank_vectors, k, l2=self.metric == "l2")
 
 
+TRIM_ROWS = 1024  # batches at least this large hand the C heap's free pages back to the OS afterwards
+
+
+def _trim_after(rows: int) -> None:
+    """After a large batch: return the heap pages its freed temporaries held (glibc keeps them when
+    long-lived arrays sit above them), so the process's RSS tracks `memory_usage`."""
+    if rows >= TRIM_ROWS:
+        _core.trim_heap()
+
+
 BLOCK_FLOATS = 1 << 24  # exact_top gathers candidate vectors in blocks of about this many floats (64 MiB)
 
 
@@ -395,10 +433,12 @@ def normalized(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
 
 
-def grow(arr: np.ndarray, size: int, fill: int = 0) -> np.ndarray:
-    """`arr` with room for `size` rows (capacity doubles, so appends are amortised O(1)); new rows = fill."""
+def grow(arr: np.ndarray, size: int, fill: int = 0, exact: bool = False) -> np.ndarray:
+    """`arr` with room for `size` rows; new rows = fill. The capacity grows by 1.25x (at least 16 rows), so
+    appends stay amortised O(1) with at most 25% slack, or to exactly `size` rows when `exact`."""
     if len(arr) >= size:
         return arr
-    out = np.full((max(size, 2 * len(arr)), *arr.shape[1:]), fill, dtype=arr.dtype)
+    rows = size if exact else max(size, len(arr) + len(arr) // 4, len(arr) + 16)
+    out = np.full((rows, *arr.shape[1:]), fill, dtype=arr.dtype)
     out[: len(arr)] = arr
     return out

@@ -36,10 +36,11 @@ class FlatIndex(CodeIndex):
         self._store = _core.FlatStore(self.dim, self.bits, self._codec.codebook.centroids, simd or "")
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes held: codes (with their per-vector floats), ids and the rerank tier."""
+        """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats, ids (the
+        slot -> id array and the id -> slot map) and the rerank tier. Codes still read from a memory-mapped
+        file (after `load`, before the first change) are the file's pages and count 0."""
         with self._lock.read():
-            codes = self._store.code_size + 4 * len(self) * (2 if self.metric == "l2" else 1)
-            return {"codes": codes, "ids": 8 * len(self), "rerank": self._rerank_rows[: len(self)].nbytes}
+            return {"codes": self._store.memory_bytes, **self._held_bytes()}
 
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "
@@ -68,6 +69,10 @@ class FlatIndex(CodeIndex):
             self._ids[last] = -1
             self._store.truncate(last)
         self._slot_of.discard(ids)
+
+    def _store_reserve(self, n: int) -> None:
+        self._store.reserve(n)
+        self._mapped = None  # the store owns its storage now
 
     def _store_arrays(self) -> dict[str, np.ndarray]:
         return {"codes": self._store.codes(), "a": self._store.a(), "b": self._store.b()}

@@ -45,11 +45,11 @@ class HNSWIndex(CodeIndex):
                                       simd or "")
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes held: codes with their floats and the graph links, ids and the rerank tier."""
+        """Bytes held, growth slack included (see `reserve`): codes with their floats, the graph links and
+        its working memory (lock table, pooled visit lists), ids (the slot -> id array and the id -> slot
+        map) and the rerank tier."""
         with self._lock.read():
-            size = self._store.size
-            return {"codes_and_graph": self._store.memory_bytes, "ids": 8 * size,
-                    "rerank": self._rerank_rows[:size].nbytes}
+            return {"codes_and_graph": self._store.memory_bytes, **self._held_bytes()}
 
     def __repr__(self) -> str:
         return (f"HNSWIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, M={self.M}, "
@@ -86,6 +86,9 @@ class HNSWIndex(CodeIndex):
     def _settings_from(cls, meta: dict[str, Any]) -> dict[str, Any]:
         return {"M": int(meta["M"]), "ef_construction": int(meta["ef_construction"]),
                 "ef_search": int(meta["ef_search"])}
+
+    def _store_reserve(self, n: int) -> None:
+        self._store.reserve(n)
 
     def _store_arrays(self) -> dict[str, np.ndarray]:
         return dict(self._store.arrays())
