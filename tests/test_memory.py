@@ -1,5 +1,6 @@
 """memory_usage() accounts for what the index really holds: OS-level RSS growth while adding vectors with
-user-supplied int64 ids matches it within 10%, growth slack included, with and without reserve().
+user-supplied int64 ids matches it within 10%, growth slack included, with and without reserve();
+MultiVectorIndex per token (200,000 tokens in documents of 20).
 
 Each case runs in a fresh subprocess, so memory held by other tests (or by the allocator on their
 behalf) does not blur the measurement; RSS is read from /proc/self/statm after gc.collect() and _core.trim_heap(), and the
@@ -39,18 +40,25 @@ SCRIPT = textwrap.dedent("""
     def make():
         if kind == "flat":
             return tqsearch.FlatIndex(384, 4), 384
+        if kind == "multivector":  # n counts tokens: documents of 20 tokens, FDEs in a flat index
+            return tqsearch.MultiVectorIndex(64, 4, index="flat"), 64
         return tqsearch.HNSWIndex(64, 4, M=8, ef_construction=40), 64
 
     def fill(index, dim, count, rng):
         for start in range(0, count, batch):
             m = min(batch, count - start)
             ids = np.arange(start, start + m, dtype=np.int64) * 7 + 3
-            index.add(rng.standard_normal((m, dim), dtype=np.float32), ids=ids)
-            index.search(rng.standard_normal((2, dim), dtype=np.float32), 5)
+            if kind == "multivector":
+                docs = list(rng.standard_normal((m // 20, 20, dim), dtype=np.float32))
+                index.add(docs, ids=ids[: len(docs)])
+                index.search([rng.standard_normal((5, dim), dtype=np.float32)], 5)
+            else:
+                index.add(rng.standard_normal((m, dim), dtype=np.float32), ids=ids)
+                index.search(rng.standard_normal((2, dim), dtype=np.float32), 5)
 
     rng = np.random.default_rng(0)
     warm, dim = make()  # one-off costs first: imports, thread pools, tables, allocator arenas
-    fill(warm, dim, 2000, rng)
+    fill(warm, dim, 2 * batch if kind == "multivector" else 2000, rng)
     del warm
     base = rss()
     index, dim = make()
@@ -70,8 +78,9 @@ def measure(kind: str, n: int, batch: int, reserve: bool) -> tuple[int, dict[str
     return result["rss"], result["usage"]
 
 
-@pytest.mark.parametrize("reserve", [False, True], ids=["grow", "reserve"])
-@pytest.mark.parametrize("kind,n,batch", [("flat", 200_000, 50_000), ("hnsw", 300_000, 50_000)])
+@pytest.mark.parametrize("kind,n,batch,reserve", [("flat", 200_000, 50_000, False), ("flat", 200_000, 50_000, True),
+                                                  ("hnsw", 300_000, 50_000, False), ("hnsw", 300_000, 50_000, True),
+                                                  ("multivector", 200_000, 20_000, False)])
 def test_rss_growth_matches_memory_usage(kind: str, n: int, batch: int, reserve: bool) -> None:
     rss, usage = measure(kind, n, batch, reserve)
     total = sum(usage.values())
