@@ -3,8 +3,10 @@
 In memory, per internal id (iid): a live flag, the 64-bit hash of the string id (looked up through an
 IdMap), and where its record lies in the records file (offset, length): 21 bytes. On disk:
     records.<a>.dat   append-only JSON records [id, metadata, document], read with pread on demand
-    vectors.dat       the original vectors by iid (float32 or float16 rows, or no file), memory-mapped for
-                      reading (only the rows a query re-ranks are touched) and written with pwrite
+    vectors.dat       the original vectors by iid (float32 or float16 rows, or no file), read with pread (one
+                      call per run of consecutive rows) and written with pwrite. Not memory-mapped: a map's
+                      page faults pull in 64 KB around every row a query re-ranks (~0.9 ms a query on a
+                      cold 1M-row file, and the pages stay in the process's RSS); pread costs ~1.5 us a row
 Neither file is fsynced per write: the collection's write-ahead log is, and replaying it rewrites the
 same rows and appends the same records. `arrays()` hands the in-memory arrays to a snapshot, taken after
 `sync()` has made both files durable; `attach()` reads them back and cuts off what the log will replay.
@@ -56,7 +58,6 @@ class PointStore:
         self._end = os.fstat(self._records).st_size
         self._garbage = 0  # bytes of records no live point refers to
         self._vectors_fd = None if vectors is None else os.open(root / VECTORS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        self._rows: np.ndarray | None = None  # read-only map of vectors.dat
         self._capacity = 0  # rows vectors.dat holds room for
         self._row_bytes = 0 if vectors is None else dim * np.dtype(vectors).itemsize
 
@@ -139,9 +140,13 @@ class PointStore:
             raise InvalidArgumentError("this collection keeps no vectors (created with vectors=None): "
                                        "include 'vectors' and rescore need vectors='float32' or 'float16'")
         rows = np.asarray(iids, dtype=np.int64)
-        if not rows.size:
-            return np.empty((*rows.shape, self.dim), dtype=np.float32)
-        return self._rows[rows.ravel()].astype(np.float32).reshape(*rows.shape, self.dim)
+        wanted, where = np.unique(rows.ravel(), return_inverse=True)
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        runs = [os.pread(self._vectors_fd, (int(wanted[hi - 1]) - int(wanted[lo]) + 1) * self._row_bytes,
+                         int(wanted[lo]) * self._row_bytes)
+                for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), len(wanted)]) if hi > lo]
+        got = np.frombuffer(b"".join(runs), dtype=self.kind).reshape(len(wanted), self.dim)
+        return got[where].astype(np.float32).reshape(*rows.shape, self.dim)
 
     def nbytes(self) -> int:
         """Bytes held in memory (arrays at capacity and the id map); the files are not counted."""
@@ -203,7 +208,6 @@ class PointStore:
     def close(self) -> None:
         os.close(self._records)
         if self._vectors_fd is not None:
-            self._rows = None
             os.close(self._vectors_fd)
 
     # ------------------------------------------------------------------ internals
@@ -219,8 +223,6 @@ class PointStore:
             have = os.fstat(self._vectors_fd).st_size // self._row_bytes
             self._capacity = max(size, have, self._capacity + self._capacity // 4)
             os.ftruncate(self._vectors_fd, self._capacity * self._row_bytes)
-            self._rows = np.memmap(self.root / VECTORS_FILE, dtype=self.kind, mode="r",
-                                   shape=(self._capacity, self.dim))
 
     def _index_ids(self, iids: np.ndarray, hashes: np.ndarray, sids: list[str]) -> None:
         """Map each new id's hash to its iid; an id whose hash another live id holds goes to `_collided`."""

@@ -7,7 +7,7 @@ Directory layout (generation g names one consistent state; docs/format.md has th
     points.<g>.tqc      per internal id: live, id hash, record place, payload columns (_format)   } before
     wal.<g>.log         every upsert/delete acknowledged since that snapshot (_wal)                } compaction
     records.<a>.dat     append-only JSON records [id, metadata, document] (_points), read on demand
-    vectors.dat         the original vectors by internal id (float32/float16), memory-mapped for re-ranking
+    vectors.dat         the original vectors by internal id (float32/float16), read (pread) for re-ranking
     lock                held (flock) while a process has the collection open
 In memory: the index (codes, graph, ids), the payload columns (_filters) and the compact arrays of
 _points (about 21 bytes a point): metadata, documents and original vectors stay on disk.
