@@ -147,3 +147,24 @@ def test_memory_stays_with_the_codes(tmp_path):
         assert usage["points"] / n <= 2 * 21 + 12 + 1  # doubling slack, id map
         assert usage["payload"] / n <= 2 * 9 * 1.25 + 8  # two columns at capacity, one cached id array
         assert os.path.getsize(tmp_path / "c" / "vectors.dat") >= n * 64 * 4
+
+
+def test_pread_rows_checks_its_arguments(tmp_path):
+    """The native row reader behind re-ranking: runs of rows, and clear errors, never a partial read."""
+    from tqsearch import _core
+
+    path = tmp_path / "rows.dat"
+    data = np.arange(10 * 8, dtype=np.uint8).reshape(10, 8)
+    path.write_bytes(data.tobytes())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = np.empty((4, 8), dtype=np.uint8)
+        _core.pread_rows(fd, np.array([0, 1, 2, 7], dtype=np.int64), out)
+        np.testing.assert_array_equal(out, data[[0, 1, 2, 7]])
+        for rows, match in (([3, 1, 2, 4], "sorted"), ([1, 1, 2, 3], "distinct"), ([7, 8, 9, 10], "could not read row 7")):
+            with pytest.raises(ValueError, match=match):
+                _core.pread_rows(fd, np.array(rows, dtype=np.int64), out)
+        with pytest.raises(ValueError, match="one row per"):
+            _core.pread_rows(fd, np.array([0, 1], dtype=np.int64), out)
+    finally:
+        os.close(fd)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._idmap import IdMap
 from ._index import grow
 from .errors import FileFormatError, InvalidArgumentError
@@ -141,12 +142,9 @@ class PointStore:
                                        "include 'vectors' and rescore need vectors='float32' or 'float16'")
         rows = np.asarray(iids, dtype=np.int64)
         wanted, where = np.unique(rows.ravel(), return_inverse=True)
-        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-        runs = [os.pread(self._vectors_fd, (int(wanted[hi - 1]) - int(wanted[lo]) + 1) * self._row_bytes,
-                         int(wanted[lo]) * self._row_bytes)
-                for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), len(wanted)]) if hi > lo]
-        got = np.frombuffer(b"".join(runs), dtype=self.kind).reshape(len(wanted), self.dim)
-        return got[where].astype(np.float32).reshape(*rows.shape, self.dim)
+        got = np.empty((len(wanted), self._row_bytes), dtype=np.uint8)
+        _core.pread_rows(self._vectors_fd, wanted, got)  # one pread per run of consecutive rows, GIL released
+        return got.view(self.kind)[where].astype(np.float32).reshape(*rows.shape, self.dim)
 
     def nbytes(self) -> int:
         """Bytes held in memory (arrays at capacity and the id map); the files are not counted."""
