@@ -839,7 +839,7 @@ def _targets(sums: list[dict], entries: list[dict]) -> list[str]:
             return None if a is None or b is None else a >= b
 
         out += [f"Collection targets at N={n:,} (d=384, 4 bits, HNSW, 5 metadata fields + 100-char document, k=10, "
-                "rescore on; new and old built and measured in the same run, same machine):", "",
+                "rescore on; new and old built and measured on the same machine in one session, each in its own process; the dates are in bench/results/scale.json):", "",
                 "| target | new | old (1b9246a) | met? |", "|---|---|---|---|",
                 f"| RSS after reopen <= 600 B/point | {_fmt(rr.get('rss'))} (anon {_fmt(rr.get('anon'))}, file "
                 f"{_fmt(rr.get('file'))}) | {_fmt(ov(lambda o: (o.get('rss_reopen') or {}).get('rss')))} | "
