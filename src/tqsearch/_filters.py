@@ -14,12 +14,13 @@ Semantics, chosen to be plain set algebra over the live points:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
 import numpy as np
 
+from ._format import hash64
+from ._index import grow
 from .errors import InvalidArgumentError, InvalidTypeError
 
 Key = tuple[str, Any]
@@ -51,7 +52,6 @@ class PayloadIndex:
         self._fields: dict[str, int] = {}  # name -> column
         self._tags: list[np.ndarray] = []  # per column: uint8 tag per id (0: absent or not filterable)
         self._vals: list[np.ndarray] = []  # per column: uint64 value per id
-        self._capacity = 0
         self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # field -> (values asc, ids), a cache
         self._arrays: dict[tuple[str, int, int], np.ndarray] = {}  # (field, tag, value) -> ids, a cache
 
@@ -84,15 +84,14 @@ class PayloadIndex:
         """The columns for ids below `size`, as (field names, sections) for a snapshot file."""
         sections = {}
         for name, col in self._fields.items():
-            sections[f"field.{col}.tag"] = _fit(self._tags[col], size)
-            sections[f"field.{col}.value"] = _fit(self._vals[col], size)
+            sections[f"field.{col}.tag"] = grow(self._tags[col], size, exact=True)[:size]
+            sections[f"field.{col}.value"] = grow(self._vals[col], size, exact=True)[:size]
         return list(self._fields), sections
 
     @classmethod
     def from_arrays(cls, names: list[str], sections: dict[str, np.ndarray], size: int) -> PayloadIndex:
         """The index `arrays` described, its columns copied into writable memory; ValueError if inconsistent."""
         index = cls()
-        index._capacity = size
         for col, name in enumerate(names):
             tags, vals = np.asarray(sections[f"field.{col}.tag"]), np.asarray(sections[f"field.{col}.value"])
             if tags.shape != (size,) or vals.shape != (size,) or tags.dtype != np.uint8 or vals.dtype != np.uint64:
@@ -103,16 +102,13 @@ class PayloadIndex:
         return index
 
     def _column(self, field: str, size: int) -> int:
-        """The column of `field` (created empty), with room for ids below `size` (grown by a quarter)."""
+        """The column of `field` (created empty), with room for ids below `size` (grown as `grow` does)."""
         col = self._fields.get(field)
         if col is None:
             col = self._fields[field] = len(self._tags)
-            self._tags.append(np.zeros(self._capacity, dtype=np.uint8))
-            self._vals.append(np.zeros(self._capacity, dtype=np.uint64))
-        if size > self._capacity:
-            self._capacity = max(size, self._capacity + self._capacity // 4)
-            self._tags = [_fit(c, self._capacity) for c in self._tags]
-            self._vals = [_fit(c, self._capacity) for c in self._vals]
+            self._tags.append(np.zeros(0, dtype=np.uint8))
+            self._vals.append(np.zeros(0, dtype=np.uint64))
+        self._tags[col], self._vals[col] = grow(self._tags[col], size), grow(self._vals[col], size)
         return col
 
     def _forget(self, field: str, tag: int, val: int) -> None:
@@ -212,17 +208,7 @@ def _encode(key: Key) -> tuple[int, int]:
         return _NUMBER, int((np.float64(value) + 0.0).view(np.uint64))  # + 0.0: -0.0 equals 0.0
     if kind == "b":
         return _BOOL, int(value)
-    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return _STRING, int.from_bytes(digest, "little")
-
-
-def _fit(column: np.ndarray, size: int) -> np.ndarray:
-    """`column` cut or zero-padded to `size` entries."""
-    if len(column) >= size:
-        return column[:size]
-    out = np.zeros(size, dtype=column.dtype)
-    out[: len(column)] = column
-    return out
+    return _STRING, hash64(value)
 
 
 def _scalar(value: object, field: str, op: str) -> Key:

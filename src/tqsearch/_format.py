@@ -12,6 +12,7 @@ Every length is checked against the buffer size before anything is allocated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
@@ -157,6 +158,11 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def hash64(text: str) -> int:
+    """The unsigned 64-bit BLAKE2b hash of a string's UTF-8 bytes, as files store string ids and values."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -14,7 +14,6 @@ same rows and appends the same records. `arrays()` hands the in-memory arrays to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._format import hash64
 from ._idmap import IdMap
 from ._index import grow
 from .errors import FileFormatError, InvalidArgumentError
@@ -38,8 +38,8 @@ def records_file(arena: int) -> str:
 
 def id_hash(sid: str) -> int:
     """The stable 64-bit hash (as int64) of a string id; equal hashes are told apart by reading the record."""
-    digest = hashlib.blake2b(sid.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+    h = hash64(sid)
+    return h - (1 << 64) if h >= 1 << 63 else h  # the same bits as an int64
 
 
 class PointStore:
