@@ -3,10 +3,9 @@
 #include <cstdlib>  // defines __GLIBC__ on glibc
 #ifdef __GLIBC__
 #include <malloc.h>
-#include <unistd.h>
+#endif
 
 #include <string>
-#endif
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -20,6 +19,7 @@
 #include "common.h"
 #include "random.h"
 #include "rotation.h"
+#include "rowfile.h"
 #include "simd/dispatch.h"
 
 namespace nb = nanobind;
@@ -263,8 +263,8 @@ NB_MODULE(_core, m) {
 #endif
   });
 
-  // Reads rows[i] (sorted, distinct row numbers) of a file of fixed-size rows into out[i], one pread per
-  // run of consecutive rows, without the GIL: a collection's re-ranking reads its original vectors so.
+  // Reads rows[i] (sorted, distinct row numbers) of a file of fixed-size rows into out[i] without the GIL
+  // (tq::read_rows): a collection's re-ranking reads its original vectors so.
   m.def(
       "pread_rows",
       [](int fd, const In<int64_t, Vec>& rows, Out<uint8_t>& out) {
@@ -273,23 +273,10 @@ NB_MODULE(_core, m) {
         const int64_t* r = rows.data();
         for (size_t i = 0; i < n; ++i)
           TQ_CHECK(r[i] >= 0 && (i == 0 || r[i] > r[i - 1]), "row numbers must be sorted, distinct and >= 0");
-        size_t failed = n;
+        size_t failed;
         {
           nb::gil_scoped_release unlocked;
-          for (size_t lo = 0, hi; lo < n && failed == n; lo = hi) {
-            for (hi = lo + 1; hi < n && r[hi] == r[hi - 1] + 1; ++hi) {
-            }
-            const size_t want = (hi - lo) * width;
-            size_t got = 0;
-            while (got < want) {
-              const ssize_t k = ::pread(fd, out.data() + lo * width + got, want - got, off_t(r[lo] * width + got));
-              if (k <= 0) {
-                failed = lo;
-                break;
-              }
-              got += size_t(k);
-            }
-          }
+          failed = tq::read_rows(fd, r, n, width, out.data());
         }
         TQ_CHECK(failed == n, "could not read row " + std::to_string(failed < n ? r[failed] : -1) +
                                   " (file shorter than the rows asked for)");

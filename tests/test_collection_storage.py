@@ -168,3 +168,26 @@ def test_pread_rows_checks_its_arguments(tmp_path):
             _core.pread_rows(fd, np.array([0, 1], dtype=np.int64), out)
     finally:
         os.close(fd)
+
+
+def test_pread_rows_reads_rows_out_of_the_page_cache(tmp_path):
+    """Rows the page cache no longer holds (evicted with POSIX_FADV_DONTNEED) come back intact: the path
+    that announces every cold run to the kernel before reading them."""
+    from tqsearch import _core
+
+    path = tmp_path / "rows.dat"
+    data = np.random.default_rng(5).integers(0, 256, size=(4096, 1536), dtype=np.uint8)
+    with path.open("wb") as f:
+        f.write(data.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        rows = np.array([3, 4, 5, 100, 2047, 2048, 4095], dtype=np.int64)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        for _ in range(2):  # cold, then cached
+            out = np.empty((len(rows), 1536), dtype=np.uint8)
+            _core.pread_rows(fd, rows, out)
+            np.testing.assert_array_equal(out, data[rows])
+    finally:
+        os.close(fd)
