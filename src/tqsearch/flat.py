@@ -1,6 +1,6 @@
 """FlatIndex: exhaustive search over TurboQuant codes with ids, deletes, filters, rerank and persistence.
 
-Each vector costs its packed code plus one float (two for "l2"); ids and the optional rerank tier are
+Each vector costs its packed code plus two floats (one for uncentred "ip"/"cosine"); ids and the optional rerank tier are
 counted separately (`memory_usage`). Shared behaviour (ids, filters, rerank, files) is in _index.py.
 """
 
