@@ -9,7 +9,9 @@ Centring: the first add fixes a mean mu (that batch's mean when it has at least 
 `center` is on, else zero) and every code holds x - mu. Queries are centred too and the exact rest is
 kept per vector: <q, x> = <q - mu, x - mu> + <mu, x - mu> + <q, mu>, the middle term the offset, the last a
 per-query constant; -||q - x||^2 = 2 <q - mu, x - mu> - ||x - mu||^2 - ||q - mu||^2. The mean is saved with
-the index (version 2 files); older files load with mu = 0, which scores exactly as before.
+the index (version 2 files); older files load with mu = 0, which scores exactly as before. For "cosine"
+rows and queries are normalised first: mu is the mean of the unit rows and the scores stay cosines. The
+rerank tier and collections' stored vectors are kept uncentred: exact re-scoring does not involve mu.
 """
 
 from __future__ import annotations
