@@ -182,8 +182,10 @@ NB_MODULE(_core, m) {
       .def(
           "__init__",
           [](tq::MSECodec* self, const tq::Rotation& rot, int bits, const In<float, Vec>& centroids,
-             const std::string& simd) { new (self) tq::MSECodec(rot, bits, to_vector(centroids), pick(simd)); },
-          "rotation"_a, "bits"_a, arr("centroids"), "simd"_a = "")
+             const std::string& simd, int angle_steps) {
+            new (self) tq::MSECodec(rot, bits, to_vector(centroids), pick(simd), angle_steps);
+          },
+          "rotation"_a, "bits"_a, arr("centroids"), "simd"_a = "", "angle_steps"_a = 0)
       .def_prop_ro("dim", &tq::MSECodec::dim)
       .def_prop_ro("bits", &tq::MSECodec::bits)
       .def_prop_ro("row_bytes", &tq::MSECodec::row_bytes)

@@ -12,6 +12,7 @@ namespace {
 constexpr size_t kEncodeChunk = 512;
 constexpr size_t kScanChunk = 256;
 constexpr size_t kPrefetchRows = 4;
+constexpr float kAngleSpan = 0.2f;  // angle rounding tries t in [1 - span, 1 + span]
 
 float scale_for(ScaleMode mode, float dot_uc, float sq_c) {
   if (mode == ScaleMode::Unbiased) return dot_uc > 1e-30f ? 1.0f / dot_uc : 1.0f;
@@ -27,9 +28,16 @@ void record_bad(std::atomic<int64_t>& first_bad, size_t row) {
 
 }  // namespace
 
-MSECodec::MSECodec(Rotation rotation, int bits, const std::vector<float>& centroids, const Kernels* kernels)
+MSECodec::MSECodec(Rotation rotation, int bits, const std::vector<float>& centroids, const Kernels* kernels,
+                   int angle_steps)
     : rotation_(std::move(rotation)), bits_(bits), k_(kernels) {
   TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8");
+  TQ_CHECK(angle_steps >= 0 && angle_steps <= 64, "angle_steps must be in 0..64");
+  for (int s = 1; s <= angle_steps; ++s) {
+    const float step = kAngleSpan * float(s) / float(angle_steps);
+    grid_.push_back(1.0f - step);
+    grid_.push_back(1.0f + step);
+  }
   TQ_CHECK(centroids.size() == (size_t(1) << bits), "need 2^bits centroids");
   TQ_CHECK(std::is_sorted(centroids.begin(), centroids.end()), "centroids must be sorted");
   row_bytes_ = packed_row_bytes(dim(), bits);
@@ -53,8 +61,8 @@ int64_t MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* code
   std::atomic<int64_t> first_bad{int64_t(n)};
   parallel_for(n, kEncodeChunk, threads, interrupted, [&](size_t b, size_t e) {
     std::vector<float> y(d), scratch(d);
-    std::vector<uint8_t> idx(d);
-    const bool fused = k_->encode && rotation_.kind() == Rotation::Kind::FhtKac;
+    std::vector<uint8_t> idx(d), trial(grid_.empty() ? 0 : d);
+    const bool fused = k_->encode && rotation_.kind() == Rotation::Kind::FhtKac && grid_.empty();
     const EncodePlan plan{rotation_.plan(), bounds_.data(), centroids_.data(), bits_, levels_.data()};
     for (size_t i = b; i < e; ++i) {
       const float* xi = x + i * d;
@@ -78,13 +86,36 @@ int64_t MSECodec::encode(const float* x, size_t n, ScaleMode mode, uint8_t* code
       rotation_.forward(*k_, xi, y.data(), scratch.data());
       const float inv = norm > 0.0f ? 1.0f / norm : 0.0f;
       float dot_uc = 0, sq_c = 0;
-      k_->quantize(y.data(), inv, bounds_.data(), centroids_.data(), bits_, d, idx.data(), &dot_uc, &sq_c);
+      if (grid_.empty())
+        k_->quantize(y.data(), inv, bounds_.data(), centroids_.data(), bits_, d, idx.data(), &dot_uc, &sq_c);
+      else
+        round_by_angle(y.data(), inv, idx.data(), trial.data(), &dot_uc, &sq_c);
       k_->pack(idx.data(), d, bits_, codes + i * row_bytes_);
       norms[i] = norm;
       scales[i] = norm > 0.0f ? scale_for(mode, dot_uc, sq_c) : 1.0f;
     }
   });
   return first_bad.load() < int64_t(n) ? first_bad.load() : -1;
+}
+
+void MSECodec::round_by_angle(const float* y, float inv, uint8_t* idx, uint8_t* trial, float* dot_uc,
+                              float* sq_c) const {
+  const size_t d = dim();
+  k_->quantize(y, inv, bounds_.data(), centroids_.data(), bits_, d, idx, dot_uc, sq_c);
+  // Compare cosines <u, c> / ||c|| through their squares (both positive where it matters) to skip a sqrt.
+  float best_dot = *dot_uc, best_sq = *sq_c;
+  for (float t : grid_) {
+    float dot = 0, sq = 0;
+    k_->quantize(y, inv * t, bounds_.data(), centroids_.data(), bits_, d, trial, &dot, &sq);
+    dot /= t;  // quantize returns <t u, c>
+    if (dot > 0.0f && sq > 0.0f && dot * dot * best_sq > best_dot * best_dot * sq) {
+      best_dot = dot;
+      best_sq = sq;
+      std::copy(trial, trial + d, idx);
+    }
+  }
+  *dot_uc = best_dot;
+  *sq_c = best_sq;
 }
 
 void MSECodec::decode(const uint8_t* codes, const float* norms, const float* scales, size_t n, float* out, int threads,

@@ -43,7 +43,7 @@ def test_bundled_corpus_is_consistent():
 def test_demo_searches_the_bundled_corpus():
     out = io.StringIO()
     report = run_demo(4, [], threads=1, out=out)
-    assert report["bytes_per_vector"] == 196  # 384 * 4 / 8 code bytes + one float
+    assert report["bytes_per_vector"] == 200  # 384 * 4 / 8 code bytes + two floats (scale, exact <mean, x - mean>)
     assert report["recall_at_10"] >= 0.93
     text = out.getvalue()
     assert "bundled queries" in text and "recall@10" in text

@@ -515,3 +515,21 @@ def test_sigkill_at_random_times_loses_no_acknowledged_write(tmp_path, index):
         with open_collection(path) as c:
             _check_after_crash(c, acked)
     assert acked >= 10  # the children did real work between kills
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_the_index_centre_survives_reopen_by_replay_or_snapshot(tmp_path, compact):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((400, 16)) + 3.0).astype(np.float32)
+    ids = [f"p{i}" for i in range(len(x))]
+    with open_collection(tmp_path / "c", dim=16, metric="l2", index="flat") as c:
+        c.upsert(ids[:300], x[:300])  # the first batch fixes the centre
+        c.upsert(ids[300:], x[300:])
+        mean = c._index.mean
+        want = c.query(x[:5] + 0.1, 5, include=(), rescore=0)
+        if compact:
+            c.compact()
+    np.testing.assert_allclose(mean, x[:300].mean(0), atol=1e-5)
+    with open_collection(tmp_path / "c") as c:  # the log replays batch by batch, or the snapshot holds it
+        np.testing.assert_array_equal(c._index.mean, mean)
+        assert c.query(x[:5] + 0.1, 5, include=(), rescore=0) == want

@@ -21,7 +21,8 @@ def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
     a, b = index._store.a(), index._store.b()
     q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30) if index.metric == "cosine" \
         else queries
-    rq = index._codec.rotation.forward(q).astype(np.float64)
+    mu = index.mean  # codes hold x - mu, queries are centred too (_index.py)
+    rq = index._codec.rotation.forward(q - mu).astype(np.float64)
     c = index._codec.codebook.centroids.astype(np.float64)
     if index.bits in (4, 8):  # the documented int8 estimator of flat.h
         cmax = np.abs(c).max()
@@ -36,8 +37,8 @@ def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
         est = rq @ c[idx].T
     scores = a * est + b
     if index.metric == "l2":
-        scores -= np.sum(queries.astype(np.float64) ** 2, axis=1, keepdims=True)
-    return scores
+        return scores - np.sum((queries - mu).astype(np.float64) ** 2, axis=1, keepdims=True)
+    return scores + (q @ mu)[:, None]
 
 
 def _lut_estimate(q: np.ndarray, idx: np.ndarray, bits: int, centroids: np.ndarray) -> np.ndarray:
@@ -86,7 +87,8 @@ def test_int8_scan_tracks_the_float_estimate():
     index = FlatIndex(128, 4)
     index.add(x)
     scores, ids = index.search(queries, 5)
-    est = index._codec.inner_products(queries, index._codec.encode(x))
+    codec = tqsearch.TurboQuantMSE(128, 4, scale="unbiased", mean=index.mean)  # the index's centred codes
+    est = codec.inner_products(queries, codec.encode(x))
     np.testing.assert_allclose(scores, np.take_along_axis(est, ids, 1), rtol=0.02, atol=0.02)
 
 
@@ -258,7 +260,8 @@ def test_l2_on_unnormalized_data_and_zero_vectors():
     cos.add(x)
     scores, _ = cos.search(np.zeros((1, 64), dtype=np.float32), 3)
     assert np.isfinite(scores).all()
-    np.testing.assert_allclose(cos.reconstruct([5]), 0)
+    # the zero row is coded as 0 - mean: it decodes back to about zero (a 4-bit code's error of ||mean||)
+    assert np.linalg.norm(cos.reconstruct([5])) < 0.2 * np.linalg.norm(cos.mean)
 
 
 def test_load_maps_the_file_and_copies_only_on_write(tmp_path):
@@ -324,3 +327,82 @@ def test_fuzzed_calls_raise_clean_errors_and_never_corrupt_the_index():
 def test_search_on_an_empty_index_pads():
     scores, ids = FlatIndex(8, bits=4).search(_data(2, 8), 3)
     assert (ids == -1).all() and np.isneginf(scores).all()
+
+
+def _off_centre(n, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, dim)) + 3.0 * np.random.default_rng(99).standard_normal(dim)).astype(np.float32)
+
+
+def _exact(q, x, metric):
+    if metric == "l2":
+        return np.argsort(((q[:, None] - x[None]) ** 2).sum(-1), axis=1)[:, :10]
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.argsort(-(q @ x.T), axis=1)[:, :10]
+
+
+@pytest.mark.parametrize("index_cls", [FlatIndex, HNSWIndex])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_centring_raises_recall_and_keeps_true_scores_off_centre(index_cls, metric):
+    x, q = _off_centre(3000, 64), _off_centre(40, 64, seed=1)
+    exact = _exact(q, x, metric)
+    recall, err = {}, {}
+    for center in (False, True):
+        index = index_cls(64, 2, metric=metric, center=center)
+        index.add(x)
+        scores, ids = index.search(q, 10)
+        recall[center] = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(ids, exact)])
+        xs = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
+        qs = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
+        true = -((qs[:, None] - xs[ids]) ** 2).sum(-1) if metric == "l2" else np.einsum("qd,qkd->qk", qs, xs[ids])
+        err[center] = np.mean(np.abs(scores - true))  # returned scores estimate the true ones, constants included
+    xs = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
+    np.testing.assert_allclose(index.mean, xs.mean(0), atol=1e-5)  # cosine: the mean of the unit vectors
+    assert recall[True] >= recall[False] + 0.1
+    assert err[True] < 0.6 * err[False]
+
+
+def test_mean_is_fixed_by_the_first_batch_survives_save_load_and_is_reused(tmp_path):
+    x, q = _off_centre(1200, 32), _off_centre(10, 32, seed=1)
+    index = FlatIndex(32, 4, metric="l2")
+    index.add(x[:600])
+    np.testing.assert_allclose(index.mean, x[:600].mean(0), atol=1e-5)
+    index.save(tmp_path / "a.tq")
+    back = FlatIndex.load(tmp_path / "a.tq")
+    np.testing.assert_array_equal(back.mean, index.mean)
+    for i in (index, back):  # add after load codes around the same mean: identical to never saving
+        i.add(x[600:])
+    np.testing.assert_array_equal(back.mean, x[:600].mean(0, dtype=np.float64).astype(np.float32))
+    for got, want in zip(back.search(q, 10), index.search(q, 10)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_small_first_batch_or_center_false_leaves_the_index_uncentred():
+    from tqsearch._index import CENTRE_MIN_ROWS
+
+    x = _off_centre(CENTRE_MIN_ROWS + 10, 16)
+    small = FlatIndex(16, 4)
+    small.add(x[: CENTRE_MIN_ROWS - 1])
+    small.add(x[CENTRE_MIN_ROWS - 1 :])
+    off = FlatIndex(16, 4, center=False)
+    off.add(x)
+    assert FlatIndex(16, 4).mean is None
+    assert not small.mean.any() and not off.mean.any()
+    with pytest.raises(TypeError, match="center"):
+        FlatIndex(16, 4, center="yes")
+
+
+@pytest.mark.parametrize("name", ["flat_v1_l2", "hnsw_v1_ip"])
+def test_version_1_index_files_load_and_search_identically(name):
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    want = np.load(data / "index_v1_expected.npz")  # made by the version-1 code, before centring
+    index = tqsearch.load(data / f"{name}.tqs")
+    scores, ids = index.search(want["queries"], 10)
+    np.testing.assert_array_equal(ids, want[f"{name}_ids"])
+    np.testing.assert_array_equal(scores, want[f"{name}_scores"])
+    assert not index.mean.any()  # uncentred codes: a zero centre
+    index.add(want["vectors"][:5] + 1.0)  # and it takes more vectors the old way
+    assert len(index) == 305 and not index.mean.any()

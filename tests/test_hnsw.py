@@ -76,7 +76,8 @@ def _numpy_scores(index, q, ids):
     cmax = np.abs(c).max()
     table = 128 + np.rint(127 * c / cmax)
     qq = q / np.linalg.norm(q, axis=1, keepdims=True) if index.metric == "cosine" else q
-    rq = index._codec.rotation.forward(qq).astype(np.float64)
+    mu = index.mean  # codes hold x - mu, queries are centred too (_index.py)
+    rq = index._codec.rotation.forward(qq - mu).astype(np.float64)
     s = 63 / np.abs(rq).max(axis=1, keepdims=True)
     q7 = np.repeat(np.rint(rq * s), ids.shape[1], axis=0)
     dots = np.sum(q7 * table[idx], axis=1) - 128 * q7.sum(axis=1)
@@ -85,8 +86,8 @@ def _numpy_scores(index, q, ids):
     a, b = stored["a"][slots].astype(np.float64), stored["b"][slots].astype(np.float64)
     scores = (a * est + b).reshape(ids.shape)
     if index.metric == "l2":
-        scores -= np.sum(q.astype(np.float64) ** 2, axis=1, keepdims=True)
-    return scores
+        return scores - np.sum((q - mu).astype(np.float64) ** 2, axis=1, keepdims=True)
+    return scores + (qq @ mu)[:, None]
 
 
 def test_filters_are_never_violated_and_keep_recall(corpus, built):

@@ -5,6 +5,7 @@ import pytest
 from conftest import unit_rows
 
 from tqsearch import Codes, FileFormatError, TurboQuantMSE, TurboQuantProd
+from tqsearch.quantizer import centre_of
 
 PAPER_MSE = {1: 0.3634, 2: 0.1175, 3: 0.0345, 4: 0.0095}
 
@@ -144,3 +145,79 @@ def test_corrupt_codes_bytes_are_rejected():
         Codes.from_bytes(bytes(raw))
     with pytest.raises(FileFormatError, match="not a TQCODES1"):
         Codes.from_bytes(b"GGUF" + bytes(raw[4:]))
+
+
+def _off_centre(n, dim, seed=0):
+    """Vectors sharing a large common offset (like SIFT/MNIST pixels or embeddings with a mean direction)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, dim)) + 4.0 * rng.standard_normal(dim)).astype(np.float32)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_centred_codes_reconstruct_and_rank_better_off_centre(bits):
+    x, q = _off_centre(3000, 64), _off_centre(50, 64, seed=0)[:, ::-1].copy()
+    mu = centre_of(x[:1000], 64)  # a mean frozen after a first batch
+    plain, centred = (TurboQuantMSE(64, bits, scale="unbiased", mean=m) for m in (None, mu))
+    err = {name: float(np.mean(np.sum((c.decode(c.encode(x)) - x) ** 2, axis=1)))
+           for name, c in (("plain", plain), ("centred", centred))}
+    assert err["centred"] < 0.2 * err["plain"]  # the codes no longer spend their levels on the offset
+    exact = np.argsort(((q[:, None] - x[None]) ** 2).sum(-1), axis=1)[:, :10]
+    recall = {}
+    for name, c in (("plain", plain), ("centred", centred)):
+        found = np.argsort(c.l2(q, c.encode(x)), axis=1)[:, :10]
+        recall[name] = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+    assert recall["centred"] >= recall["plain"] + (0.15 if bits == 2 else 0.05)
+
+
+def test_centred_estimates_equal_decoded_inner_products_and_l2():
+    x, q = _off_centre(200, 48), _off_centre(5, 48, seed=1)
+    c = TurboQuantMSE(48, 3, scale="lsq", mean=centre_of(x, 48))
+    codes = c.encode(x)
+    dec = c.decode(codes)
+    np.testing.assert_allclose(c.inner_products(q, codes), q @ dec.T, rtol=1e-4, atol=1e-3)
+    qc, xc, dc = q - c.mean, x - c.mean, dec - c.mean  # l2 keeps the exact ||x - mean||, estimates the cross term
+    want = (qc**2).sum(1)[:, None] + (xc**2).sum(1)[None, :] - 2 * qc @ dc.T
+    np.testing.assert_allclose(c.l2(q, codes), want, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(codes.norms, np.linalg.norm(xc, axis=1), rtol=1e-5)
+
+
+def test_centred_codes_round_trip_and_refuse_another_mean():
+    x = _off_centre(100, 40)
+    c = TurboQuantMSE(40, 4, mean=centre_of(x, 40))
+    codes = c.encode(x)
+    back = Codes.from_bytes(codes.to_bytes())
+    np.testing.assert_array_equal(back.mean, codes.mean)
+    np.testing.assert_array_equal(c.decode(back[:10]), c.decode(codes)[:10])  # slicing keeps the mean
+    assert codes.bytes_per_vector == TurboQuantMSE(40, 4).encode(x).bytes_per_vector  # the mean costs no bytes
+    with pytest.raises(ValueError, match="different mean"):
+        TurboQuantMSE(40, 4).decode(codes)
+    with pytest.raises(ValueError, match="different mean"):
+        TurboQuantMSE(40, 4, mean=codes.mean + 1).inner_products(x[:2], codes)
+
+
+def test_version_1_codes_buffers_still_load():
+    from tqsearch import _format
+
+    codes = TurboQuantMSE(40, 2).encode(_off_centre(20, 40))
+    meta = {"kind": "mse", "dim": 40, "bits": 2, "seed": 0, "rotation": codes.rotation, "scale": "none", "n": 20}
+    old = _format.pack(b"TQCODES1", 1, meta, {"packed": codes.packed, "norms": codes.norms})  # as version 1 wrote
+    back = Codes.from_bytes(old)
+    assert back.mean is None
+    np.testing.assert_array_equal(TurboQuantMSE(40, 2).decode(back), TurboQuantMSE(40, 2).decode(codes))
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_angle_rounding_never_loses_cosine_and_gains_on_average(bits):
+    x = _off_centre(500, 128)
+    cos = {}
+    for rounding in ("nearest", "angle"):
+        c = TurboQuantMSE(128, bits, scale="unbiased", rounding=rounding)
+        codes = c.encode(x)
+        dec = c.decode(codes)
+        cos[rounding] = np.sum(dec * x, 1) / np.linalg.norm(dec, axis=1) / np.linalg.norm(x, axis=1)
+        np.testing.assert_allclose(c.inner_products(x[:3], codes), x[:3] @ dec.T, rtol=1e-4, atol=1e-2)
+    assert np.all(cos["angle"] >= cos["nearest"] - 1e-6)  # t = 1 is in the grid: never a worse direction
+    # 1 - cos falls ~7% at 4 bits (d = 128), ~0.6% at 2 bits
+    assert np.mean(1 - cos["angle"]) < (0.95 if bits == 4 else 0.997) * np.mean(1 - cos["nearest"])
+    with pytest.raises(ValueError, match="rounding"):
+        TurboQuantMSE(128, bits, rounding="best")

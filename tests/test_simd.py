@@ -42,3 +42,14 @@ def test_integer_valued_rotation_is_exact_on_every_level(simd):
     out = np.empty_like(x)
     _core.rotate(TurboQuantMSE(256, 4).rotation.native, x, False, out, 1, simd)
     np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("dim", [7, 97, 384])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_angle_rounding_codes_match_scalar(simd, dim, bits):
+    x = _data(200, dim)
+    ref = TurboQuantMSE(dim, bits, seed=5, scale="unbiased", simd="scalar", rounding="angle")
+    fast = TurboQuantMSE(dim, bits, seed=5, scale="unbiased", simd=simd, rounding="angle")
+    a, b = ref.encode(x), fast.encode(x)
+    np.testing.assert_array_equal(a.packed, b.packed)
+    np.testing.assert_array_equal(a.scales, b.scales)

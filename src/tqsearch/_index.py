@@ -4,6 +4,14 @@ Scores are similarities, best first: the inner product for "ip", the cosine for 
 negative squared distance for "l2". A subclass owns a native store (FlatStore or HnswGraph) holding
 codes plus two floats per vector, a scale and an offset, that turn <q', c> into a score
 (scale * <q', c> + offset), and decides where rows go. Concurrency: one ReadWriteLock (_rwlock.py).
+
+Centring: the first add fixes a mean mu (that batch's mean when it has at least CENTRE_MIN_ROWS rows and
+`center` is on, else zero) and every code holds x - mu. Queries are centred too and the exact rest is
+kept per vector: <q, x> = <q - mu, x - mu> + <mu, x - mu> + <q, mu>, the middle term the offset, the last a
+per-query constant; -||q - x||^2 = 2 <q - mu, x - mu> - ||x - mu||^2 - ||q - mu||^2. The mean is saved with
+the index (version 2 files); older files load with mu = 0, which scores exactly as before. For "cosine"
+rows and queries are normalised first: mu is the mean of the unit rows and the scores stay cosines. The
+rerank tier and collections' stored vectors are kept uncentred: exact re-scoring does not involve mu.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import FileFormatError
 from .params import SearchParams, search_params
-from .quantizer import Codes, TurboQuantMSE
+from .quantizer import Codes, TurboQuantMSE, centre_of
 
 METRICS = ("ip", "cosine", "l2")
 SCALE = "unbiased"  # unbiased inner products keep l2 ranking right when norms differ
+CENTRE_MIN_ROWS = 256  # a smaller first batch gives a noisy mean: the index then stays uncentred
 
 
 class CodeIndex:
@@ -37,8 +46,11 @@ class CodeIndex:
     _VERSION: int
 
     def __init__(self, dim: int, bits: int, metric: str, seed: int, rerank: str | int | None,
-                 threads: int | None, simd: str | None) -> None:
+                 threads: int | None, simd: str | None, center: bool = True) -> None:
         self.metric = as_choice(metric, "metric", METRICS)
+        if not isinstance(center, bool):
+            raise TypeError(f"center must be True or False, got {center!r}")
+        self.center = center
         if rerank not in (None, "fp16", 8):
             raise ValueError(f"rerank must be None, 'fp16' or 8, got {rerank!r}")
         self.rerank = rerank
@@ -51,6 +63,7 @@ class CodeIndex:
         self._rerank_rows = np.empty((0, self._rerank_width()), dtype=self._rerank_dtype())  # per slot
         self._next_id = 0
         self._mapped: dict[str, np.ndarray] | None = None
+        self._mean: np.ndarray | None = None  # fixed by the first add (zeros: not centred)
         self._lock = ReadWriteLock()
 
     # ------------------------------------------------------------------ properties
@@ -72,6 +85,11 @@ class CodeIndex:
 
     def __contains__(self, id_: object) -> bool:
         return id_ in self._slot_of
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """The centre the codes are taken around (a copy; zeros: uncentred), or None before the first add."""
+        return None if self._mean is None else self._mean.copy()
 
     @property
     def ids(self) -> np.ndarray:
@@ -96,6 +114,7 @@ class CodeIndex:
 
     def _add(self, x: object, ids: object) -> np.ndarray:
         vectors = self._vectors(x)
+        self._fix_mean(vectors)
         encoded = self._encode(vectors)  # outside the lock: searches go on while a batch encodes
         with self._lock.write():
             new_ids = self._new_ids(len(vectors), ids)
@@ -105,6 +124,7 @@ class CodeIndex:
     def _upsert(self, x: object, ids: object) -> np.ndarray:
         vectors = self._vectors(x)
         new_ids = as_ids(ids, len(vectors))
+        self._fix_mean(vectors)
         encoded = self._encode(vectors)  # encode before mutating: a bad batch changes nothing
         with self._lock.write():
             self._remove_existing(new_ids[self._slot_of.get(new_ids) >= 0])
@@ -146,7 +166,7 @@ class CodeIndex:
             norms = self._store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
         codes = Codes("mse", self.dim, self.bits, self.seed, self._codec.rotation.algorithm, SCALE, packed, norms,
                       np.ones(len(slots), dtype=np.float32))
-        return self._codec.decode(codes)
+        return self._codec.decode(codes) + self._centre()
 
     def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
                threads: int | None = None, ef: int | None = None, rescore: int | None = None,
@@ -167,8 +187,8 @@ class CodeIndex:
         t = self.threads if threads is None else as_threads(threads)
         k = as_int(k, "k")
         factor = self._rescore(p.rescore)
-        rotated = self._codec.rotation.forward(q, t)
         with self._lock.read():
+            rotated = self._codec.rotation.forward(q - self._centre(), t)
             k = min(k, len(self))
             allowed = self._allowed(filter)
             wanted = min(k * max(factor, 1), len(self) if allowed is None else allowed[1])
@@ -176,8 +196,7 @@ class CodeIndex:
             slots = np.full((len(q), wanted), -1, dtype=np.int64)
             if wanted:
                 self._native_search(rotated, wanted, allowed, scores, slots, t, p)
-            if self.metric == "l2":
-                scores -= np.einsum("ij,ij->i", q, q)[:, None]
+            scores += self._query_constant(q)[:, None]
             if factor:
                 scores, slots = self._rerank_top(q, slots, k)
             found = np.full_like(slots, -1)
@@ -205,20 +224,22 @@ class CodeIndex:
         size = self._store.size
         meta = {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
                 "rotation": self._codec.rotation.algorithm, "scale": SCALE, "rerank": self.rerank,
-                "n": size, "next_id": self._next_id, **self._settings()}
-        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._rerank_rows[:size]}
+                "n": size, "next_id": self._next_id, "center": self.center, **self._settings()}
+        mean = {} if self._mean is None else {"mean": self._mean}
+        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._rerank_rows[:size], **mean}
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> CodeIndex:
         """The index described by `_state`'s output; FileFormatError when it is inconsistent."""
         try:
             index = cls(int(meta["dim"]), int(meta["bits"]), meta["metric"], int(meta["seed"]), meta["rerank"],
-                        **cls._settings_from(meta))
+                        center=bool(meta.get("center", True)), **cls._settings_from(meta))
             if meta["rotation"] != index._codec.rotation.algorithm or meta["scale"] != SCALE:
                 raise FileFormatError(f"{source}: made with rotation {meta['rotation']!r} / scale {meta['scale']!r}, "
                                       "which this version does not read")
             n = int(meta["n"])
             index._restore_store(meta, arrays, n)
+            index._mean = _stored_mean(arrays, index.dim, n)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, FileFormatError):
                 raise
@@ -241,8 +262,9 @@ class CodeIndex:
         allowed: (bitset over slots, number of allowed live slots) or None for all."""
         raise NotImplementedError
 
-    def _place(self, vectors: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """Store encoded rows with their score floats (score = scale * <q', c> + offset); returns their slots."""
+    def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Store encoded rows of `centred` (x - mu) with their score floats (score = scale * <q', c> + offset);
+        returns their slots."""
         raise NotImplementedError
 
     def _remove_existing(self, ids: np.ndarray) -> None:
@@ -276,17 +298,38 @@ class CodeIndex:
         v = as_matrix(x, self.dim, "vectors")
         return normalized(v) if self.metric == "cosine" else v
 
-    def _encode(self, vectors: np.ndarray) -> tuple[Codes, np.ndarray]:
-        return self._codec.encode(vectors, self.threads), self._rerank_rows_of(vectors)
+    def _fix_mean(self, vectors: np.ndarray) -> None:
+        """Fix the centre on the first add: this batch's mean when centring is on and the batch is large enough."""
+        if self._mean is not None:
+            return
+        with self._lock.write():  # the batch encodes outside the lock: settle the mean before it does
+            if self._mean is None:
+                big = self.center and len(vectors) >= CENTRE_MIN_ROWS
+                self._mean = centre_of(vectors, self.dim) if big else np.zeros(self.dim, dtype=np.float32)
 
-    def _append(self, vectors: np.ndarray, encoded: tuple[Codes, np.ndarray], ids: np.ndarray) -> None:
-        codes, rerank_rows = encoded
+    def _centre(self) -> np.ndarray:
+        """The mean, zeros before the first add."""
+        return np.zeros(self.dim, dtype=np.float32) if self._mean is None else self._mean
+
+    def _query_constant(self, q: np.ndarray) -> np.ndarray:
+        """What each query adds to its native scores: <q, mu> (ip, cosine) or -||q - mu||^2 (l2)."""
+        if self.metric == "l2":
+            centred = q - self._centre()
+            return -np.einsum("ij,ij->i", centred, centred)
+        return q @ self._centre()
+
+    def _encode(self, vectors: np.ndarray) -> tuple[Codes, np.ndarray, np.ndarray]:
+        centred = vectors - self._centre()
+        return self._codec.encode(centred, self.threads), self._rerank_rows_of(vectors), centred
+
+    def _append(self, vectors: np.ndarray, encoded: tuple[Codes, np.ndarray, np.ndarray], ids: np.ndarray) -> None:
+        codes, rerank_rows, centred = encoded
         factor = codes.norms * codes.scales
-        if self.metric == "l2":  # -||q - x||^2 + ||q||^2 = 2 <q, x> - ||x||^2
+        if self.metric == "l2":  # -||q - x||^2 + ||q - mu||^2 = 2 <q - mu, x - mu> - ||x - mu||^2
             scale, offset = 2 * factor, -np.square(codes.norms)
-        else:
-            scale, offset = factor, np.zeros(len(codes), dtype=np.float32)
-        slots = self._place(vectors, codes, np.ascontiguousarray(scale, np.float32),
+        else:  # <q, x> - <q, mu> = <q - mu, x - mu> + <mu, x - mu>
+            scale, offset = factor, centred @ self._centre()
+        slots = self._place(centred, codes, np.ascontiguousarray(scale, np.float32),
                             np.ascontiguousarray(offset, np.float32))
         size = self._store.size
         self._ids = grow(self._ids, size, fill=-1)
@@ -426,6 +469,16 @@ def _pad(arr: np.ndarray, k: int, fill: float) -> np.ndarray:
     out = np.full((len(arr), k), fill, dtype=arr.dtype)
     out[:, : arr.shape[1]] = arr
     return out
+
+
+def _stored_mean(arrays: dict[str, np.ndarray], dim: int, n: int) -> np.ndarray | None:
+    """The saved centre; files without one (version 1) hold uncentred codes: zeros, or None while empty."""
+    if "mean" not in arrays:
+        return np.zeros(dim, dtype=np.float32) if n else None
+    mean = np.array(arrays["mean"], dtype=np.float32)
+    if mean.shape != (dim,) or not np.isfinite(mean).all():
+        raise ValueError(f"mean has shape {mean.shape} or is not finite")
+    return mean
 
 
 def normalized(x: np.ndarray) -> np.ndarray:

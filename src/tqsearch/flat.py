@@ -1,6 +1,6 @@
 """FlatIndex: exhaustive search over TurboQuant codes with ids, deletes, filters, rerank and persistence.
 
-Each vector costs its packed code plus one float (two for "l2"); ids and the optional rerank tier are
+Each vector costs its packed code plus two floats (one for uncentred "ip"/"cosine"); ids and the optional rerank tier are
 counted separately (`memory_usage`). Shared behaviour (ids, filters, rerank, files) is in _index.py.
 """
 
@@ -25,14 +25,15 @@ class FlatIndex(CodeIndex):
     "cosine" or "l2". seed: rotation seed. rerank: None, "fp16" or 8 to keep a second, more exact copy
     that re-scores the best k * rescore candidates. threads: None = all cores. `remove` is O(1) per
     id: the last vector moves into the freed slot. `search` is CodeIndex.search (SearchParams' ef and
-    exhaustive do not apply: every search is exhaustive).
+    exhaustive do not apply: every search is exhaustive). center: code x - mean of the first batch (see
+    _index.py; on by default, False keeps the codes uncentred).
     """
 
-    _MAGIC, _VERSION = b"TQFLAT01", 1
+    _MAGIC, _VERSION = b"TQFLAT01", 2  # 2: the centre (mean) is saved
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "ip", seed: int = 0, rerank: str | int | None = None,
-                 threads: int | None = None, simd: str | None = None) -> None:
-        super().__init__(dim, bits, metric, seed, rerank, threads, simd)
+                 threads: int | None = None, simd: str | None = None, center: bool = True) -> None:
+        super().__init__(dim, bits, metric, seed, rerank, threads, simd, center)
         self._store = _core.FlatStore(self.dim, self.bits, self._codec.codebook.centroids, simd or "")
 
     def memory_usage(self) -> dict[str, int]:
@@ -52,7 +53,7 @@ class FlatIndex(CodeIndex):
                        scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
         self._store.search(rotated, k, None if allowed is None else allowed[0], scores, slots, threads)
 
-    def _place(self, vectors: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         start = self._store.size
         self._store.append(codes.packed, scale, offset)
         return np.arange(start, start + len(codes), dtype=np.int64)

@@ -25,19 +25,19 @@ DEFAULT_EF = 64
 class HNSWIndex(CodeIndex):
     """Approximate nearest-neighbour search on an HNSW graph over b-bit TurboQuant codes.
 
-    dim, bits, metric, seed, rerank, threads: as FlatIndex. M: links per node (2M on layer 0).
+    dim, bits, metric, seed, rerank, threads, center: as FlatIndex. M: links per node (2M on layer 0).
     ef_construction: beam width while linking. ef_search: default beam width of `search` (>= k is used).
     `search` is CodeIndex.search: SearchParams.ef sets the beam, exhaustive=True scans every allowed code.
     A filter is applied during the walk, or by a flat scan of the allowed rows when few pass; every query
     gets min(k, allowed points) results (a walk that comes back short is finished by the scan).
     """
 
-    _MAGIC, _VERSION = b"TQHNSW01", 1
+    _MAGIC, _VERSION = b"TQHNSW01", 2  # 2: the centre (mean) is saved
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "ip", seed: int = 0, rerank: str | int | None = None,
                  M: int = 16, ef_construction: int = 200, ef_search: int = DEFAULT_EF, threads: int | None = None,
-                 simd: str | None = None) -> None:
-        super().__init__(dim, bits, metric, seed, rerank, threads, simd)
+                 simd: str | None = None, center: bool = True) -> None:
+        super().__init__(dim, bits, metric, seed, rerank, threads, simd, center)
         self.M, self.ef_construction = as_int(M, "M", 2, 256), as_int(ef_construction, "ef_construction")
         self.ef_search = as_int(ef_search, "ef_search")
         self._store = _core.HnswGraph(self.dim, self.bits, self._codec.codebook.centroids, self.M,
@@ -63,12 +63,12 @@ class HNSWIndex(CodeIndex):
         ef = count if params.exhaustive else self.ef_search if params.ef is None else params.ef
         self._store.search(rotated, k, max(ef, k), bits, count, scores, slots, threads)
 
-    def _place(self, vectors: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         size, entry = self._store.size, self._store.entry
         free = np.flatnonzero(self._ids[:size] < 0)
         free = free[free != entry][: len(codes)]
         slots = np.concatenate([free, np.arange(size, size + len(codes) - len(free))]).astype(np.int64)
-        rotated = self._codec.rotation.forward(vectors, self.threads)
+        rotated = self._codec.rotation.forward(centred, self.threads)
         self._store.add(rotated, codes.packed, scale, offset, slots, self.threads)
         return slots
 

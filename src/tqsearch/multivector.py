@@ -42,7 +42,7 @@ class MultiVectorIndex:
     arrays; ids are int64 as in the other indexes. Searches run at once, writes exclusively (_rwlock.py).
     """
 
-    _MAGIC, _VERSION = b"TQMULTI1", 1
+    _MAGIC, _VERSION = b"TQMULTI1", 2  # 2: the FDE index saves its centre (version 1 loads uncentred)
 
     def __init__(self, dim: int, bits: int = 4, fde: FDEEncoder | None = None, index: str = "hnsw",
                  token_bits: int = 4, seed: int = 0, threads: int | None = None, simd: str | None = None,

@@ -3,7 +3,9 @@
 Both quantize the direction x/||x|| after a seeded rotation and keep ||x|| as one float32, so any input
 norm works. `TurboQuantMSE` can also keep a per-vector scale that removes the shrinkage of its inner-product
 estimate (research brief §4 item 3): "unbiased" makes the estimate exact for q = x, "lsq" is the
-least-squares fit of the direction (and the best reconstruction).
+least-squares fit of the direction (and the best reconstruction). With a `mean` it codes x - mean instead
+(centring: the codes then spend their levels on what varies between vectors, not on the shared offset)
+and adds the mean's exact contribution back: <q, x> = <q, mean> + <q, x - mean>.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from .codebooks import lloyd_max
 from .errors import FileFormatError
 from .rotation import DEFAULT_ROTATION, Rotation, make_rotation
 
-__all__ = ["Codes", "TurboQuantMSE", "TurboQuantProd"]
+__all__ = ["Codes", "TurboQuantMSE", "TurboQuantProd", "centre_of"]
 
 SCALES = ("none", "unbiased", "lsq")
-_MAGIC, _VERSION = b"TQCODES1", 1
+ROUNDINGS = ("nearest", "angle")
+ANGLE_STEPS = 8  # "angle" rounding tries t = 1 +- 0.025 k, k = 1..8, besides the nearest code (csrc/codec.h)
+_MAGIC, _VERSION = b"TQCODES1", 2  # 2: optional mean (centred codes)
 _QJL_STREAM = 2
 _ARRAYS = ("packed", "norms", "scales", "qjl", "residual_norms")
 
@@ -34,6 +38,7 @@ class Codes:
     packed: (n, ceil(dim*b/8)) uint8, b = bits for "mse" and bits-1 for "prod" (the MSE stage).
     norms: (n,) float32 ||x||. scales: (n,) float32 or None (scale "none").
     qjl: (n, ceil(dim/8)) uint8 sign bits of the residual sketch and residual_norms (n,) float32 ("prod" only).
+    mean: (dim,) float32 the codes were centred on (norms are then ||x - mean||), or None.
     """
 
     kind: str
@@ -47,6 +52,7 @@ class Codes:
     scales: np.ndarray | None = None
     qjl: np.ndarray | None = None
     residual_norms: np.ndarray | None = None
+    mean: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.norms)
@@ -72,15 +78,18 @@ class Codes:
         """Serialise to one versioned, checksummed buffer."""
         meta = {"kind": self.kind, "dim": self.dim, "bits": self.bits, "seed": self.seed,
                 "rotation": self.rotation, "scale": self.scale, "n": len(self)}
-        return _format.pack(_MAGIC, _VERSION, meta, self._present())
+        extra = {} if self.mean is None else {"mean": self.mean}
+        return _format.pack(_MAGIC, _VERSION, meta, self._present() | extra)
 
     @classmethod
     def from_bytes(cls, buf: bytes | memoryview) -> Codes:
         """Parse `to_bytes` output; raises FileFormatError on foreign, truncated or corrupt input."""
-        _, meta, arrays = _format.unpack(buf, _MAGIC, _VERSION, "Codes buffer")
+        _, meta, arrays = _format.unpack(buf, _MAGIC, _VERSION, "Codes buffer")  # version 1: no mean
         try:
             codes = cls(meta["kind"], int(meta["dim"]), int(meta["bits"]), int(meta["seed"]), str(meta["rotation"]),
                         str(meta["scale"]), **{k: np.array(v) for k, v in arrays.items()})
+            if codes.mean is not None and codes.mean.shape != (codes.dim,):
+                raise ValueError(f"mean has shape {codes.mean.shape}")
         except (KeyError, TypeError, ValueError) as e:
             raise FileFormatError(f"Codes buffer: malformed metadata ({e})") from None
         codes._check(int(meta.get("n", -1)))
@@ -90,7 +99,7 @@ class Codes:
         return {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
 
     def _with(self, arrays: dict[str, np.ndarray]) -> Codes:
-        return Codes(self.kind, self.dim, self.bits, self.seed, self.rotation, self.scale, **arrays)
+        return Codes(self.kind, self.dim, self.bits, self.seed, self.rotation, self.scale, **arrays, mean=self.mean)
 
     def _check(self, n: int) -> None:
         stage_bits = self.bits - 1 if self.kind == "prod" else self.bits
@@ -108,6 +117,7 @@ class _Quantizer:
     """Shared plumbing: parameters, rotation, validation and the compatibility check for Codes."""
 
     kind: str
+    mean: np.ndarray | None = None
 
     def __init__(self, dim: int, bits: int, seed: int, rotation: str | Rotation | None, threads: int | None,
                  simd: str | None) -> None:
@@ -131,6 +141,8 @@ class _Quantizer:
         if mine != theirs:
             raise ValueError(f"these codes were made by a different quantizer (kind, dim, bits, seed, rotation) "
                              f"{theirs}, this one is {mine}")
+        if not _same_mean(self.mean, codes.mean):
+            raise ValueError("these codes were centred on a different mean than this quantizer's")
 
     def _threads(self, threads: int | None) -> int:
         return self.threads if threads is None else as_threads(threads)
@@ -141,14 +153,24 @@ class _Quantizer:
         return out
 
     def l2(self, queries: object, codes: Codes, threads: int | None = None) -> np.ndarray:
-        """Estimated squared Euclidean distances ||q||^2 + ||x||^2 - 2<q, x>: (nq, n) float32."""
+        """Estimated squared Euclidean distances ||q'||^2 + ||x'||^2 - 2<q', x'>, q' = q - mean and x' = x - mean
+        (no mean: q and x): (nq, n) float32."""
         q = as_matrix(queries, self.dim, "queries")
-        ip = self.inner_products(q, codes, threads)
+        if self.mean is not None:
+            q = q - self.mean
+        ip = self._centred_ip(q, codes, threads)
         qn = np.einsum("ij,ij->i", q, q, dtype=np.float64).astype(np.float32)
         return qn[:, None] + np.square(codes.norms)[None, :] - 2.0 * ip
 
-    def inner_products(self, queries: object, codes: Codes, threads: int | None = None) -> np.ndarray:
+    def _centred_ip(self, q: np.ndarray, codes: Codes, threads: int | None) -> np.ndarray:
+        """Estimated <q, x - mean> (<q, x> without a mean) for validated queries."""
         raise NotImplementedError
+
+    def inner_products(self, queries: object, codes: Codes, threads: int | None = None) -> np.ndarray:
+        """Estimated <q, x> for every query and code: (nq, n) float32."""
+        q = as_matrix(queries, self.dim, "queries")
+        ip = self._centred_ip(q, codes, threads)
+        return ip if self.mean is None else ip + (q @ self.mean)[:, None]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim}, bits={self.bits}, seed={self.seed})"
@@ -159,17 +181,24 @@ class TurboQuantMSE(_Quantizer):
 
     dim: any >= 1. bits: 1..8. seed: rotation seed. scale: "none" (the paper), "unbiased" or "lsq" (one
     more float per vector). rotation: "fht-kac-3" (default), "dense-qr" or a Rotation. threads: None = all
-    cores. simd: force "scalar"/"avx2"/"avx512" (tests); default picks the best the CPU has.
+    cores. simd: force "scalar"/"avx2"/"avx512" (tests); default picks the best the CPU has. mean: (dim,)
+    vector to centre on (e.g. the mean of a first batch: `centre_of`), or None; costs no bytes per vector.
+    rounding: "nearest" (the paper) or "angle": of the codes nearest to t * u for a grid of t around 1, keep
+    the one whose direction is closest to u (same bytes, same decode; ~3x slower to encode).
     """
 
     kind = "mse"
 
     def __init__(self, dim: int, bits: int, seed: int = 0, scale: str = "none", rotation: str | Rotation | None = None,
-                 threads: int | None = None, simd: str | None = None) -> None:
+                 threads: int | None = None, simd: str | None = None, mean: object = None,
+                 rounding: str = "nearest") -> None:
         super().__init__(dim, bits, seed, rotation, threads, simd)
         self.scale = as_choice(scale, "scale", SCALES)
+        self.rounding = as_choice(rounding, "rounding", ROUNDINGS)
+        self.mean = None if mean is None else as_matrix(np.reshape(mean, (1, -1)), self.dim, "mean")[0].copy()
         self.codebook = lloyd_max(self.dim, self.bits)
-        self._codec = _core.MSECodec(self.rotation.native, self.bits, self.codebook.centroids, self.simd)
+        self._codec = _core.MSECodec(self.rotation.native, self.bits, self.codebook.centroids, self.simd,
+                                     ANGLE_STEPS if self.rounding == "angle" else 0)
 
     @property
     def simd_level(self) -> str:
@@ -184,6 +213,8 @@ class TurboQuantMSE(_Quantizer):
     def encode(self, x: object, threads: int | None = None) -> Codes:
         """Compress (n, dim) float vectors; zero rows encode to zero. Multi-threaded, GIL released."""
         arr = as_matrix(x, self.dim, "vectors", finite=False)
+        if self.mean is not None:
+            arr = arr - self.mean
         n = len(arr)
         packed = np.empty((n, self._codec.row_bytes), dtype=np.uint8)
         norms, scales = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
@@ -192,18 +223,18 @@ class TurboQuantMSE(_Quantizer):
         if bad >= 0:
             raise bad_row(arr, bad, "vectors")
         return Codes("mse", self.dim, self.bits, self.seed, self.rotation.algorithm, self.scale, packed, norms,
-                     None if self.scale == "none" else scales)
+                     None if self.scale == "none" else scales, mean=self.mean)
 
     def decode(self, codes: Codes, threads: int | None = None) -> np.ndarray:
-        """Reconstruct (n, dim) float32 vectors ||x|| * s * R^T c."""
+        """Reconstruct (n, dim) float32 vectors ||x|| * s * R^T c (+ mean); inner_products equal q @ decode().T."""
         self._check_codes(codes)
         out = np.empty((len(codes), self.dim), dtype=np.float32)
         self._codec.decode(codes.packed, codes.norms, self._scales(codes), out, self._threads(threads))
+        if self.mean is not None:
+            out += self.mean
         return out
 
-    def inner_products(self, queries: object, codes: Codes, threads: int | None = None) -> np.ndarray:
-        """Estimated <q, x> for every query and code: (nq, n) float32, equal to queries @ decode(codes).T."""
-        q = as_matrix(queries, self.dim, "queries")
+    def _centred_ip(self, q: np.ndarray, codes: Codes, threads: int | None) -> np.ndarray:
         self._check_codes(codes)
         t = self._threads(threads)
         return self.scan_rotated(self._rotate(q, t), codes.packed, codes.norms * self._scales(codes), t)
@@ -266,9 +297,8 @@ class TurboQuantProd(_Quantizer):
             y += self._stage_values(codes.packed)
         return self.rotation.inverse(y, threads) * codes.norms[:, None]
 
-    def inner_products(self, queries: object, codes: Codes, threads: int | None = None) -> np.ndarray:
-        """Unbiased estimates of <q, x>: (nq, n) float32."""
-        q = as_matrix(queries, self.dim, "queries")
+    def _centred_ip(self, q: np.ndarray, codes: Codes, threads: int | None) -> np.ndarray:
+        """Unbiased estimates of <q, x> (this quantizer takes no mean)."""
         self._check_codes(codes)
         t = self._threads(threads)
         rq = self._rotate(q, t)
@@ -287,3 +317,15 @@ class TurboQuantProd(_Quantizer):
 
     def _stage_values(self, packed: np.ndarray) -> np.ndarray:
         return self.mse.codebook.centroids[self._unpack(packed, self.mse.bits)]
+
+
+def centre_of(x: object, dim: int) -> np.ndarray:
+    """The mean of (n, dim) vectors as float32 (accumulated in float64): the centre a TurboQuantMSE codes around."""
+    arr = as_matrix(x, dim, "vectors")
+    if not len(arr):
+        raise ValueError("cannot take the mean of zero vectors")
+    return arr.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _same_mean(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
