@@ -295,43 +295,58 @@ inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* quer
   });
 }
 
-// kLut block, 32 bytes (two sub-quantizers) at a time: vpshufb looks up each lane in its own table and
-// the u8 results accumulate as even/odd u16 words (at most 256 chunks between widenings to u32).
-inline void lut_block_one(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
-  const __m256i low = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xFF);
-  __m256i wide[4];  // u32 sums of vectors {0,2,..14}, {1,3,..15}, {16,18,..30}, {17,..31} per lane pair
-  for (auto& w : wide) w = _mm256_setzero_si256();
-  for (size_t c0 = 0; c0 < chunks; c0 += 256) {
-    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (size_t c = c0; c < std::min(chunks, c0 + 256); ++c)
-      for (size_t half = 0; half < 2; ++half) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + c * 64 + half * 32));
-        const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + c * 64 + half * 32));
-        const __m256i rlo = _mm256_shuffle_epi8(t, _mm256_and_si256(x, low));
-        const __m256i rhi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
-        acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(rlo, even));
-        acc[1] = _mm256_add_epi16(acc[1], _mm256_srli_epi16(rlo, 8));
-        acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(rhi, even));
-        acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16(rhi, 8));
+// kLut block for NQ queries sharing each load and nibble split of the codes (FAISS fast-scan style).
+// Every 32 bytes hold two sub-quantizers; vpshufb looks up each 16-byte lane in its own table and the
+// u8 results accumulate in u16 words: `all` adds whole words (even byte + 256 * odd byte, mod 2^16) and
+// `odd` adds the odd bytes, so the even sums are all - (odd << 8). 256 adds of <= 255 stay below 2^16,
+// so the words are widened to u32 every 128 chunks (two adds per chunk).
+template <int NQ>
+inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
+  constexpr size_t kWiden = 128;
+  const __m256i low = _mm256_set1_epi8(15);
+  alignas(32) uint32_t wide[NQ][4][8] = {};  // per query: even/odd vectors of the low nibbles, then the high
+  for (size_t c0 = 0; c0 < chunks; c0 += kWiden) {
+    __m256i all_lo[NQ], odd_lo[NQ], all_hi[NQ], odd_hi[NQ];
+    for (int t = 0; t < NQ; ++t) all_lo[t] = odd_lo[t] = all_hi[t] = odd_hi[t] = _mm256_setzero_si256();
+    const size_t c1 = std::min(chunks, c0 + kWiden);
+    for (size_t i = c0 * 64; i < c1 * 64; i += 32) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + i));
+      const __m256i lo = _mm256_and_si256(x, low), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+      for (int t = 0; t < NQ; ++t) {
+        const __m256i tbl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(luts + t * stride + i));
+        const __m256i rlo = _mm256_shuffle_epi8(tbl, lo), rhi = _mm256_shuffle_epi8(tbl, hi);
+        all_lo[t] = _mm256_add_epi16(all_lo[t], rlo);
+        odd_lo[t] = _mm256_add_epi16(odd_lo[t], _mm256_srli_epi16(rlo, 8));
+        all_hi[t] = _mm256_add_epi16(all_hi[t], rhi);
+        odd_hi[t] = _mm256_add_epi16(odd_hi[t], _mm256_srli_epi16(rhi, 8));
       }
-    for (int a = 0; a < 4; ++a) {  // both 128-bit lanes hold the same 8 vectors: widen and add
-      wide[a] = _mm256_add_epi32(wide[a], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(acc[a])));
-      wide[a] = _mm256_add_epi32(wide[a], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(acc[a], 1)));
+    }
+    for (int t = 0; t < NQ; ++t) {
+      const __m256i words[4] = {_mm256_sub_epi16(all_lo[t], _mm256_slli_epi16(odd_lo[t], 8)), odd_lo[t],
+                                _mm256_sub_epi16(all_hi[t], _mm256_slli_epi16(odd_hi[t], 8)), odd_hi[t]};
+      for (int a = 0; a < 4; ++a) {  // both 128-bit lanes hold the same 8 vectors: widen and add
+        __m256i* w = reinterpret_cast<__m256i*>(wide[t][a]);
+        *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(words[a])));
+        *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_extracti128_si256(words[a], 1)));
+      }
     }
   }
-  alignas(32) uint32_t w[4][8];
-  for (int a = 0; a < 4; ++a) _mm256_store_si256(reinterpret_cast<__m256i*>(w[a]), wide[a]);
-  for (int j = 0; j < 8; ++j) {
-    out[2 * j] = w[0][j];
-    out[2 * j + 1] = w[1][j];
-    out[16 + 2 * j] = w[2][j];
-    out[16 + 2 * j + 1] = w[3][j];
-  }
+  for (int t = 0; t < NQ; ++t)
+    for (int j = 0; j < 8; ++j) {
+      uint32_t* o = out + t * 32;
+      o[2 * j] = wide[t][0][j];
+      o[2 * j + 1] = wide[t][1][j];
+      o[16 + 2 * j] = wide[t][2][j];
+      o[16 + 2 * j + 1] = wide[t][3][j];
+    }
 }
 
+// Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers.
 inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
                       uint32_t* out) {
-  for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
+  size_t t = 0;
+  for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, out + t * 32);
+  if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, out + t * 32);
 }
 
 inline uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,

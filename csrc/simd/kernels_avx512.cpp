@@ -414,10 +414,11 @@ void by_nq(size_t nq, F&& f) {
   }
 }
 
-// acc += u8 x s8 dot products of `codes` against the four bytes at q broadcast to every lane, with the
-// broadcast folded into the instruction (GCC otherwise issues a separate vpbroadcastd per product).
-inline __m512i dpbusd_bcast(__m512i acc, __m512i codes, const int32_t* q) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*q));
+// acc += u8 x s8 dot products, in place. GCC's _mm512_dpbusd_epi32 copies every accumulator of an array
+// through a scratch register (and spills some), and a broadcast memory operand made it store every
+// accumulator to the stack on each iteration; this form keeps the accumulators in registers.
+inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
   return acc;
 }
 
@@ -438,8 +439,8 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i b = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0xEE));
     for (int t = 0; t < NQ; ++t) {
       const int32_t* qt = q32 + size_t(t) * groups;
-      acc[t] = dpbusd_bcast(acc[t], a, qt + g);
-      acc[t] = dpbusd_bcast(acc[t], b, qt + g + 1);
+      acc[t] = dpbusd(acc[t], a, _mm512_set1_epi32(qt[g]));
+      acc[t] = dpbusd(acc[t], b, _mm512_set1_epi32(qt[g + 1]));
     }
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
@@ -472,8 +473,8 @@ void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size
         _mm512_or_si512(_mm512_permutexvar_epi8(perm, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)), tables);
     for (int t = 0; t < NQ; ++t) {
       const __m512i lut = _mm512_loadu_si512(luts + t * stride + c * 64);
-      lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], _mm512_permutexvar_epi8(il, lut), ones);
-      hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], _mm512_permutexvar_epi8(ih, lut), ones);
+      lo_acc[t] = dpbusd(lo_acc[t], _mm512_permutexvar_epi8(il, lut), ones);
+      hi_acc[t] = dpbusd(hi_acc[t], _mm512_permutexvar_epi8(ih, lut), ones);
     }
   }
   for (int t = 0; t < NQ; ++t) {
@@ -494,7 +495,7 @@ void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i x = _mm512_loadu_si512(block + g * 64);
     const __m512i d = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(t0, x, t1),
                                              _mm512_permutex2var_epi8(t2, x, t3));
-    for (int t = 0; t < NQ; ++t) acc[t] = dpbusd_bcast(acc[t], d, q32 + size_t(t) * groups + g);
+    for (int t = 0; t < NQ; ++t) acc[t] = dpbusd(acc[t], d, _mm512_set1_epi32(q32[size_t(t) * groups + g]));
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
 }
