@@ -257,6 +257,8 @@ void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1,
   const size_t bv = block_vectors_;
   if (layout_ == Layout::Rows) return scan_rows(queries, c.q0, c.nq, b0 * bv, std::min(n_, b1 * bv), allowed, tops);
   alignas(64) uint32_t raw[kQueryChunk * 32];
+  float thresholds[kQueryChunk], scores[kQueryChunk * 32];
+  uint32_t masks[kQueryChunk];
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = allowed_bits(allowed, blk * bv, bv);
     if (!bits) continue;
@@ -269,9 +271,14 @@ void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1,
     else
       k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
     const size_t end = std::min(bv, n_ - blk * bv), first = blk * bv;
-    for (size_t t = 0; t < c.nq; ++t)
-      offer(*k_, raw + t * bv, end, c.shift[t], c.step[t], c.base[t], a_ptr_ + first, b_from(first), bits, first,
-            tops[t]);
+    for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
+    k_->score_block(dots, bv, c.nq, end, c.shift.data(), c.step.data(), c.base.data(), a_ptr_ + first, b_from(first),
+                    thresholds, scores, masks);
+    for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
+      for (uint32_t hits = masks[t] & uint32_t(bits); hits; hits &= hits - 1) {
+        const int v = __builtin_ctz(hits);
+        tops[t].push(scores[t * 32 + v], int64_t(first + size_t(v)));
+      }
   }
 }
 

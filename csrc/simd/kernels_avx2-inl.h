@@ -295,41 +295,59 @@ inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* quer
   });
 }
 
-// kLut block for NQ queries sharing each load and nibble split of the codes (FAISS fast-scan style).
-// Every 32 bytes hold two sub-quantizers; vpshufb looks up each 16-byte lane in its own table and the
-// u8 results accumulate in u16 words: `all` adds whole words (even byte + 256 * odd byte, mod 2^16) and
-// `odd` adds the odd bytes, so the even sums are all - (odd << 8). 256 adds of <= 255 stay below 2^16,
-// so the words are widened to u32 every 128 chunks (two adds per chunk).
+// Adds one query's table lookups of 32 code bytes (nibbles lo, hi) to its u16 sums: `all` adds whole words
+// (even byte + 256 * odd byte, mod 2^16) and `odd` the odd bytes, so the even sums are all - (odd << 8)
+// (FAISS fast-scan). Inline asm updates the sums in place: with intrinsics GCC rotates them through fresh
+// registers and copies them back every iteration, which made the loop front-end bound.
+inline void lut_add(__m256i& all_lo, __m256i& odd_lo, __m256i& all_hi, __m256i& odd_hi, const uint8_t* table,
+                    __m256i lo, __m256i hi) {
+  __m256i tbl, rlo, rhi;
+  asm("vmovdqu %[t], %[tbl]\n\t"
+      "vpshufb %[lo], %[tbl], %[rlo]\n\t"
+      "vpshufb %[hi], %[tbl], %[rhi]\n\t"
+      "vpaddw %[rlo], %[al], %[al]\n\t"
+      "vpsrlw $8, %[rlo], %[rlo]\n\t"
+      "vpaddw %[rlo], %[ol], %[ol]\n\t"
+      "vpaddw %[rhi], %[ah], %[ah]\n\t"
+      "vpsrlw $8, %[rhi], %[rhi]\n\t"
+      "vpaddw %[rhi], %[oh], %[oh]"
+      : [al] "+x"(all_lo), [ol] "+x"(odd_lo), [ah] "+x"(all_hi), [oh] "+x"(odd_hi), [tbl] "=&x"(tbl),
+        [rlo] "=&x"(rlo), [rhi] "=&x"(rhi)
+      : [t] "m"(*reinterpret_cast<const __m256i*>(table)), [lo] "x"(lo), [hi] "x"(hi));
+}
+
+// Adds u16 sums (as lut_add leaves them) to wide[0..3] as u32: the even then odd vectors of the low
+// nibbles, then of the high ones; both 128-bit lanes hold the same 8 vectors (two sub-quantizers).
+inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i odd_hi, uint32_t (*wide)[8]) {
+  const __m256i words[4] = {_mm256_sub_epi16(all_lo, _mm256_slli_epi16(odd_lo, 8)), odd_lo,
+                            _mm256_sub_epi16(all_hi, _mm256_slli_epi16(odd_hi, 8)), odd_hi};
+  for (int a = 0; a < 4; ++a) {
+    __m256i* w = reinterpret_cast<__m256i*>(wide[a]);
+    *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(words[a])));
+    *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_extracti128_si256(words[a], 1)));
+  }
+}
+
+// kLut block for one or two queries sharing each load and nibble split of the codes. 256 adds of <= 255
+// stay below 2^16, so the u16 sums are widened every 128 chunks (two adds per chunk).
 template <int NQ>
 inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
+  static_assert(NQ == 1 || NQ == 2, "two queries fill the 16 ymm registers");
   constexpr size_t kWiden = 128;
   const __m256i low = _mm256_set1_epi8(15);
   alignas(32) uint32_t wide[NQ][4][8] = {};  // per query: even/odd vectors of the low nibbles, then the high
   for (size_t c0 = 0; c0 < chunks; c0 += kWiden) {
-    __m256i all_lo[NQ], odd_lo[NQ], all_hi[NQ], odd_hi[NQ];
-    for (int t = 0; t < NQ; ++t) all_lo[t] = odd_lo[t] = all_hi[t] = odd_hi[t] = _mm256_setzero_si256();
+    const __m256i z = _mm256_setzero_si256();
+    __m256i al0 = z, ol0 = z, ah0 = z, oh0 = z, al1 = z, ol1 = z, ah1 = z, oh1 = z;
     const size_t c1 = std::min(chunks, c0 + kWiden);
     for (size_t i = c0 * 64; i < c1 * 64; i += 32) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + i));
       const __m256i lo = _mm256_and_si256(x, low), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
-      for (int t = 0; t < NQ; ++t) {
-        const __m256i tbl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(luts + t * stride + i));
-        const __m256i rlo = _mm256_shuffle_epi8(tbl, lo), rhi = _mm256_shuffle_epi8(tbl, hi);
-        all_lo[t] = _mm256_add_epi16(all_lo[t], rlo);
-        odd_lo[t] = _mm256_add_epi16(odd_lo[t], _mm256_srli_epi16(rlo, 8));
-        all_hi[t] = _mm256_add_epi16(all_hi[t], rhi);
-        odd_hi[t] = _mm256_add_epi16(odd_hi[t], _mm256_srli_epi16(rhi, 8));
-      }
+      lut_add(al0, ol0, ah0, oh0, luts + i, lo, hi);
+      if constexpr (NQ == 2) lut_add(al1, ol1, ah1, oh1, luts + stride + i, lo, hi);
     }
-    for (int t = 0; t < NQ; ++t) {
-      const __m256i words[4] = {_mm256_sub_epi16(all_lo[t], _mm256_slli_epi16(odd_lo[t], 8)), odd_lo[t],
-                                _mm256_sub_epi16(all_hi[t], _mm256_slli_epi16(odd_hi[t], 8)), odd_hi[t]};
-      for (int a = 0; a < 4; ++a) {  // both 128-bit lanes hold the same 8 vectors: widen and add
-        __m256i* w = reinterpret_cast<__m256i*>(wide[t][a]);
-        *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(words[a])));
-        *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_extracti128_si256(words[a], 1)));
-      }
-    }
+    lut_widen(al0, ol0, ah0, oh0, wide[0]);
+    if constexpr (NQ == 2) lut_widen(al1, ol1, ah1, oh1, wide[1]);
   }
   for (int t = 0; t < NQ; ++t)
     for (int j = 0; j < 8; ++j) {
@@ -349,21 +367,30 @@ inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, out + t * 32);
 }
 
-inline uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
-                        const float* b, float threshold, float* scores) {
-  if (n < 16) return score_lanes(raw, n, shift, step, base, a, b, threshold, scores);  // lanes past n overread
-  uint32_t mask = 0;
-  for (int h = 0; h < 2; ++h) {
-    const __m256 x = _mm256_add_ps(
-        _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + 8 * h))),
-                                    _mm256_set1_ps(shift)),
-                      _mm256_set1_ps(step)),
-        _mm256_set1_ps(base));
-    const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + 8 * h), x), _mm256_loadu_ps(b + 8 * h));
-    _mm256_storeu_ps(scores + 8 * h, s);
-    mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(threshold), _CMP_GE_OQ))) << (8 * h);
+// score_block, 8 lanes at a time (a partial tail through the scalar formula, which rounds the same).
+inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+                        const float* base, const float* a, const float* b, const float* thresholds, float* scores,
+                        uint32_t* masks) {
+  for (size_t t = 0; t < nq; ++t) {
+    const int32_t* r = raw + t * width;
+    float* s = scores + t * 32;
+    const __m256 vshift = _mm256_set1_ps(shift[t]), vstep = _mm256_set1_ps(step[t]), vbase = _mm256_set1_ps(base[t]);
+    const __m256 vthr = _mm256_set1_ps(thresholds[t]);
+    uint32_t mask = 0;
+    size_t v = 0;
+    for (; v + 8 <= n; v += 8) {
+      const __m256 x = _mm256_add_ps(
+          _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + v))),
+                                      vshift),
+                        vstep),
+          vbase);
+      const __m256 sc = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + v), x), _mm256_loadu_ps(b + v));
+      _mm256_storeu_ps(s + v, sc);
+      mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(sc, vthr, _CMP_GE_OQ))) << v;
+    }
+    if (v < n) mask |= score_lanes(r + v, n - v, shift[t], step[t], base[t], a + v, b + v, thresholds[t], s + v) << v;
+    masks[t] = mask;
   }
-  return mask;
 }
 
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).

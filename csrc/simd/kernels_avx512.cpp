@@ -505,15 +505,30 @@ void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   by_nq(nq, [&](auto q) { dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
-uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a, const float* b,
-                 float threshold, float* scores) {
-  const __mmask16 live = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-  const __m512 raw_f = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, raw)), _mm512_set1_ps(shift));
-  const __m512 x = _mm512_add_ps(_mm512_mul_ps(raw_f, _mm512_set1_ps(step)),
-                                 _mm512_set1_ps(base));
-  const __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, a), x), _mm512_maskz_loadu_ps(live, b));
-  _mm512_mask_storeu_ps(scores, live, s);
-  return _mm512_mask_cmp_ps_mask(live, s, _mm512_set1_ps(threshold), _CMP_GE_OQ);
+void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+                 const float* base, const float* a, const float* b, const float* thresholds, float* scores,
+                 uint32_t* masks) {
+  __m512 va[2], vb[2];
+  __mmask16 live[2];
+  for (int h = 0; h < 2; ++h) {
+    const size_t left = n > size_t(16 * h) ? n - 16 * h : 0;
+    live[h] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    va[h] = _mm512_maskz_loadu_ps(live[h], a + 16 * h);
+    vb[h] = _mm512_maskz_loadu_ps(live[h], b + 16 * h);
+  }
+  for (size_t t = 0; t < nq; ++t) {
+    uint32_t mask = 0;
+    for (int h = 0; h < 2 && live[h]; ++h) {
+      const __m512i r = _mm512_maskz_loadu_epi32(live[h], raw + t * width + 16 * h);
+      const __m512 x = _mm512_add_ps(
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(r), _mm512_set1_ps(shift[t])), _mm512_set1_ps(step[t])),
+          _mm512_set1_ps(base[t]));
+      const __m512 s = _mm512_add_ps(_mm512_mul_ps(va[h], x), vb[h]);
+      _mm512_mask_storeu_ps(scores + t * 32 + 16 * h, live[h], s);
+      mask |= uint32_t(_mm512_mask_cmp_ps_mask(live[h], s, _mm512_set1_ps(thresholds[t]), _CMP_GE_OQ)) << (16 * h);
+    }
+    masks[t] = mask;
+  }
 }
 
 // One 4-bit row: each 64-byte chunk's nibbles decode through vpshufb and meet the query's even / odd
@@ -565,7 +580,7 @@ constexpr Kernels kKernelsAVX512 = {
     .dot_i8_block = avx512::dot_i8_block,
     .lut_block = avx512::lut_block,
     .dot_u8_block = avx512::dot_u8_block,
-    .score16 = avx512::score16,
+    .score_block = avx512::score_block,
     .dot_row4 = avx512::dot_row4,
     .dot_u8i8 = avx512::dot_u8i8,
 };
