@@ -316,15 +316,22 @@ inline void lut_add(__m256i& all_lo, __m256i& odd_lo, __m256i& all_hi, __m256i& 
       : [t] "m"(*reinterpret_cast<const __m256i*>(table)), [lo] "x"(lo), [hi] "x"(hi));
 }
 
-// Adds u16 sums (as lut_add leaves them) to wide[0..3] as u32: the even then odd vectors of the low
-// nibbles, then of the high ones; both 128-bit lanes hold the same 8 vectors (two sub-quantizers).
-inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i odd_hi, uint32_t (*wide)[8]) {
-  const __m256i words[4] = {_mm256_sub_epi16(all_lo, _mm256_slli_epi16(odd_lo, 8)), odd_lo,
-                            _mm256_sub_epi16(all_hi, _mm256_slli_epi16(odd_hi, 8)), odd_hi};
-  for (int a = 0; a < 4; ++a) {
-    __m256i* w = reinterpret_cast<__m256i*>(wide[a]);
-    *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(words[a])));
-    *w = _mm256_add_epi32(*w, _mm256_cvtepu16_epi32(_mm256_extracti128_si256(words[a], 1)));
+// Adds u16 sums (as lut_add leaves them) to out[0..32) as u32 in vector order. Per nibble the even and
+// odd vectors' words are widened, the two 128-bit lanes (same vectors, two sub-quantizers) added, and
+// even/odd interleaved back into vectors 0..15 (low nibbles) or 16..31 (high).
+inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i odd_hi, uint32_t* out) {
+  const auto widen = [](__m256i words) {  // u16 x 16 -> u32 x 8: lane k of both halves added
+    return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(words)),
+                            _mm256_cvtepu16_epi32(_mm256_extracti128_si256(words, 1)));
+  };
+  const __m256i pairs[2][2] = {{_mm256_sub_epi16(all_lo, _mm256_slli_epi16(odd_lo, 8)), odd_lo},
+                               {_mm256_sub_epi16(all_hi, _mm256_slli_epi16(odd_hi, 8)), odd_hi}};
+  for (int h = 0; h < 2; ++h) {
+    const __m256i even = widen(pairs[h][0]), odd = widen(pairs[h][1]);  // vectors 2k and 2k + 1
+    const __m256i a = _mm256_unpacklo_epi32(even, odd), b = _mm256_unpackhi_epi32(even, odd);  // 0-3|8-11, 4-7|12-15
+    __m256i* o = reinterpret_cast<__m256i*>(out + 16 * h);
+    _mm256_storeu_si256(o, _mm256_add_epi32(_mm256_loadu_si256(o), _mm256_permute2x128_si256(a, b, 0x20)));
+    _mm256_storeu_si256(o + 1, _mm256_add_epi32(_mm256_loadu_si256(o + 1), _mm256_permute2x128_si256(a, b, 0x31)));
   }
 }
 
@@ -335,7 +342,7 @@ inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* lut
   static_assert(NQ == 1 || NQ == 2, "two queries fill the 16 ymm registers");
   constexpr size_t kWiden = 128;
   const __m256i low = _mm256_set1_epi8(15);
-  alignas(32) uint32_t wide[NQ][4][8] = {};  // per query: even/odd vectors of the low nibbles, then the high
+  std::fill(out, out + NQ * 32, 0u);
   for (size_t c0 = 0; c0 < chunks; c0 += kWiden) {
     const __m256i z = _mm256_setzero_si256();
     __m256i al0 = z, ol0 = z, ah0 = z, oh0 = z, al1 = z, ol1 = z, ah1 = z, oh1 = z;
@@ -346,17 +353,9 @@ inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* lut
       lut_add(al0, ol0, ah0, oh0, luts + i, lo, hi);
       if constexpr (NQ == 2) lut_add(al1, ol1, ah1, oh1, luts + stride + i, lo, hi);
     }
-    lut_widen(al0, ol0, ah0, oh0, wide[0]);
-    if constexpr (NQ == 2) lut_widen(al1, ol1, ah1, oh1, wide[1]);
+    lut_widen(al0, ol0, ah0, oh0, out);
+    if constexpr (NQ == 2) lut_widen(al1, ol1, ah1, oh1, out + 32);
   }
-  for (int t = 0; t < NQ; ++t)
-    for (int j = 0; j < 8; ++j) {
-      uint32_t* o = out + t * 32;
-      o[2 * j] = wide[t][0][j];
-      o[2 * j + 1] = wide[t][1][j];
-      o[16 + 2 * j] = wide[t][2][j];
-      o[16 + 2 * j + 1] = wide[t][3][j];
-    }
 }
 
 // Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers.
