@@ -233,14 +233,17 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
   std::vector<float> partial(tables * 16);
   float widest = 0, offsets = 0;
   for (size_t m = 0; m < tables; ++m) {
-    // Entry n is the sum over the table's sub-dims s of q_j * c[value of s in n], built by doubling.
-    float* e = partial.data() + m * 16;
-    e[0] = 0;
-    for (size_t s = 0, filled = 1; s < sub_dims_; ++s, filled <<= bits_) {
+    // Entry n is the sum over the table's sub-dims s (from 0 up, starting at +0.0) of q_j * c[value of s in
+    // n]; sixteen independent sums, where building them by doubling chained every add through memory.
+    float* e = partial.data() + m * 16, prod[4][4];  // sub_dims_ <= 4 values of 2^bits <= 4 each
+    for (size_t s = 0; s < sub_dims_; ++s) {
       const size_t j = m * sub_dims_ + s;
-      const float qj = j < dim_ ? q[j] : 0.0f;
-      for (size_t v = mask; v + 1 > 0; --v)  // v = 0 last, so e[n] is read before it is overwritten
-        for (size_t n = 0; n < filled; ++n) e[n | (v << (bits_ * s))] = e[n] + qj * centroids[v];
+      for (size_t v = 0; v <= mask; ++v) prod[s][v] = (j < dim_ ? q[j] : 0.0f) * centroids[v];
+    }
+    for (size_t n = 0; n < 16; ++n) {
+      float sum = 0.0f;
+      for (size_t s = 0; s < sub_dims_; ++s) sum = sum + prod[s][(n >> (bits_ * s)) & mask];
+      e[n] = sum;
     }
     const float lo = *std::min_element(e, e + 16), hi = *std::max_element(e, e + 16);
     widest = std::max(widest, hi - lo);
@@ -249,7 +252,10 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
   }
   *step = widest > 0 ? widest / 255.0f : 1.0f;
   *base = offsets;
-  for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(std::lrint(partial[i] / *step));
+  // Round half to even as std::lrint does (default rounding mode), inline so the loop vectorizes: adding and
+  // removing 1.5 * 2^23 rounds any 0 <= x < 2^22 to an integer in the current mode (values here are <= 255).
+  const float unit = *step, magic = 12582912.0f;
+  for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(int32_t((partial[i] / unit + magic) - magic));
 }
 
 void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed,
