@@ -311,7 +311,12 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
   // next, so the codes come from memory once per group instead of once per chunk; each chunk's tables
   // stay in L1 for a whole tile.
   constexpr size_t kChunksPerGroup = 8, kTileBytes = size_t(192) << 10;
-  const size_t chunks = (nq + kQueryChunk - 1) / kQueryChunk, blocks = blocks_for(n_);
+  // Queries per chunk: the kLut tables of a chunk stay within kLutBytes (about L1) at large dimensions
+  // (measured at 784 dims, 2 bits: 5 queries of 6 KB beat 8 by ~8% on AVX-512).
+  constexpr size_t kLutBytes = size_t(32) << 10;
+  const size_t per =
+      layout_ == Layout::Lut ? std::clamp<size_t>(kLutBytes / (chunks_ * 64), 1, kQueryChunk) : kQueryChunk;
+  const size_t chunks = (nq + per - 1) / per, blocks = blocks_for(n_);
   const size_t groups = (chunks + kChunksPerGroup - 1) / kChunksPerGroup;
   // Few queries: split the codes too, so every thread has work; each task keeps its own top-k.
   const size_t t = size_t(resolve_threads(threads, chunks * std::max<size_t>(blocks, 1), 1));
@@ -324,16 +329,16 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
       const size_t c0 = g * kChunksPerGroup, c1 = std::min(chunks, c0 + kChunksPerGroup);
       std::vector<Chunk> prepared;
       for (size_t c = c0; c < c1; ++c)
-        prepared.push_back(prepare(queries, c * kQueryChunk, std::min(kQueryChunk, nq - c * kQueryChunk)));
-      tops[task].assign(std::min(nq, c1 * kQueryChunk) - c0 * kQueryChunk, TopK(k));
+        prepared.push_back(prepare(queries, c * per, std::min(per, nq - c * per)));
+      tops[task].assign(std::min(nq, c1 * per) - c0 * per, TopK(k));
       const size_t b0 = blocks * r / ranges, b1 = blocks * (r + 1) / ranges;
       for (size_t t0 = b0; t0 < b1; t0 += tile)
         for (const Chunk& c : prepared)
-          scan(c, queries, t0, std::min(b1, t0 + tile), allowed, tops[task].data() + (c.q0 - c0 * kQueryChunk));
+          scan(c, queries, t0, std::min(b1, t0 + tile), allowed, tops[task].data() + (c.q0 - c0 * per));
     }
   });
   for (size_t q = 0; q < nq; ++q) {
-    const size_t g = q / (kQueryChunk * kChunksPerGroup), in = q % (kQueryChunk * kChunksPerGroup);
+    const size_t g = q / (per * kChunksPerGroup), in = q % (per * kChunksPerGroup);
     TopK best(k);
     for (size_t r = 0; r < ranges; ++r) best.merge(tops[g * ranges + r][in]);
     best.write(scores + q * k, slots + q * k);
