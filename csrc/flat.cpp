@@ -48,8 +48,8 @@ bool all_zero(const float* b, size_t n) {  // every value is +0.0 (bitwise: -0.0
 }
 
 // v holding exactly n elements (reallocating to exactly n when it must grow); new elements are zero.
-template <class T>
-void resize_exact(std::vector<T>& v, size_t n) {
+template <class T, class A>
+void resize_exact(std::vector<T, A>& v, size_t n) {
   if (n > v.capacity()) v.reserve(n);  // libstdc++/libc++ reserve exactly n; resize alone may double
   v.resize(n, T(0));
 }
@@ -97,7 +97,7 @@ void FlatStore::own() {
 
 void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n) {
   TQ_CHECK(code_size == code_bytes(n), "stored index arrays have inconsistent sizes");
-  std::vector<uint8_t>().swap(codes_);  // release the owned storage: the views replace it
+  AlignedVector<uint8_t>().swap(codes_);  // release the owned storage: the views replace it
   std::vector<float>().swap(a_);
   std::vector<float>().swap(b_);
   cap_ = 0;
@@ -197,8 +197,8 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
 // a * ((raw - shift) * step + base) + b (simd/score-inl.h), with per-query shift, step and base.
 struct FlatStore::Chunk {
   size_t q0 = 0, nq = 0;
-  std::vector<int8_t> q7;    // kI8Dot(8): queries rounded to 7 bits, groups2_ * 4 values each
-  std::vector<uint8_t> lut;  // kLut: u8 tables, chunks_ * 64 bytes per query
+  AlignedVector<int8_t> q7;    // kI8Dot(8): queries rounded to 7 bits, groups2_ * 4 values each
+  AlignedVector<uint8_t> lut;  // kLut: u8 tables, chunks_ * 64 bytes per query
   std::vector<float> shift, step, base;
 };
 

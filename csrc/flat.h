@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
 #include "parallel.h"
 #include "scorer.h"
 #include "simd/kernels.h"
@@ -93,7 +94,7 @@ class FlatStore {
   CodeScorer scorer_;           // tables, query rounding and the padded centroids
   // Owned storage, sized to the capacity cap_ (in vectors; slack zero-filled, so it is resident and counted)
   // while n_ vectors are in use. b_ stays empty while every offset is +0.0 (the ip and cosine metrics).
-  std::vector<uint8_t> codes_;
+  AlignedVector<uint8_t> codes_;
   std::vector<float> a_, b_;
   size_t cap_ = 0;
   const uint8_t* codes_ptr_ = nullptr;  // owned storage or an attached view: scans read through these
