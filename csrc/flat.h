@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
 #include "parallel.h"
 #include "scorer.h"
 #include "simd/kernels.h"
@@ -76,14 +77,15 @@ class FlatStore {
   const float* b_from(size_t first) const;  // the offsets of slots first.. (zeros when none are stored)
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
-  void scan_i8(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
-               std::vector<class TopK>& tops) const;
-  void scan_lut(const float* queries, size_t q0, size_t nq, size_t b0, size_t b1, const uint64_t* allowed,
-                std::vector<class TopK>& tops) const;
+  struct Chunk;  // a chunk of queries prepared for the layout (flat.cpp)
+  Chunk prepare(const float* queries, size_t q0, size_t nq) const;
+  void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut u8 tables
+  // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t).
+  void scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
   uint8_t* code_byte(size_t slot, size_t dim, int* shift) const;  // blocked layouts only
   void scan_rows(const float* queries, size_t q0, size_t nq, size_t r0, size_t r1, const uint64_t* allowed,
-                 std::vector<class TopK>& tops) const;
+                 TopK* tops) const;
 
   size_t dim_, groups2_ = 0, row_bytes_, block_bytes_ = 0, block_vectors_ = 16, n_ = 0;
   size_t sub_dims_ = 0, chunks_ = 0;  // kLut: dims per nibble, 64-byte chunks per block
@@ -92,7 +94,7 @@ class FlatStore {
   CodeScorer scorer_;           // tables, query rounding and the padded centroids
   // Owned storage, sized to the capacity cap_ (in vectors; slack zero-filled, so it is resident and counted)
   // while n_ vectors are in use. b_ stays empty while every offset is +0.0 (the ip and cosine metrics).
-  std::vector<uint8_t> codes_;
+  AlignedVector<uint8_t> codes_;
   std::vector<float> a_, b_;
   size_t cap_ = 0;
   const uint8_t* codes_ptr_ = nullptr;  // owned storage or an attached view: scans read through these

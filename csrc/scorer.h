@@ -7,7 +7,7 @@
 // * query preparation rounds q' to 7-bit integers (|q| <= 63, query-inl.h), giving `unit` and `offset`;
 // * each centroid is stored as the u8 table entry 128 + round(127 c / max|c|) (unit max|c| / 127);
 // * raw = sum_j q[j] * table[code_j], and the score is a * ((raw - offset) * unit) + b, rounded exactly
-//   as simd/score-inl.h (score_lanes, or the kernels' score16, which round the same way).
+//   as simd/score-inl.h (score_lanes, or the kernels' score_block, which round the same way).
 // Integer sums do not depend on summation order, so every kernel set returns identical scores.
 //
 // Query layouts. A QueryI8 from prepare() is laid out for one packed row (pack-inl.h): for 4-bit codes
@@ -41,26 +41,6 @@ inline bool allowed(const uint64_t* bitset, size_t slot) {
 inline uint64_t allowed_bits(const uint64_t* bitset, size_t first, size_t width) {
   const uint64_t all = width >= 64 ? ~uint64_t(0) : (uint64_t(1) << width) - 1;
   return bitset ? (bitset[first / 64] >> (first % 64)) & all : all;
-}
-
-// Scores count <= 64 raw sums with the kernel's score16 (a[v] * ((raw[v] - shift) * step + base) + b[v])
-// and offers those whose `live` bit is set and that reach the current threshold to top, as slot
-// first + v. Most blocks offer nothing, so this stays branch-light.
-template <class Raw>
-inline void offer(const Kernels& k, const Raw* raw, size_t count, float shift, float step, float base, const float* a,
-                  const float* b, uint64_t live, size_t first, TopK& top) {
-  float scores[16];
-  for (size_t h = 0; h < count; h += 16) {
-    const size_t m = count - h < 16 ? count - h : 16;
-    uint64_t hits = k.score16(reinterpret_cast<const int32_t*>(raw + h), m, shift, step, base, a + h, b + h,
-                              top.threshold(), scores);
-    hits &= live >> h;
-    while (hits) {
-      const int v = __builtin_ctzll(hits);
-      top.push(scores[v], int64_t(first + h + size_t(v)));
-      hits &= hits - 1;
-    }
-  }
 }
 
 // A query rounded for exact int8 scoring: score of a row = a * ((raw - offset) * unit) + b.

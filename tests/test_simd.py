@@ -53,3 +53,19 @@ def test_angle_rounding_codes_match_scalar(simd, dim, bits):
     a, b = ref.encode(x), fast.encode(x)
     np.testing.assert_array_equal(a.packed, b.packed)
     np.testing.assert_array_equal(a.scales, b.scales)
+
+
+@pytest.mark.parametrize("bits, dim", [(1, 2112), (2, 1056), (4, 640), (8, 200)])
+def test_blocked_scans_match_scalar_across_tiles_groups_and_widening(simd, bits, dim):
+    # 2,500 rows span several cache tiles of blocks, 75 queries span two query groups and odd chunk sizes,
+    # and at 1-2 bits the 132 chunks per block pass the AVX2 kernel's u16 widening point (every 128).
+    from tqsearch import FlatIndex
+
+    x, queries = _data(2500, dim, seed=2), _data(75, dim, seed=3)
+    results = []
+    for level in ("scalar", simd):
+        index = FlatIndex(dim, bits, simd=level)
+        index.add(x)
+        results.append(index.search(queries, 7, threads=1))
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][0], results[1][0])

@@ -73,10 +73,13 @@ struct Kernels {
   // nq <= 8 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
-  // scores[v] = a[v] * ((float(raw[v]) - shift) * step + base) + b[v] for v < n <= 16 (simd/score-inl.h,
-  // no FMA), and the mask of lanes with scores[v] >= threshold. raw: int32 or uint32 bits below 2^24.
-  uint32_t (*score16)(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
-                      const float* b, float threshold, float* scores);
+  // One block's raw sums for nq <= 8 queries (query t's at raw + t * width, width 16 or 32), one call per
+  // block: for v < n <= width, scores[t*32 + v] = a[v] * ((float(raw) - shift[t]) * step[t] + base[t]) + b[v]
+  // (simd/score-inl.h, no FMA) and masks[t] = the lanes with scores >= thresholds[t]. raw: int32 or uint32
+  // bits below 2^24.
+  void (*score_block)(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+                      const float* base, const float* a, const float* b, const float* thresholds, float* scores,
+                      uint32_t* masks);
   // One packed 4-bit row (pack-inl.h: byte i holds dims 2i, 2i+1) against a query laid out per 64-byte
   // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
   // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.
@@ -90,7 +93,7 @@ struct Kernels {
 // checks against the member names and order, and static_asserts complete() on it.
 constexpr bool complete(const Kernels& k) {
   return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
-         k.dot_many && k.dot_i8_block && k.lut_block && k.dot_u8_block && k.score16 && k.dot_row4 && k.dot_u8i8;
+         k.dot_many && k.dot_i8_block && k.lut_block && k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_u8i8;
 }
 
 extern const Kernels kKernelsScalar;

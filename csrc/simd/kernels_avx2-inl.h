@@ -295,60 +295,101 @@ inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* quer
   });
 }
 
-// kLut block, 32 bytes (two sub-quantizers) at a time: vpshufb looks up each lane in its own table and
-// the u8 results accumulate as even/odd u16 words (at most 256 chunks between widenings to u32).
-inline void lut_block_one(const uint8_t* block, size_t chunks, const uint8_t* lut, uint32_t* out) {
-  const __m256i low = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xFF);
-  __m256i wide[4];  // u32 sums of vectors {0,2,..14}, {1,3,..15}, {16,18,..30}, {17,..31} per lane pair
-  for (auto& w : wide) w = _mm256_setzero_si256();
-  for (size_t c0 = 0; c0 < chunks; c0 += 256) {
-    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (size_t c = c0; c < std::min(chunks, c0 + 256); ++c)
-      for (size_t half = 0; half < 2; ++half) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + c * 64 + half * 32));
-        const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + c * 64 + half * 32));
-        const __m256i rlo = _mm256_shuffle_epi8(t, _mm256_and_si256(x, low));
-        const __m256i rhi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
-        acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(rlo, even));
-        acc[1] = _mm256_add_epi16(acc[1], _mm256_srli_epi16(rlo, 8));
-        acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(rhi, even));
-        acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16(rhi, 8));
-      }
-    for (int a = 0; a < 4; ++a) {  // both 128-bit lanes hold the same 8 vectors: widen and add
-      wide[a] = _mm256_add_epi32(wide[a], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(acc[a])));
-      wide[a] = _mm256_add_epi32(wide[a], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(acc[a], 1)));
-    }
-  }
-  alignas(32) uint32_t w[4][8];
-  for (int a = 0; a < 4; ++a) _mm256_store_si256(reinterpret_cast<__m256i*>(w[a]), wide[a]);
-  for (int j = 0; j < 8; ++j) {
-    out[2 * j] = w[0][j];
-    out[2 * j + 1] = w[1][j];
-    out[16 + 2 * j] = w[2][j];
-    out[16 + 2 * j + 1] = w[3][j];
+// Adds one query's table lookups of 32 code bytes (nibbles lo, hi) to its u16 sums: `all` adds whole words
+// (even byte + 256 * odd byte, mod 2^16) and `odd` the odd bytes, so the even sums are all - (odd << 8)
+// (FAISS fast-scan). Inline asm updates the sums in place: with intrinsics GCC rotates them through fresh
+// registers and copies them back every iteration, which made the loop front-end bound.
+inline void lut_add(__m256i& all_lo, __m256i& odd_lo, __m256i& all_hi, __m256i& odd_hi, const uint8_t* table,
+                    __m256i lo, __m256i hi) {
+  __m256i tbl, rlo, rhi;
+  asm("vmovdqu %[t], %[tbl]\n\t"
+      "vpshufb %[lo], %[tbl], %[rlo]\n\t"
+      "vpshufb %[hi], %[tbl], %[rhi]\n\t"
+      "vpaddw %[rlo], %[al], %[al]\n\t"
+      "vpsrlw $8, %[rlo], %[rlo]\n\t"
+      "vpaddw %[rlo], %[ol], %[ol]\n\t"
+      "vpaddw %[rhi], %[ah], %[ah]\n\t"
+      "vpsrlw $8, %[rhi], %[rhi]\n\t"
+      "vpaddw %[rhi], %[oh], %[oh]"
+      : [al] "+x"(all_lo), [ol] "+x"(odd_lo), [ah] "+x"(all_hi), [oh] "+x"(odd_hi), [tbl] "=&x"(tbl),
+        [rlo] "=&x"(rlo), [rhi] "=&x"(rhi)
+      : [t] "m"(*reinterpret_cast<const __m256i*>(table)), [lo] "x"(lo), [hi] "x"(hi));
+}
+
+// Adds u16 sums (as lut_add leaves them) to out[0..32) as u32 in vector order. Per nibble the even and
+// odd vectors' words are widened, the two 128-bit lanes (same vectors, two sub-quantizers) added, and
+// even/odd interleaved back into vectors 0..15 (low nibbles) or 16..31 (high).
+inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i odd_hi, uint32_t* out) {
+  const auto widen = [](__m256i words) {  // u16 x 16 -> u32 x 8: lane k of both halves added
+    return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(words)),
+                            _mm256_cvtepu16_epi32(_mm256_extracti128_si256(words, 1)));
+  };
+  const __m256i pairs[2][2] = {{_mm256_sub_epi16(all_lo, _mm256_slli_epi16(odd_lo, 8)), odd_lo},
+                               {_mm256_sub_epi16(all_hi, _mm256_slli_epi16(odd_hi, 8)), odd_hi}};
+  for (int h = 0; h < 2; ++h) {
+    const __m256i even = widen(pairs[h][0]), odd = widen(pairs[h][1]);  // vectors 2k and 2k + 1
+    const __m256i a = _mm256_unpacklo_epi32(even, odd), b = _mm256_unpackhi_epi32(even, odd);  // 0-3|8-11, 4-7|12-15
+    __m256i* o = reinterpret_cast<__m256i*>(out + 16 * h);
+    _mm256_storeu_si256(o, _mm256_add_epi32(_mm256_loadu_si256(o), _mm256_permute2x128_si256(a, b, 0x20)));
+    _mm256_storeu_si256(o + 1, _mm256_add_epi32(_mm256_loadu_si256(o + 1), _mm256_permute2x128_si256(a, b, 0x31)));
   }
 }
 
+// kLut block for one or two queries sharing each load and nibble split of the codes. 256 adds of <= 255
+// stay below 2^16, so the u16 sums are widened every 128 chunks (two adds per chunk).
+template <int NQ>
+inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
+  static_assert(NQ == 1 || NQ == 2, "two queries fill the 16 ymm registers");
+  constexpr size_t kWiden = 128;
+  const __m256i low = _mm256_set1_epi8(15);
+  std::fill(out, out + NQ * 32, 0u);
+  for (size_t c0 = 0; c0 < chunks; c0 += kWiden) {
+    const __m256i z = _mm256_setzero_si256();
+    __m256i al0 = z, ol0 = z, ah0 = z, oh0 = z, al1 = z, ol1 = z, ah1 = z, oh1 = z;
+    const size_t c1 = std::min(chunks, c0 + kWiden);
+    for (size_t i = c0 * 64; i < c1 * 64; i += 32) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + i));
+      const __m256i lo = _mm256_and_si256(x, low), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+      lut_add(al0, ol0, ah0, oh0, luts + i, lo, hi);
+      if constexpr (NQ == 2) lut_add(al1, ol1, ah1, oh1, luts + stride + i, lo, hi);
+    }
+    lut_widen(al0, ol0, ah0, oh0, out);
+    if constexpr (NQ == 2) lut_widen(al1, ol1, ah1, oh1, out + 32);
+  }
+}
+
+// Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers.
 inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
                       uint32_t* out) {
-  for (size_t t = 0; t < nq; ++t) lut_block_one(block, chunks, luts + t * stride, out + t * 32);
+  size_t t = 0;
+  for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, out + t * 32);
+  if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, out + t * 32);
 }
 
-inline uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
-                        const float* b, float threshold, float* scores) {
-  if (n < 16) return score_lanes(raw, n, shift, step, base, a, b, threshold, scores);  // lanes past n overread
-  uint32_t mask = 0;
-  for (int h = 0; h < 2; ++h) {
-    const __m256 x = _mm256_add_ps(
-        _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + 8 * h))),
-                                    _mm256_set1_ps(shift)),
-                      _mm256_set1_ps(step)),
-        _mm256_set1_ps(base));
-    const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + 8 * h), x), _mm256_loadu_ps(b + 8 * h));
-    _mm256_storeu_ps(scores + 8 * h, s);
-    mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(threshold), _CMP_GE_OQ))) << (8 * h);
+// score_block, 8 lanes at a time (a partial tail through the scalar formula, which rounds the same).
+inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+                        const float* base, const float* a, const float* b, const float* thresholds, float* scores,
+                        uint32_t* masks) {
+  for (size_t t = 0; t < nq; ++t) {
+    const int32_t* r = raw + t * width;
+    float* s = scores + t * 32;
+    const __m256 vshift = _mm256_set1_ps(shift[t]), vstep = _mm256_set1_ps(step[t]), vbase = _mm256_set1_ps(base[t]);
+    const __m256 vthr = _mm256_set1_ps(thresholds[t]);
+    uint32_t mask = 0;
+    size_t v = 0;
+    for (; v + 8 <= n; v += 8) {
+      const __m256 x = _mm256_add_ps(
+          _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + v))),
+                                      vshift),
+                        vstep),
+          vbase);
+      const __m256 sc = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + v), x), _mm256_loadu_ps(b + v));
+      _mm256_storeu_ps(s + v, sc);
+      mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(sc, vthr, _CMP_GE_OQ))) << v;
+    }
+    if (v < n) mask |= score_lanes(r + v, n - v, shift[t], step[t], base[t], a + v, b + v, thresholds[t], s + v) << v;
+    masks[t] = mask;
   }
-  return mask;
 }
 
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).

@@ -21,7 +21,7 @@ constexpr Kernels kKernelsAVX2 = {
     .dot_i8_block = avx2::dot_i8_block,
     .lut_block = avx2::lut_block,
     .dot_u8_block = avx2::dot_u8_block,
-    .score16 = avx2::score16,
+    .score_block = avx2::score_block,
     .dot_row4 = avx2::dot_row4,
     .dot_u8i8 = avx2::dot_u8i8,
 };

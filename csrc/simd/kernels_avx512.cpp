@@ -414,10 +414,11 @@ void by_nq(size_t nq, F&& f) {
   }
 }
 
-// acc += u8 x s8 dot products of `codes` against the four bytes at q broadcast to every lane, with the
-// broadcast folded into the instruction (GCC otherwise issues a separate vpbroadcastd per product).
-inline __m512i dpbusd_bcast(__m512i acc, __m512i codes, const int32_t* q) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*q));
+// acc += u8 x s8 dot products, in place. GCC's _mm512_dpbusd_epi32 copies every accumulator of an array
+// through a scratch register (and spills some), and a broadcast memory operand made it store every
+// accumulator to the stack on each iteration; this form keeps the accumulators in registers.
+inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
   return acc;
 }
 
@@ -438,8 +439,8 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i b = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0xEE));
     for (int t = 0; t < NQ; ++t) {
       const int32_t* qt = q32 + size_t(t) * groups;
-      acc[t] = dpbusd_bcast(acc[t], a, qt + g);
-      acc[t] = dpbusd_bcast(acc[t], b, qt + g + 1);
+      acc[t] = dpbusd(acc[t], a, _mm512_set1_epi32(qt[g]));
+      acc[t] = dpbusd(acc[t], b, _mm512_set1_epi32(qt[g + 1]));
     }
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
@@ -472,8 +473,8 @@ void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size
         _mm512_or_si512(_mm512_permutexvar_epi8(perm, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)), tables);
     for (int t = 0; t < NQ; ++t) {
       const __m512i lut = _mm512_loadu_si512(luts + t * stride + c * 64);
-      lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], _mm512_permutexvar_epi8(il, lut), ones);
-      hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], _mm512_permutexvar_epi8(ih, lut), ones);
+      lo_acc[t] = dpbusd(lo_acc[t], _mm512_permutexvar_epi8(il, lut), ones);
+      hi_acc[t] = dpbusd(hi_acc[t], _mm512_permutexvar_epi8(ih, lut), ones);
     }
   }
   for (int t = 0; t < NQ; ++t) {
@@ -494,7 +495,7 @@ void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i x = _mm512_loadu_si512(block + g * 64);
     const __m512i d = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(t0, x, t1),
                                              _mm512_permutex2var_epi8(t2, x, t3));
-    for (int t = 0; t < NQ; ++t) acc[t] = dpbusd_bcast(acc[t], d, q32 + size_t(t) * groups + g);
+    for (int t = 0; t < NQ; ++t) acc[t] = dpbusd(acc[t], d, _mm512_set1_epi32(q32[size_t(t) * groups + g]));
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
 }
@@ -504,15 +505,30 @@ void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   by_nq(nq, [&](auto q) { dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
-uint32_t score16(const int32_t* raw, size_t n, float shift, float step, float base, const float* a, const float* b,
-                 float threshold, float* scores) {
-  const __mmask16 live = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-  const __m512 raw_f = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, raw)), _mm512_set1_ps(shift));
-  const __m512 x = _mm512_add_ps(_mm512_mul_ps(raw_f, _mm512_set1_ps(step)),
-                                 _mm512_set1_ps(base));
-  const __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, a), x), _mm512_maskz_loadu_ps(live, b));
-  _mm512_mask_storeu_ps(scores, live, s);
-  return _mm512_mask_cmp_ps_mask(live, s, _mm512_set1_ps(threshold), _CMP_GE_OQ);
+void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+                 const float* base, const float* a, const float* b, const float* thresholds, float* scores,
+                 uint32_t* masks) {
+  __m512 va[2], vb[2];
+  __mmask16 live[2];
+  for (int h = 0; h < 2; ++h) {
+    const size_t left = n > size_t(16 * h) ? n - 16 * h : 0;
+    live[h] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    va[h] = _mm512_maskz_loadu_ps(live[h], a + 16 * h);
+    vb[h] = _mm512_maskz_loadu_ps(live[h], b + 16 * h);
+  }
+  for (size_t t = 0; t < nq; ++t) {
+    uint32_t mask = 0;
+    for (int h = 0; h < 2 && live[h]; ++h) {
+      const __m512i r = _mm512_maskz_loadu_epi32(live[h], raw + t * width + 16 * h);
+      const __m512 x = _mm512_add_ps(
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(r), _mm512_set1_ps(shift[t])), _mm512_set1_ps(step[t])),
+          _mm512_set1_ps(base[t]));
+      const __m512 s = _mm512_add_ps(_mm512_mul_ps(va[h], x), vb[h]);
+      _mm512_mask_storeu_ps(scores + t * 32 + 16 * h, live[h], s);
+      mask |= uint32_t(_mm512_mask_cmp_ps_mask(live[h], s, _mm512_set1_ps(thresholds[t]), _CMP_GE_OQ)) << (16 * h);
+    }
+    masks[t] = mask;
+  }
 }
 
 // One 4-bit row: each 64-byte chunk's nibbles decode through vpshufb and meet the query's even / odd
@@ -564,7 +580,7 @@ constexpr Kernels kKernelsAVX512 = {
     .dot_i8_block = avx512::dot_i8_block,
     .lut_block = avx512::lut_block,
     .dot_u8_block = avx512::dot_u8_block,
-    .score16 = avx512::score16,
+    .score_block = avx512::score_block,
     .dot_row4 = avx512::dot_row4,
     .dot_u8i8 = avx512::dot_u8i8,
 };

@@ -126,9 +126,11 @@ void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, 
   }
 }
 
-uint32_t score16_scalar(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
-                        const float* b, float threshold, float* scores) {
-  return score_lanes(raw, n, shift, step, base, a, b, threshold, scores);
+void score_block_scalar(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+                        const float* base, const float* a, const float* b, const float* thresholds, float* scores,
+                        uint32_t* masks) {
+  for (size_t t = 0; t < nq; ++t)
+    masks[t] = score_lanes(raw + t * width, n, shift[t], step[t], base[t], a, b, thresholds[t], scores + t * 32);
 }
 
 int32_t dot_row4_scalar(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
@@ -165,7 +167,7 @@ constexpr Kernels kKernelsScalar = {
     .dot_i8_block = dot_i8_block_scalar,
     .lut_block = lut_block_scalar,
     .dot_u8_block = dot_u8_block_scalar,
-    .score16 = score16_scalar,
+    .score_block = score_block_scalar,
     .dot_row4 = dot_row4_scalar,
     .dot_u8i8 = dot_u8i8_scalar,
 };

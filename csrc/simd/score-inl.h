@@ -1,4 +1,4 @@
-// The score formula of the int8 scans (scorer.h, flat.h), written once: every kernel set's score16 must
+// The score formula of the int8 scans (scorer.h, flat.h), written once: every kernel set's score_block must
 // round like this.
 #pragma once
 #include <cstddef>
