@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _format
+from . import _core, _format, relevance
 from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import FileFormatError
 from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE
+from .relevance import RelevanceModel, relevant_search
 
 METRICS = ("ip", "cosine", "l2")
 SCALE = "unbiased"  # unbiased inner products keep l2 ranking right when norms differ
@@ -35,6 +36,7 @@ class CodeIndex:
 
     _MAGIC: bytes
     _VERSION: int
+    relevance_model: RelevanceModel = relevance.DEFAULT  # what min_relevance reads; assign a fitted one per index
 
     def __init__(self, dim: int, bits: int, metric: str, seed: int, rerank: str | int | None,
                  threads: int | None, simd: str | None) -> None:
@@ -150,7 +152,8 @@ class CodeIndex:
 
     def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
                threads: int | None = None, ef: int | None = None, rescore: int | None = None,
-               exhaustive: bool | None = None, rerank_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               exhaustive: bool | None = None, rerank_factor: int | None = None, min_relevance: float | None = None,
+               return_relevance: bool = False) -> tuple[np.ndarray, ...]:
         """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
         where k' = min(k, len(self)): no k allocates more than the index holds.
 
@@ -159,7 +162,14 @@ class CodeIndex:
         override its fields (rerank_factor: deprecated name of rescore). rescore: with a rerank tier,
         re-score the best k * rescore code candidates exactly (default 2 at 4+ bits, 3 at 3 bits, 5 at 2
         bits, 9 at 1 bit: recall@10 >= 0.99 on WordNet MiniLM); 0 ranks by the codes alone.
+        min_relevance: keep only hits whose calibrated relevance (`relevance_model`, relevance.py) is at least
+        this, in [0, 1] (0: the top k; 1: none); return_relevance: also return the hits' relevance (nq, k')
+        float32 (0 for padding). Either searches max(k, the model's tail) hits to read the query's scale.
         """
+        if min_relevance is not None or return_relevance:
+            return relevant_search(self.search, self.relevance_model, queries, k, min_relevance, return_relevance,
+                                   filter=filter, params=params, threads=threads, ef=ef, rescore=rescore,
+                                   exhaustive=exhaustive, rerank_factor=rerank_factor)
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")
         if self.metric == "cosine":

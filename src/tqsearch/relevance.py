@@ -1,0 +1,177 @@
+"""Relevance filtering: a calibrated relevance in [0, 1) per hit, so that one global threshold keeps what
+is relevant whatever a query's score scale (Rossi et al., "Relevance Filtering for Embedding-based
+Retrieval", CIKM 2024: a query-dependent map of raw cosines, their "Cosine Adapter").
+
+A raw score means little alone: a short word query scores every document lower than a long one. Each
+query is read against its own **tail**, the mean and the best of its top `tail` scores (what the scan
+already ranks, so it costs nothing but a longer result list), and a hit's relevance is
+
+    relevance = sigmoid(w0 + w1 * score + w2 * tail_mean + w3 * top_score)
+
+Without labels, `RelevanceModel.unsupervised()` uses (score - tail_mean) / width: 0.5 at the tail mean.
+With labels, `fit` learns the four weights by logistic regression (numpy, a few Newton steps). w1 > 0 is
+required, so within a query relevance never decreases as the score grows and a threshold keeps a prefix of
+the hits. docs/benchmarks.md ("Relevance filtering") has the measurements behind these choices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TAIL", "RelevanceModel", "as_min_relevance", "fit", "keep", "relevant_search"]
+
+TAIL = 100  # scores per query whose mean locates the query's scale (50-100 measured best on WordNet)
+WIDTH = 0.05  # unsupervised: score units (cosine) per unit of logit
+FORMAT, VERSION = "tqsearch-relevance", 1
+_BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))  # relevance never reaches 1: min_relevance=1 keeps none
+
+
+class RelevanceModel:
+    """A map from a hit's score and its query's tail to a relevance in [0, 1).
+
+    weights: (bias, score, tail mean, top score) of the logit. tail: scores per query in the tail (the
+    search asks for max(k, tail) hits). kind: "unsupervised" or "fitted" (informative only).
+    """
+
+    def __init__(self, weights: object, tail: int = TAIL, kind: str = "fitted") -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (4,) or not np.isfinite(w).all():
+            raise ValueError(f"weights must be 4 finite numbers (bias, score, tail mean, top score), got {weights!r}")
+        if w[1] <= 0:
+            raise ValueError("the score's weight must be positive (relevance must grow with the score)")
+        if isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 1:
+            raise ValueError(f"tail must be an int >= 1, got {tail!r}")
+        self.weights, self.tail, self.kind = w, int(tail), str(kind)
+
+    @classmethod
+    def unsupervised(cls, tail: int = TAIL, width: float = WIDTH) -> RelevanceModel:
+        """relevance = sigmoid((score - tail mean) / width): no labels needed."""
+        if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+            raise ValueError(f"width must be a positive number, got {width!r}")
+        return cls([0.0, 1 / width, -1 / width, 0.0], tail, "unsupervised")
+
+    def __call__(self, scores: np.ndarray, tail_scores: np.ndarray) -> np.ndarray:
+        """Relevance (nq, c) float32 of hits `scores` (nq, c), given each query's best scores `tail_scores`
+        (nq, t), both -inf padded; padding gets 0."""
+        mean, top = _tail_stats(tail_scores)
+        hit = np.isfinite(scores)
+        logit = (self.weights[0] + self.weights[1] * np.where(hit, scores, 0.0)
+                 + (self.weights[2] * mean + self.weights[3] * top)[:, None])
+        with np.errstate(over="ignore"):
+            r = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        return np.where(hit, np.minimum(r, _BELOW_ONE), np.float32(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (what `from_dict` reads; a collection keeps it in relevance.json)."""
+        return {"format": FORMAT, "version": VERSION, "kind": self.kind, "tail": self.tail,
+                "weights": self.weights.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RelevanceModel:
+        """The model `to_dict` described; ValueError naming what is wrong or too new."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"not a tqsearch relevance model: {d!r}")
+        if d.get("version") != VERSION:
+            raise ValueError(f"relevance model version {d.get('version')!r} is not {VERSION} (made by a newer tqsearch?)")
+        try:
+            return cls(d["weights"], d["tail"], d.get("kind", "fitted"))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed relevance model ({e})") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RelevanceModel) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"RelevanceModel({self.weights.tolist()}, tail={self.tail}, kind={self.kind!r})"
+
+
+DEFAULT = RelevanceModel.unsupervised()
+
+
+def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3) -> RelevanceModel:
+    """Learn the query-dependent map from judged search results (logistic regression, numpy only).
+
+    scores: (nq, c) float, each query's search scores best first (-inf padded), c >= tail so that each
+    query's tail is its first `tail` scores, as at search time; labels: (nq, c) bool or 0/1, whether each
+    hit is relevant (padding is ignored). l2: ridge on the standardised weights.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    if s.ndim != 2 or s.shape[1] < 1:
+        raise ValueError(f"scores must be (queries, hits), got shape {s.shape}")
+    if y.shape != s.shape:
+        raise ValueError(f"labels must have the shape of scores {s.shape}, got {y.shape}")
+    if y.dtype != bool and not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be booleans or 0/1")
+    mean, top = _tail_stats(s[:, :tail])
+    hit = np.isfinite(s)
+    x = np.stack([s[hit], np.broadcast_to(mean[:, None], s.shape)[hit], np.broadcast_to(top[:, None], s.shape)[hit]], 1)
+    target = y[hit].astype(np.float64)
+    if not 0 < target.sum() < len(target):
+        raise ValueError("labels need both relevant and non-relevant hits")
+    center, spread = x.mean(0), x.std(0)
+    spread[spread == 0] = 1.0
+    w = _logistic((x - center) / spread, target, l2)
+    weights = np.concatenate([[w[0] - np.sum(w[1:] * center / spread)], w[1:] / spread])
+    return RelevanceModel(weights, tail, "fitted")
+
+
+def keep(scores: np.ndarray, ids: np.ndarray, relevance: np.ndarray, k: int,
+         min_relevance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first k hits per row whose relevance >= min_relevance, in their order, then -inf / -1 / 0 padding."""
+    ok = (relevance >= min_relevance) & (ids >= 0)
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+    ok = np.take_along_axis(ok, order, 1)
+    pick = lambda a, fill: np.where(ok, np.take_along_axis(a, order, 1), fill).astype(a.dtype)  # noqa: E731
+    return pick(scores, -np.inf), pick(ids, -1), pick(relevance, 0)
+
+
+def relevant_search(search: Callable[..., tuple[np.ndarray, np.ndarray]], model: RelevanceModel, queries: object,
+                    k: int, min_relevance: float | None, return_relevance: bool,
+                    **options: Any) -> tuple[np.ndarray, ...]:
+    """An index's search with relevance: `search(queries, max(k, tail), **options)`, its first `tail` scores
+    as each query's tail, then `keep` (min_relevance None: every hit of the top k)."""
+    p = 0.0 if min_relevance is None else as_min_relevance(min_relevance)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    scores, ids = search(queries, max(int(k), model.tail), **options)
+    scores, ids, rel = keep(scores, ids, model(scores, scores[:, : model.tail]), min(int(k), scores.shape[1]), p)
+    return (scores, ids, rel) if return_relevance else (scores, ids)
+
+
+def as_min_relevance(value: object) -> float:
+    """min_relevance as a float in [0, 1] (ValueError / TypeError naming it otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_relevance must be a number in [0, 1], got {type(value).__name__}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"min_relevance must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _tail_stats(tail_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the mean and the max of the finite scores (0 for a row with none)."""
+    t = np.asarray(tail_scores, dtype=np.float64)
+    finite = np.isfinite(t)
+    n = finite.sum(1)
+    mean = np.where(finite, t, 0.0).sum(1) / np.maximum(n, 1)
+    top = np.where(n > 0, np.where(finite, t, -np.inf).max(1, initial=-np.inf), 0.0)
+    return mean, top
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
+    """Ridge logistic regression by Newton steps: (bias, weights) for standardised features x (n, f)."""
+    z = np.concatenate([np.ones((len(x), 1)), x], 1)
+    w = np.zeros(z.shape[1])
+    ridge = l2 * np.eye(len(w))
+    ridge[0, 0] = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -30, 30)))
+        step = np.linalg.solve((z * (p * (1 - p))[:, None]).T @ z + ridge, z.T @ (p - y) + ridge @ w)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
