@@ -21,7 +21,7 @@ from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import FileFormatError
 from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE
-from .relevance import RelevanceModel, relevant_search
+from .relevance import RelevanceModel
 
 METRICS = ("ip", "cosine", "l2")
 SCALE = "unbiased"  # unbiased inner products keep l2 ranking right when norms differ
@@ -164,12 +164,13 @@ class CodeIndex:
         bits, 9 at 1 bit: recall@10 >= 0.99 on WordNet MiniLM); 0 ranks by the codes alone.
         min_relevance: keep only hits whose calibrated relevance (`relevance_model`, relevance.py) is at least
         this, in [0, 1] (0: the top k; 1: none); return_relevance: also return the hits' relevance (nq, k')
-        float32 (0 for padding). Either searches max(k, the model's tail) hits to read the query's scale.
+        float32 (0 for padding). Either reads the query's scale from the codes' best `tail` candidates (the
+        scan ranks at least that many: free while k * rescore >= tail).
         """
-        if min_relevance is not None or return_relevance:
-            return relevant_search(self.search, self.relevance_model, queries, k, min_relevance, return_relevance,
-                                   filter=filter, params=params, threads=threads, ef=ef, rescore=rescore,
-                                   exhaustive=exhaustive, rerank_factor=rerank_factor)
+        wants = min_relevance is not None or return_relevance
+        threshold = relevance.as_min_relevance(0 if min_relevance is None else min_relevance)
+        model = self.relevance_model
+        tail = model.tail if wants else 0
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")
         if self.metric == "cosine":
@@ -181,20 +182,26 @@ class CodeIndex:
         with self._lock.read():
             k = min(k, len(self))
             allowed = self._allowed(filter)
-            wanted = min(k * max(factor, 1), len(self) if allowed is None else allowed[1])
-            scores = np.full((len(q), wanted), -np.inf, dtype=np.float32)
-            slots = np.full((len(q), wanted), -1, dtype=np.int64)
-            if wanted:
-                self._native_search(rotated, wanted, allowed, scores, slots, t, p)
+            n_allowed = len(self) if allowed is None else allowed[1]
+            wanted = min(k * max(factor, 1), n_allowed)
+            width = min(max(wanted, tail), n_allowed)  # the tail rides along in the same scan
+            scores = np.full((len(q), width), -np.inf, dtype=np.float32)
+            slots = np.full((len(q), width), -1, dtype=np.int64)
+            if width:
+                self._native_search(rotated, width, allowed, scores, slots, t, p)
             if self.metric == "l2":
                 scores -= np.einsum("ij,ij->i", q, q)[:, None]
-            if factor:
-                scores, slots = self._rerank_top(q, slots, k)
+            tail_scores = scores[:, :tail]
+            scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
             found = np.full_like(slots, -1)
             found[slots >= 0] = self._ids[slots[slots >= 0]]
         if self.metric == "cosine":
-            scores = clamp_cosine(scores)
-        return _pad(scores, k, -np.inf), _pad(found, k, -1)
+            scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores)
+        scores, found = _pad(scores, k, -np.inf), _pad(found, k, -1)
+        if not wants:
+            return scores, found
+        scores, found, rel = relevance.keep(scores, found, model(scores, tail_scores), k, threshold)
+        return (scores, found, rel) if return_relevance else (scores, found)
 
     # ------------------------------------------------------------------ persistence
 
