@@ -200,7 +200,7 @@ class CodeIndex:
         scores, found = _pad(scores, k, -np.inf), _pad(found, k, -1)
         if not wants:
             return scores, found
-        scores, found, rel = relevance.keep(scores, found, model(scores, tail_scores), k, threshold)
+        scores, found, rel = relevance.keep(scores, found, model(scores, tail_scores), threshold)
         return (scores, found, rel) if return_relevance else (scores, found)
 
     # ------------------------------------------------------------------ persistence

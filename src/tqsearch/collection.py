@@ -256,11 +256,11 @@ class Collection:
             tail_scores = scores[:, :tail]  # the query's scale, from the index's own scores
             if rescore:
                 scores, found = self._exact_top(q, found[:, :wanted], k)
-            rel = None
+            scores, found, rel = scores[:, :k], found[:, :k], None
             if p is not None:
-                scores, found, rel = relevance.keep(scores, found, self._relevance(scores, tail_scores), k, p)
+                scores, found, rel = relevance.keep(scores, found, self._relevance(scores, tail_scores), p)
             results = []
-            for i, (row_scores, row_ids) in enumerate(zip(scores[:, :k], found[:, :k])):
+            for i, (row_scores, row_ids) in enumerate(zip(scores, found)):
                 keep = row_ids >= 0
                 result = self._rows(row_ids[keep].tolist(), fields)
                 result["scores"] = row_scores[keep].tolist()

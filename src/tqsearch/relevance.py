@@ -122,14 +122,13 @@ def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3) -> R
     return RelevanceModel(weights, tail, "fitted")
 
 
-def keep(scores: np.ndarray, ids: np.ndarray, relevance: np.ndarray, k: int,
+def keep(scores: np.ndarray, ids: np.ndarray, relevance: np.ndarray,
          min_relevance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first k hits per row whose relevance >= min_relevance, in their order, then -inf / -1 / 0 padding."""
+    """The hits whose relevance >= min_relevance, the others turned into -inf / -1 / 0 padding. Rows are
+    best first and relevance grows with the score, so what is kept is a prefix of each row."""
     ok = (relevance >= min_relevance) & (ids >= 0)
-    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
-    ok = np.take_along_axis(ok, order, 1)
-    pick = lambda a, fill: np.where(ok, np.take_along_axis(a, order, 1), fill).astype(a.dtype)  # noqa: E731
-    return pick(scores, -np.inf), pick(ids, -1), pick(relevance, 0)
+    return (np.where(ok, scores, np.float32(-np.inf)), np.where(ok, ids, -1),
+            np.where(ok, relevance, np.float32(0)))
 
 
 def as_min_relevance(value: object) -> float:
