@@ -297,3 +297,13 @@ def test_calibration_beats_a_raw_threshold_on_wordnet_labels():
     for name in ("unsupervised", "fitted"):  # measured F1: raw .175 / .225, unsupervised .218 / .243, fitted .223 / .240
         assert f1[name][0] > 1.15 * f1["raw"][0], f1
         assert f1[name][1] > 1.04 * f1["raw"][1], f1
+
+
+def test_an_index_rejects_a_relevance_model_of_the_wrong_type():
+    x, q = _data(500)
+    index = tqsearch.FlatIndex(DIM)
+    index.add(x)
+    index.relevance_model = {"weights": [0, 1, 0, 0]}
+    with pytest.raises(TypeError, match="relevance_model must be a RelevanceModel"):
+        index.search(q, 5, min_relevance=0.5)
+    assert index.search(q, 5)[1].shape == (len(q), 5)  # a plain search does not read it

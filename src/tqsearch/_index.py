@@ -21,7 +21,6 @@ from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import FileFormatError
 from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE
-from .relevance import RelevanceModel
 
 METRICS = ("ip", "cosine", "l2")
 SCALE = "unbiased"  # unbiased inner products keep l2 ranking right when norms differ
@@ -36,7 +35,7 @@ class CodeIndex:
 
     _MAGIC: bytes
     _VERSION: int
-    relevance_model: RelevanceModel = relevance.DEFAULT  # what min_relevance reads; assign a fitted one per index
+    relevance_model: relevance.RelevanceModel = relevance.DEFAULT  # what min_relevance reads (assignable)
 
     def __init__(self, dim: int, bits: int, metric: str, seed: int, rerank: str | int | None,
                  threads: int | None, simd: str | None) -> None:
@@ -165,11 +164,14 @@ class CodeIndex:
         min_relevance: keep only hits whose calibrated relevance (`relevance_model`, relevance.py) is at least
         this, in [0, 1] (0: the top k; 1: none); return_relevance: also return the hits' relevance (nq, k')
         float32 (0 for padding). Either reads the query's scale from the codes' best `tail` candidates (the
-        scan ranks at least that many: free while k * rescore >= tail).
+        scan ranks at least that many, an HNSW walk keeps a beam of at least that many: free while
+        k * rescore >= tail).
         """
         wants = min_relevance is not None or return_relevance
         threshold = relevance.as_min_relevance(0 if min_relevance is None else min_relevance)
         model = self.relevance_model
+        if wants and not isinstance(model, relevance.RelevanceModel):
+            raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
         tail = model.tail if wants else 0
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")

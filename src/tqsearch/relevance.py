@@ -3,12 +3,14 @@ is relevant whatever a query's score scale (Rossi et al., "Relevance Filtering f
 Retrieval", CIKM 2024: a query-dependent map of raw cosines, their "Cosine Adapter").
 
 A raw score means little alone: a short word query scores every document lower than a long one. Each
-query is read against its own **tail**, the mean and the best of its top `tail` scores (what the scan
-already ranks, so it costs nothing but a longer result list), and a hit's relevance is
+query is read against its own **tail**, the mean and the best of its `tail` best candidates as the codes
+score them (the scan that finds the hits ranks them too: no statistics are stored, nothing is re-scored),
+and a hit's relevance is
 
     relevance = sigmoid(w0 + w1 * score + w2 * tail_mean + w3 * top_score)
 
-Without labels, `RelevanceModel.unsupervised()` uses (score - tail_mean) / width: 0.5 at the tail mean.
+Without labels, `RelevanceModel.unsupervised()` uses (score - tail_mean) / width: 0.5 at the tail mean;
+its width is in cosine units (ip/cosine scores of unit-norm embeddings): for other scales, fit a model.
 With labels, `fit` learns the four weights by logistic regression (numpy, a few Newton steps). w1 > 0 is
 required, so within a query relevance never decreases as the score grows and a threshold keeps a prefix of
 the hits. docs/benchmarks.md ("Relevance filtering") has the measurements behind these choices.
@@ -32,8 +34,8 @@ _BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))  # relevance never reach
 class RelevanceModel:
     """A map from a hit's score and its query's tail to a relevance in [0, 1).
 
-    weights: (bias, score, tail mean, top score) of the logit. tail: scores per query in the tail (the
-    search asks for max(k, tail) hits). kind: "unsupervised" or "fitted" (informative only).
+    weights: (bias, score, tail mean, top score) of the logit. tail: candidates per query in the tail (the
+    scan ranks at least this many). kind: "unsupervised" or "fitted" (informative only).
     """
 
     def __init__(self, weights: object, tail: int = TAIL, kind: str = "fitted") -> None:
