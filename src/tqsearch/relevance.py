@@ -59,12 +59,11 @@ class RelevanceModel:
         """Relevance (nq, c) float32 of hits `scores` (nq, c), given each query's best scores `tail_scores`
         (nq, t), both -inf padded; padding gets 0."""
         mean, top = _tail_stats(tail_scores)
-        hit = np.isfinite(scores)
-        logit = (self.weights[0] + self.weights[1] * np.where(hit, scores, 0.0)
-                 + (self.weights[2] * mean + self.weights[3] * top)[:, None])
-        with np.errstate(over="ignore"):
+        w = self.weights
+        logit = w[1] * np.asarray(scores, dtype=np.float64) + (w[0] + w[2] * mean + w[3] * top)[:, None]
+        with np.errstate(over="ignore"):  # w1 > 0: a -inf score (padding) gets exp(inf) and relevance 0
             r = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-        return np.where(hit, np.minimum(r, _BELOW_ONE), np.float32(0))
+        return np.minimum(r, _BELOW_ONE, out=r)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (what `from_dict` reads; a collection keeps it in relevance.json)."""
@@ -146,6 +145,8 @@ def _tail_stats(tail_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the mean and the max of the finite scores (0 for a row with none)."""
     t = np.asarray(tail_scores, dtype=np.float64)
     finite = np.isfinite(t)
+    if finite.all() and t.shape[1]:
+        return t.mean(1), t.max(1)
     n = finite.sum(1)
     mean = np.where(finite, t, 0.0).sum(1) / np.maximum(n, 1)
     top = np.where(n > 0, np.where(finite, t, -np.inf).max(1, initial=-np.inf), 0.0)
