@@ -29,7 +29,7 @@ from tqsearch import relevance
 from wordnet_labels import OUT as WORD_LABELS
 
 TOP = 100  # candidates each method chooses from (the search's top 100)
-TAILS = (20, 50, 100)
+TAILS = (20, 32, 50, 100)
 NULL_SAMPLE = 1024  # random stored vectors for the null-distribution calibrations that were tried  # unsupervised relevance with the query's scale read from this many best code scores
 CAPS = (10, 100)  # at most this many hits returned
 
@@ -225,7 +225,7 @@ def markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
         "what shows on a 0.1 ms single query is the ~20 us of numpy a call spends on the relevance. The "
         "\"(tried)\" rows are the other calibrations measured, most against a null distribution (the query "
         "scored on 1,024 random stored vectors, as first planned): a z-score against the null's bulk misleads "
-        "at cap 100, the null's best 8 help less than the query's own best 50, and dividing by the tail's "
+        "at cap 100, the null's best 8 help less than the query's own best tail, and dividing by the tail's "
         "spread adds nothing.",
         "",
         f"{machine['cpu']}, kernels `{tqsearch.simd_level()}`, 1 thread for the timings. "
