@@ -11,6 +11,8 @@ and a hit's relevance is
 
 Without labels, `RelevanceModel.unsupervised()` uses (score - tail_mean) / width: 0.5 at the tail mean;
 its width is in cosine units (ip/cosine scores of unit-norm embeddings): for other scales, fit a model.
+With a filter, the tail is read among the allowed points (the scan sees no others), so a selective filter
+shifts each query's scale towards what it allows.
 With labels, `fit` learns the four weights by logistic regression (numpy, a few Newton steps). w1 > 0 is
 required, so within a query relevance never decreases as the score grows and a threshold keeps a prefix of
 the hits. docs/benchmarks.md ("Relevance filtering") has the measurements behind these choices.
