@@ -211,7 +211,7 @@ def test_openapi_spec_lists_the_api(served):
             "/collections/{name}/points/get", "/collections/{name}/query", "/health"} <= set(spec["paths"])
     route = spec["paths"]["/collections/{name}/query"]["post"]
     assert set(route["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
-        "vectors", "texts", "k", "where", "include", "rescore"}
+        "vectors", "texts", "k", "where", "include", "rescore", "min_relevance"}
     assert route["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/QueryResponse")
     assert "securitySchemes" not in spec["components"]  # no key, no scheme
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _format
+from . import _core, _format, relevance
 from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
@@ -44,6 +44,7 @@ class CodeIndex:
 
     _MAGIC: bytes
     _VERSION: int
+    relevance_model: relevance.RelevanceModel = relevance.DEFAULT  # what min_relevance reads (assignable)
 
     def __init__(self, dim: int, bits: int, metric: str, seed: int, rerank: str | int | None,
                  threads: int | None, simd: str | None, center: bool = True) -> None:
@@ -170,7 +171,8 @@ class CodeIndex:
 
     def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
                threads: int | None = None, ef: int | None = None, rescore: int | None = None,
-               exhaustive: bool | None = None, rerank_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               exhaustive: bool | None = None, rerank_factor: int | None = None, min_relevance: float | None = None,
+               return_relevance: bool = False) -> tuple[np.ndarray, ...]:
         """Best k per query: (scores float32 (nq, k'), ids int64 (nq, k')), best first, -inf / -1 padded,
         where k' = min(k, len(self)): no k allocates more than the index holds.
 
@@ -179,7 +181,18 @@ class CodeIndex:
         override its fields (rerank_factor: deprecated name of rescore). rescore: with a rerank tier,
         re-score the best k * rescore code candidates exactly (default 2 at 4+ bits, 3 at 3 bits, 5 at 2
         bits, 9 at 1 bit: recall@10 >= 0.99 on WordNet MiniLM); 0 ranks by the codes alone.
+        min_relevance: keep only hits whose calibrated relevance (`relevance_model`, relevance.py) is at least
+        this, in [0, 1] (0: the top k; 1: none); return_relevance: also return the hits' relevance (nq, k')
+        float32 (0 for padding). Either reads the query's scale from the codes' best `tail` candidates (the
+        scan ranks at least that many, an HNSW walk keeps a beam of at least that many: free while
+        k * rescore >= tail).
         """
+        wants = min_relevance is not None or return_relevance
+        threshold = relevance.as_min_relevance(0 if min_relevance is None else min_relevance)
+        model = self.relevance_model
+        if wants and not isinstance(model, relevance.RelevanceModel):
+            raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
+        tail = model.tail if wants else 0
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")
         if self.metric == "cosine":
@@ -191,19 +204,25 @@ class CodeIndex:
             rotated = self._codec.rotation.forward(q - self._centre(), t)
             k = min(k, len(self))
             allowed = self._allowed(filter)
-            wanted = min(k * max(factor, 1), len(self) if allowed is None else allowed[1])
-            scores = np.full((len(q), wanted), -np.inf, dtype=np.float32)
-            slots = np.full((len(q), wanted), -1, dtype=np.int64)
-            if wanted:
-                self._native_search(rotated, wanted, allowed, scores, slots, t, p)
+            n_allowed = len(self) if allowed is None else allowed[1]
+            wanted = min(k * max(factor, 1), n_allowed)
+            width = min(max(wanted, tail), n_allowed)  # the tail rides along in the same scan
+            scores = np.full((len(q), width), -np.inf, dtype=np.float32)
+            slots = np.full((len(q), width), -1, dtype=np.int64)
+            if width:
+                self._native_search(rotated, width, allowed, scores, slots, t, p)
             scores += self._query_constant(q)[:, None]
-            if factor:
-                scores, slots = self._rerank_top(q, slots, k)
+            tail_scores = scores[:, :tail]
+            scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
             found = np.full_like(slots, -1)
             found[slots >= 0] = self._ids[slots[slots >= 0]]
         if self.metric == "cosine":
-            scores = clamp_cosine(scores)
-        return _pad(scores, k, -np.inf), _pad(found, k, -1)
+            scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores)
+        scores, found = _pad(scores, k, -np.inf), _pad(found, k, -1)
+        if not wants:
+            return scores, found
+        scores, found, rel = relevance.keep(scores, found, model(scores, tail_scores), threshold)
+        return (scores, found, rel) if return_relevance else (scores, found)
 
     # ------------------------------------------------------------------ persistence
 

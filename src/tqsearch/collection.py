@@ -9,6 +9,7 @@ Directory layout (generation g names one consistent state; docs/format.md has th
     records.<a>.dat     append-only JSON records [id, metadata, document] (_points), read on demand
     vectors.dat         the original vectors by internal id (float32/float16), read (pread) for re-ranking
     lock                held (flock) while a process has the collection open
+    relevance.json      the fitted relevance model, when one was set (`set_relevance`); absent: unsupervised
 In memory: the index (codes, graph, ids), the payload columns (_filters) and the compact arrays of
 _points (about 21 bytes a point): metadata, documents and original vectors stay on disk.
 Opening loads the manifest's snapshot, replays its log and deletes files no generation refers to.
@@ -32,7 +33,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from . import _format, _kinds, _validate, _wal
+from . import _format, _kinds, _validate, _wal, relevance
 from ._filters import PayloadIndex
 from ._index import CodeIndex, clamp_cosine, exact_top, normalized
 from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
@@ -43,7 +44,7 @@ from .errors import (ClosedError, ConflictError, FileFormatError, InvalidArgumen
 
 __all__ = ["Collection", "open_collection"]
 
-SETTINGS, MANIFEST, LOCK = "settings.json", "manifest.json", "lock"
+SETTINGS, MANIFEST, LOCK, RELEVANCE = "settings.json", "manifest.json", "lock", "relevance.json"
 FORMAT, VERSION = "tqsearch-collection", 2  # version 1 (everything in memory) is read and converted
 INCLUDE = ("metadatas", "documents", "vectors")
 RESCORE = 4  # query: candidates per result taken from the codes and re-ranked exactly on the stored vectors
@@ -93,6 +94,7 @@ class Collection:
         self._log: _wal.Log | None = None
         try:
             self._load()
+            self._relevance = _read_relevance(root / RELEVANCE)
         except BaseException:
             if self._log is not None:
                 self._log.close()
@@ -141,6 +143,26 @@ class Collection:
             self._log.close()
             self._generation, self._log = gen, _wal.Log(self.path / f"wal.{gen}.log")
             _remove_stale(self.path, gen, self._points.arena, self.vectors is not None)
+
+    def set_relevance(self, model: relevance.RelevanceModel | None) -> None:
+        """Use `model` (relevance.fit) for min_relevance from now on, kept in relevance.json across reopens;
+        None goes back to the unsupervised default."""
+        if model is not None and not isinstance(model, relevance.RelevanceModel):
+            raise InvalidTypeError(f"model must be a RelevanceModel or None, got {type(model).__name__}")
+        with self._lock.write():
+            self._check_open()
+            path = self.path / RELEVANCE
+            if model is None:
+                path.unlink(missing_ok=True)
+                _format.fsync_dir(self.path)
+            else:
+                _write_json(path, model.to_dict())
+            self._relevance = model or relevance.DEFAULT
+
+    @property
+    def relevance_model(self) -> relevance.RelevanceModel:
+        """The model min_relevance reads: the one set, or the unsupervised default."""
+        return self._relevance
 
     def close(self, compact: bool = False) -> None:
         """Release the directory; every acknowledged write is already durable. Idempotent.
@@ -206,7 +228,8 @@ class Collection:
             return self._rows(iids[offset:end].tolist(), fields)
 
     def query(self, queries: object, k: int, where: dict | None = None,
-              include: Sequence[str] = ("metadatas", "documents"), rescore: int | None = None) -> list[dict[str, Any]]:
+              include: Sequence[str] = ("metadatas", "documents"), rescore: int | None = None,
+              min_relevance: float | None = None) -> list[dict[str, Any]]:
         """The k best points per query row, among those matching `where` (filtered inside the search).
 
         rescore: take k * rescore candidates from the compressed index and rank them by their exact scores
@@ -214,6 +237,8 @@ class Collection:
         the codes' estimates alone. Default: 4 when the collection keeps vectors, else 0.
         Returns one dict per query: {"ids", "scores", plus the included fields}, best first; shorter than k
         only when fewer than k points match.
+        min_relevance: in [0, 1]; keep only hits whose calibrated relevance (`relevance_model`) is at least
+        this, and add "relevance" (one per hit) to each result (0: the top k; 1: none).
         """
         with self._lock.read():
             self._check_open()
@@ -225,14 +250,22 @@ class Collection:
             allowed = None if where is None else self._payload.evaluate(where, live)
             n_allowed = self._points.count() if allowed is None else int(allowed.sum())
             wanted = max(1, min(k * max(rescore, 1), n_allowed))  # never more than can match
-            scores, found = self._index.search(q, wanted, filter=allowed)
+            p = None if min_relevance is None else as_min_relevance(min_relevance)
+            tail = 0 if p is None else self._relevance.tail
+            scores, found = self._index.search(q, max(wanted, tail), filter=allowed)
+            tail_scores = scores[:, :tail]  # the query's scale, from the index's own scores
             if rescore:
-                scores, found = self._exact_top(q, found, k)
+                scores, found = self._exact_top(q, found[:, :wanted], k)
+            scores, found, rel = scores[:, :k], found[:, :k], None
+            if p is not None:
+                scores, found, rel = relevance.keep(scores, found, self._relevance(scores, tail_scores), p)
             results = []
-            for row_scores, row_ids in zip(scores, found):
+            for i, (row_scores, row_ids) in enumerate(zip(scores, found)):
                 keep = row_ids >= 0
                 result = self._rows(row_ids[keep].tolist(), fields)
                 result["scores"] = row_scores[keep].tolist()
+                if rel is not None:
+                    result["relevance"] = rel[i][keep].tolist()
                 results.append(result)
             return results
 
@@ -457,6 +490,17 @@ def _read_settings(root: Path) -> dict[str, Any]:
     return settings
 
 
+def _read_relevance(path: Path) -> relevance.RelevanceModel:
+    """The relevance model kept in `path`, or the unsupervised default when there is none."""
+    if not path.exists():
+        return relevance.DEFAULT
+    stored = _read_json(path)
+    try:
+        return relevance.RelevanceModel.from_dict(stored)
+    except ValueError as e:
+        raise FileFormatError(f"{path}: {e}") from None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
@@ -519,6 +563,7 @@ as_choice = _callers_input()(_validate.as_choice)
 as_dim = _callers_input()(_validate.as_dim)
 as_int = _callers_input()(_validate.as_int)
 as_matrix = _callers_input()(_validate.as_matrix)
+as_min_relevance = _callers_input()(relevance.as_min_relevance)
 
 
 def _as_str_ids(ids: object, name: str) -> list[str]:

@@ -140,7 +140,8 @@ def _get(c: ServedCollection, raw: bytes) -> dict[str, Any]:
 
 def _search(c: ServedCollection, embed: Embed, body: QueryRequest) -> dict[str, list[dict[str, Any]]]:
     vectors = _matrix(body.vectors) if body.texts is None else embed(body.texts)
-    return {"results": [_jsonable(r) for r in c.query(vectors, body.k, body.where, body.include, body.rescore)]}
+    results = c.query(vectors, body.k, body.where, body.include, body.rescore, body.min_relevance)
+    return {"results": [_jsonable(r) for r in results]}
 
 
 # ---------------------------------------------------------------------- helpers

@@ -75,6 +75,8 @@ class QueryRequest(_Body):
     include: list[Include] = ["metadatas", "documents"]
     rescore: int | None = Field(None, ge=0, le=100, description=f"candidates per hit re-ranked exactly; 0: codes "
                                 f"only; null: {RESCORE} when the collection keeps vectors, else 0")
+    min_relevance: float | None = Field(None, ge=0, le=1, description="keep only hits whose calibrated relevance is "
+                                        "at least this (0: the top k, 1: none) and return each hit's relevance")
 
 
 # ---------------------------------------------------------------------- response bodies
@@ -121,6 +123,7 @@ class QueryResult(PointsOut):
     """One query's hits, best first, with their scores; the fields not asked for in `include` are absent."""
 
     scores: list[float]
+    relevance: list[float] | None = Field(None, description="each hit's calibrated relevance (with min_relevance)")
 
 
 class QueryResponse(BaseModel):
