@@ -218,3 +218,55 @@ def test_no_silent_partial_answers(cluster, tmp_path):
             assert all(owner[int(i[1:])] == 0 for i in got["ids"])
             kept = [i for i in want["ids"] if owner[int(i[1:])] == 0]
             assert got["ids"][: len(kept)] == kept
+
+
+def test_build_from_files_ingests_each_partition(cluster, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = points(3_000, seed=40)
+    np.save(tmp_path / "rows.npy", data["vectors"])
+    table = pa.table({"id": data["ids"], "vector": list(data["vectors"]), "document": data["documents"],
+                      "g": [m["g"] for m in data["metadatas"]]})
+    pq.write_table(table, tmp_path / "rows.parquet")
+    with td.open("npy", tmp_path, dim=DIM, shards=2, replicas=2, index="flat") as dc:
+        assert td.build(dc, tmp_path / "rows.npy", batch=700, progress=False) == 3_000
+        got = dc.get([str(i) for i in (0, 1_234, 2_999)], include=["vectors"])
+        np.testing.assert_array_equal(got["vectors"], data["vectors"][[0, 1_234, 2_999]])
+        for row in dc.shard_handles():
+            assert ray.get(row[0].count.remote()) == ray.get(row[1].count.remote()) > 0
+        assert dc.count() == 3_000
+    with td.open("pq", tmp_path, dim=DIM, shards=3, index="flat") as dc:
+        assert td.build(dc, tmp_path / "rows.parquet", batch=1_000, progress=False) == 3_000
+        same_points(dc, {**data, "metadatas": [{"g": m["g"]} for m in data["metadatas"]]})
+        with pytest.raises(InvalidArgumentError, match="rows have 32 values, the collection's dim is 8"):
+            with td.open("narrow", tmp_path, dim=8) as narrow:
+                td.build(narrow, tmp_path / "rows.npy")
+
+
+def test_serve_ray_answers_through_the_rest_api(cluster, tmp_path, start_server):
+    httpx = pytest.importorskip("httpx")
+    data = points(600, seed=50)
+    server = start_server(str(tmp_path / "served"), "--ray", cluster.address, "--shards", "2")
+    client = httpx.Client(base_url=server.url, timeout=60)
+    spec = {"name": "web", "dim": DIM, "index": "flat", "options": {"replicas": 2}}
+    assert client.post("/collections", json=spec).status_code == 201
+    body = {"ids": data["ids"], "vectors": data["vectors"].tolist(), "metadatas": data["metadatas"]}
+    assert client.put("/collections/web/points", json=body).json() == {"upserted": 600, "count": 600}
+    queries = data["vectors"][:4] + 0.1
+    got = client.post("/collections/web/query", json={"vectors": queries.tolist(), "k": 5, "where": {"g": 2},
+                                                      "include": []}).json()["results"]
+    assert client.get("/collections/web").json()["count"] == 600
+    assert client.post("/collections/web/points/get", json={"ids": ["nope"]}).status_code == 404
+    assert client.post("/collections", json={"name": "gone", "dim": 4}).status_code == 201
+    assert client.delete("/collections/gone").json() == {"dropped": "gone"}
+    assert [c["name"] for c in client.get("/collections").json()["collections"]] == ["web"]
+    assert not (tmp_path / "served" / "gone").exists()
+    client.close()
+    assert server.stop() == 0
+    single = tqsearch.open(tmp_path / "single", dim=DIM, index="flat")
+    single.upsert(data["ids"], data["vectors"], data["metadatas"])
+    want = single.query(queries, 5, where={"g": 2}, include=[])
+    assert [r["ids"] for r in got] == [r["ids"] for r in want]
+    single.close()
+    with td.open("web", tmp_path / "served") as dc:  # what the server acknowledged is on disk
+        assert (dc.shards, dc.replicas, dc.count()) == (2, 2, 600)

@@ -1,6 +1,7 @@
 """Sharded, replicated collections on Ray: the `Collection` API over a cluster (needs the `ray` extra).
 
     open(name, root=PATH, dim=..., shards=N, replicas=R, ...) -> DistributedCollection
+    build(collection, FILE)   every shard ingests its partition of a .npy/.jsonl/.parquet file at once
 
     collection.py  DistributedCollection: routing writes, scatter-gather reads, failover, repair
     _shard.py      ShardReplica, the Ray actor owning one replica's Collection directory
@@ -24,10 +25,11 @@ from typing import Any
 
 from ..collection import _UNSET
 from ..errors import InvalidArgumentError
+from ._build import build
 from ._settings import load_or_create
 from .collection import DistributedCollection, ShardUnavailableError
 
-__all__ = ["DistributedCollection", "ShardUnavailableError", "connect", "open"]
+__all__ = ["DistributedCollection", "ShardUnavailableError", "build", "connect", "open"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as the server's collection names
 

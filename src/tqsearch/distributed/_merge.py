@@ -19,7 +19,7 @@ def merge(per_shard: list[list[dict[str, Any]]], nq: int, k: int, width: int,
           fields: tuple[str, ...]) -> list[dict[str, Any]]:
     """The global answer to each of `nq` queries from the candidates of the shards that answered.
 
-    per_shard[s][q]: {"ids", "code" (float32), optionally "exact", plus the fields} (ShardReplica.candidates);
+    per_shard[s][q]: {"ids", "code" (floats), optionally "exact", plus the fields} (ShardReplica.candidates);
     `width`: the code candidates a single collection would take (k when ranking by the codes alone).
     """
     return [_merge_one([shard[q] for shard in per_shard], k, width, fields) for q in range(nq)]
@@ -27,8 +27,8 @@ def merge(per_shard: list[list[dict[str, Any]]], nq: int, k: int, width: int,
 
 def _merge_one(parts: list[dict[str, Any]], k: int, width: int, fields: tuple[str, ...]) -> dict[str, Any]:
     ids = np.array([i for p in parts for i in p["ids"]], dtype=str)
-    code = np.concatenate([p["code"] for p in parts] or [np.empty(0, np.float32)])
-    ranking = np.concatenate([p["exact"] for p in parts]) if parts and "exact" in parts[0] else code
+    code = np.array([v for p in parts for v in p["code"]], dtype=np.float32)
+    ranking = np.array([v for p in parts for v in p["exact"]], dtype=np.float32) if parts and "exact" in parts[0] else code
     keep = _best(code, ids, width)
     top = keep[_best(ranking[keep], ids[keep], k)]
     out: dict[str, Any] = {"ids": ids[top].tolist()}

@@ -10,12 +10,15 @@ marked `stale`, and refuses reads until `DistributedCollection.repair` copies a 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..collection import SETTINGS, open_collection
+from ..ingest import read_batches
+from ._routing import shard_of
 from .._index import clamp_cosine, exact_top, normalized
 from ..errors import TQSearchError
 
@@ -71,8 +74,21 @@ class ShardReplica:
     def compact(self) -> None:
         self.collection.compact()
 
-    def close(self) -> None:
-        self.collection.close(compact=True)
+    def close(self, compact: bool) -> None:
+        self.collection.close(compact=compact)
+
+    def ingest(self, path: str, shard: int, shards: int, batch: int) -> Iterator[int]:
+        """Read the file at `path` (ingest.read_batches) and upsert the rows whose ids route to `shard`;
+        yields the rows read after each batch (a streaming generator: the caller's progress)."""
+        batches, _ = read_batches(path, batch)
+        for b in batches:
+            mine = np.flatnonzero(shard_of(b["ids"], shards) == shard)
+            if len(mine):
+                metas, docs = b.get("metadatas"), b.get("documents")
+                self.collection.upsert([b["ids"][i] for i in mine], np.asarray(b["vectors"])[mine],
+                                       None if metas is None else [metas[i] for i in mine],
+                                       None if docs is None else [docs[i] for i in mine])
+            yield len(b["ids"])
 
     def restore(self, page: dict[str, Any], last: bool) -> None:
         """Part of a copy from a live replica (repair): upsert the page; the last one makes this replica current."""
@@ -105,11 +121,11 @@ class ShardReplica:
         self._check_current()
         fields = tuple(f for f in include if f != "vectors") + ("vectors",) if exact else include
         found = self.collection.query(queries, width, where, fields, rescore=0)
-        for q, result in zip(queries, found):
-            result["code"] = np.asarray(result.pop("scores"), dtype=np.float32)
+        for q, result in zip(queries, found):  # lists, not small arrays: Ray pickles them faster
+            result["code"] = result.pop("scores")
             if exact:
                 vectors = result["vectors"] if "vectors" in include else result.pop("vectors")
-                result["exact"] = self._exact(q, np.asarray(vectors, dtype=np.float32))
+                result["exact"] = self._exact(q, np.asarray(vectors, dtype=np.float32)).tolist()
         return found
 
     def _exact(self, q: np.ndarray, vectors: np.ndarray) -> np.ndarray:

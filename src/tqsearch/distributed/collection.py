@@ -31,6 +31,9 @@ __all__ = ["DistributedCollection", "ShardUnavailableError"]
 
 SUSPECT_S = 5.0  # a replica that just failed is tried last for this long
 PAGE = 10_000  # points per call when a replica is copied (repair)
+WRITE_TIMEOUT_S = 120.0  # a replica restarting longer than this (no node to run on) fails the write
+INLINE_BYTES = 100 << 10
+REPLICA_CPUS = 0.01  # a token reservation: Ray 2.60 ignores soft node affinity for actors that reserve nothing  # query batches above this go to the object store once, not once per shard
 
 
 class ShardUnavailableError(TQSearchError, RuntimeError):
@@ -87,12 +90,13 @@ class DistributedCollection:
         self._check_open()
         self._write("compact", {s: () for s in range(self.shards)})
 
-    def close(self) -> None:
-        """Fold each replica's log into a snapshot, release its directory and stop the actors. Idempotent."""
+    def close(self, compact: bool = True) -> None:
+        """Release every replica's directory and stop the actors (compact: first fold each log into a
+        snapshot, so the next open replays nothing). Idempotent."""
         if not self._open:
             return
         self._open = False
-        refs = [a.close.remote() for row in self._actors for a in row]
+        refs = [a.close.remote(compact) for row in self._actors for a in row]
         self._ray.wait(refs, num_returns=len(refs), timeout=60)
         for row in self._actors:
             for actor in row:
@@ -162,8 +166,8 @@ class DistributedCollection:
         q = as_matrix(queries, self.dim, "queries")
         k, fields, rescore = as_int(k, "k"), _as_include(include), self._rescore(rescore)
         width = k * max(rescore, 1)
-        ref = self._ray.put(q)
-        got, missing = self._scatter("candidates", {s: (ref, width, where, fields, rescore > 0)
+        arg = self._ray.put(q) if q.nbytes > INLINE_BYTES else q  # small ones travel inside the call
+        got, missing = self._scatter("candidates", {s: (arg, width, where, fields, rescore > 0)
                                                     for s in range(self.shards)}, allow_partial)
         results = merge([got[s] for s in sorted(got)], len(q), k, width, fields)
         if allow_partial:
@@ -194,7 +198,7 @@ class DistributedCollection:
         path = self.path / f"shard-{shard}" / f"replica-{replica}"
         actor = self._ray.remote(ShardReplica).options(
             name=f"tqsearch:{self.path}:{shard}:{replica}", namespace="tqsearch", get_if_exists=True,
-            max_restarts=-1, max_task_retries=-1, max_concurrency=4, num_cpus=0, scheduling_strategy=place)
+            max_restarts=-1, max_task_retries=-1, max_concurrency=4, num_cpus=REPLICA_CPUS, scheduling_strategy=place)
         return actor.remote(str(path), self.settings, existed)
 
     def _write(self, method: str, calls: dict[int, tuple]) -> None:
@@ -202,11 +206,15 @@ class DistributedCollection:
         on are skipped; a shard with none left is ShardUnavailableError."""
         put = {s: tuple(self._ray.put(a) if isinstance(a, np.ndarray) else a for a in args) for s, args in calls.items()}
         refs = {(s, r): getattr(a, method).remote(*put[s]) for s in calls for r, a in enumerate(self._actors[s])}
+        self._ray.wait(list(refs.values()), num_returns=len(refs), timeout=WRITE_TIMEOUT_S)
         done: dict[int, int] = {}
         for (s, r), ref in refs.items():
             try:
-                self._get(ref)
+                self._get(ref, timeout=0)
                 done[s] = done.get(s, 0) + 1
+            except self._ray.exceptions.GetTimeoutError:
+                raise ShardUnavailableError(f"shard {s} of {self.name!r}: replica {r} did not log the write within "
+                                            f"{WRITE_TIMEOUT_S:.0f} s (not acknowledged; it may still apply)") from None
             except self._ray.exceptions.ActorDiedError:
                 self._failed_at[s, r] = time.monotonic()
         lost = [s for s in calls if s not in done]
@@ -245,10 +253,10 @@ class DistributedCollection:
         recent = time.monotonic() - SUSPECT_S
         return sorted(ring, key=lambda r: self._failed_at[shard, r] > recent)
 
-    def _get(self, ref: Any) -> Any:
+    def _get(self, ref: Any, timeout: float | None = None) -> Any:
         """ray.get, re-raising the actor's own exception (a NotFoundError stays a NotFoundError)."""
         try:
-            return self._ray.get(ref)
+            return self._ray.get(ref, timeout=timeout)
         except self._ray.exceptions.RayTaskError as e:
             cause = e.cause
             if isinstance(cause, Exception) and not isinstance(cause, self._ray.exceptions.RayError):
