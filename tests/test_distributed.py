@@ -20,7 +20,7 @@ from tqsearch.errors import InvalidArgumentError, NotFoundError
 # several raylets on one machine is allowed)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")
+psutil = pytest.importorskip("psutil")  # Ray ships it (ray/thirdparty_files), importable once Ray is
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 td = pytest.importorskip("tqsearch.distributed")
 

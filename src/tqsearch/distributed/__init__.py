@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,20 @@ def open(name: str, root: str | os.PathLike, dim: int | None = None, shards: int
 
 def connect(address: str | None = None) -> None:
     """Join Ray unless this process already has: `address` ("auto", "HOST:PORT"; default $RAY_ADDRESS), else
-    a new local Ray whose processes listen on loopback only, without the dashboard."""
+    a new local Ray whose processes listen on loopback only, without the dashboard.
+
+    Loopback only needs RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 when Ray is first imported (Ray reads it then and
+    otherwise binds its GCS to the machine's network address): it is set here when Ray is not imported yet.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError as e:
         raise ImportError(f"tqsearch.distributed needs Ray: pip install 'tqsearch[ray]' ({e})") from None
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level="warning")
     else:
