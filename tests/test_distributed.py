@@ -159,6 +159,11 @@ def test_bad_input_gets_a_collections_errors(cluster, tmp_path):
         assert dc.count() == 50 and "p1" in dc.get(["p1"])["ids"]
     with pytest.raises(tqsearch.ClosedError):
         dc.count()
+    with tqsearch.open(tmp_path / "bad" / "shard-1" / "replica-0"):  # a replica's directory held elsewhere
+        with pytest.raises(td.ShardUnavailableError, match="shard 1 of 'bad': a replica did not start.*already open"):
+            td.open("bad", tmp_path)
+    with td.open("bad", tmp_path) as dc:  # the failed open stopped its actors; nothing was lost
+        assert dc.count() == 50
 
 
 def test_writes_survive_killed_shards(cluster, tmp_path):

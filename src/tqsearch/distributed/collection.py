@@ -60,7 +60,11 @@ class DistributedCollection:
         self._next = [0] * self.shards
         self._failed_at = np.full((self.shards, self.replicas), -np.inf)
         self._open = True
-        self.repair()
+        try:
+            self.repair()
+        except BaseException:
+            self._stop()
+            raise
 
     # ------------------------------------------------------------------ writes
 
@@ -98,9 +102,7 @@ class DistributedCollection:
         self._open = False
         refs = [a.close.remote(compact) for row in self._actors for a in row]
         self._ray.wait(refs, num_returns=len(refs), timeout=60)
-        for row in self._actors:
-            for actor in row:
-                self._ray.kill(actor, no_restart=True)
+        self._stop()
 
     def __enter__(self) -> Self:
         return self
@@ -113,7 +115,11 @@ class DistributedCollection:
         directory); returns the (shard, replica) pairs copied."""
         copied = []
         for s, row in enumerate(self._actors):
-            states = self._ray.get([a.state.remote() for a in row])
+            try:
+                states = self._ray.get([a.state.remote() for a in row])
+            except self._ray.exceptions.RayActorError as e:  # e.g. its directory is open in another process
+                detail = str(e).strip().splitlines()[-1]
+                raise ShardUnavailableError(f"shard {s} of {self.name!r}: a replica did not start ({detail})") from None
             stale = [r for r, st in enumerate(states) if st["stale"]]
             source = next((r for r, st in enumerate(states) if not st["stale"]), None)
             if stale and source is None:
@@ -200,6 +206,13 @@ class DistributedCollection:
             name=f"tqsearch:{self.path}:{shard}:{replica}", namespace="tqsearch", get_if_exists=True,
             max_restarts=-1, max_task_retries=-1, max_concurrency=4, num_cpus=REPLICA_CPUS, scheduling_strategy=place)
         return actor.remote(str(path), self.settings, existed)
+
+    def _stop(self) -> None:
+        """Kill every replica's actor (no restart)."""
+        self._open = False
+        for row in self._actors:
+            for actor in row:
+                self._ray.kill(actor, no_restart=True)
 
     def _write(self, method: str, calls: dict[int, tuple]) -> None:
         """Call `method` on every replica of each shard in `calls` at once; wait for all. Replicas Ray gave up
