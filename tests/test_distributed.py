@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -173,7 +175,12 @@ def test_writes_survive_killed_shards(cluster, tmp_path):
             batch = points(500, seed=10 + step, start=step * 500)
             if step in (1, 3):  # kill a shard between writes: the next write waits for its restart
                 ray.kill(dc.shard_handles()[step % 2][0], no_restart=False)
+            killer = threading.Timer(0.02, ray.kill, (dc.shard_handles()[0][0],), {"no_restart": False})
+            if step == 4:  # and once while the write is in flight: Ray retries it on the restarted actor
+                killer.start()
             dc.upsert(**batch)
+            if step == 4:
+                killer.join()
             for key in acknowledged:
                 acknowledged[key] = (np.concatenate([acknowledged[key], batch[key]]) if key == "vectors"
                                      else acknowledged[key] + batch[key])
@@ -181,6 +188,22 @@ def test_writes_survive_killed_shards(cluster, tmp_path):
     with td.open("kill", tmp_path) as dc:  # new actors, each replaying its directory
         assert dc.count() == 3_000
         same_points(dc, acknowledged)
+
+
+def test_a_replica_that_lost_its_disk_is_rebuilt_from_another(cluster, tmp_path):
+    data = points(1_500, seed=60)
+    with td.open("lost", tmp_path, dim=DIM, shards=2, replicas=2, index="flat") as dc:
+        dc.upsert(**data)
+    shutil.rmtree(tmp_path / "lost" / "shard-1" / "replica-0")  # what a node's lost disk looks like
+    with td.open("lost", tmp_path) as dc:  # the replica starts empty, stale; open() repairs it
+        assert dc.repair() == []  # nothing left to copy
+        for row in dc.shard_handles():
+            counts = ray.get([h.count.remote() for h in row])
+            assert counts[0] == counts[1] > 0
+        same_points(dc, data)
+        only = dc.shard_handles()[1][0]  # the rebuilt replica alone answers its shard's points
+        ids = [i for i, s in zip(data["ids"], td._routing.shard_of(data["ids"], 2)) if s == 1]
+        assert ray.get(only.get.remote(ids, None, (), None, 0))["ids"] == ids
 
 
 def test_writes_survive_a_removed_node_and_replicas_answer(cluster, tmp_path):
