@@ -9,6 +9,7 @@
     _routing.py    id -> shard (a stable hash)
     _settings.py   <root>/<name>/distributed.json
     _build.py      parallel bulk build from files, each shard ingesting its partition
+    _registry.py   DistributedRegistry, the server's registry for `tqsearch serve --ray`
 
 What replicas give (docs/scaling.md): a write returns once every live replica of its shard has fsynced it
 to its log, so it survives the death of any replica process, and of any node as long as one replica of
