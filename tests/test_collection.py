@@ -533,3 +533,29 @@ def test_the_index_centre_survives_reopen_by_replay_or_snapshot(tmp_path, compac
     with open_collection(tmp_path / "c") as c:  # the log replays batch by batch, or the snapshot holds it
         np.testing.assert_array_equal(c._index.mean, mean)
         assert c.query(x[:5] + 0.1, 5, include=(), rescore=0) == want
+
+
+def test_fix_center_is_kept_and_used_instead_of_the_first_batch(tmp_path):
+    """Shards of one sharded collection share a centre: fix_center sets it before any point, it survives
+    reopen (settings.json) and the codes are those of an index fixed to the same centre."""
+    from tqsearch import ConflictError, FlatIndex
+
+    x = unit_rows(600, 32, seed=4)
+    center = unit_rows(1, 32, seed=5)[0] * 0.3
+    with open_collection(tmp_path / "c", dim=32, index="flat", metric="ip") as c:
+        c.fix_center(center)
+        c.fix_center(center)  # the same centre again: fine
+        with pytest.raises(ValueError, match="mean"):
+            c.fix_center(np.zeros(31, dtype=np.float32))
+        c.upsert([f"p{i}" for i in range(600)], x)
+    with open_collection(tmp_path / "c") as c:
+        np.testing.assert_array_equal(np.float32(c.settings["center"]), center.astype(np.float32))
+        with pytest.raises(ConflictError, match="centre"):
+            c.fix_center(np.zeros(32, dtype=np.float32))
+        got = c.query(x[:5], 5, rescore=0)
+    ref = FlatIndex(32, 4, "ip")
+    ref.fix_center(center)
+    ref.add(x)
+    scores, ids = ref.search(x[:5], 5)
+    assert [r["ids"] for r in got] == [[f"p{i}" for i in row] for row in ids]
+    np.testing.assert_allclose([r["scores"] for r in got], scores, rtol=1e-6)

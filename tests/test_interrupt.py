@@ -12,14 +12,14 @@ CHILD = textwrap.dedent(
     import numpy as np
     import tqsearch
 
-    x = np.random.default_rng(0).standard_normal((6000, 1024)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((20000, 1024)).astype(np.float32)
     if sys.argv[1] == "encode":
         q = tqsearch.TurboQuantMSE(1024, 4, rotation="dense-qr", threads=1)  # O(d^2) per row: a slow encode
         work = lambda: q.encode(x)
     else:
         index = tqsearch.FlatIndex(1024, 3, threads=1)  # 3-bit codes take the slow row scan
         index.add(x)
-        work = lambda: index.search(x[:400], 10)
+        work = lambda: index.search(x[:1000], 10)
     t = time.perf_counter()
     work()
     full = time.perf_counter() - t

@@ -26,7 +26,7 @@ from . import _core, _format, relevance
 from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
-from .errors import FileFormatError
+from .errors import ConflictError, FileFormatError
 from .params import SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE, centre_of
 
@@ -317,14 +317,22 @@ class CodeIndex:
         v = as_matrix(x, self.dim, "vectors")
         return normalized(v) if self.metric == "cosine" else v
 
+    def fix_center(self, mean: object) -> None:
+        """Code around `mean` (dim floats; zeros: uncentred) instead of the first batch's mean, so indexes that
+        must score alike (the shards of one sharded collection) share one centre. Only before the first add."""
+        m = as_matrix(np.reshape(mean, (1, -1)), self.dim, "mean")[0]
+        with self._lock.write():
+            if self._mean is not None and not np.array_equal(self._mean, m):
+                raise ConflictError("the index already codes around another centre (fixed by its first add)")
+            self._mean = m.copy()
+
     def _fix_mean(self, vectors: np.ndarray) -> None:
-        """Fix the centre on the first add: this batch's mean when centring is on and the batch is large enough."""
+        """Fix the centre on the first add (first_center) unless one is fixed already."""
         if self._mean is not None:
             return
         with self._lock.write():  # the batch encodes outside the lock: settle the mean before it does
             if self._mean is None:
-                big = self.center and len(vectors) >= CENTRE_MIN_ROWS
-                self._mean = centre_of(vectors, self.dim) if big else np.zeros(self.dim, dtype=np.float32)
+                self._mean = first_center(vectors, self.dim, self.center)
 
     def _centre(self) -> np.ndarray:
         """The mean, zeros before the first add."""
@@ -488,6 +496,14 @@ def _pad(arr: np.ndarray, k: int, fill: float) -> np.ndarray:
     out = np.full((len(arr), k), fill, dtype=arr.dtype)
     out[:, : arr.shape[1]] = arr
     return out
+
+
+def first_center(vectors: np.ndarray, dim: int, center: bool = True) -> np.ndarray:
+    """The centre an index fixes from its first batch (rows as stored: normalised for cosine): their mean when
+    centring is on and there are at least CENTRE_MIN_ROWS of them, else zeros (uncentred)."""
+    if center and len(vectors) >= CENTRE_MIN_ROWS:
+        return centre_of(vectors, dim)
+    return np.zeros(dim, dtype=np.float32)
 
 
 def _stored_mean(arrays: dict[str, np.ndarray], dim: int, n: int) -> np.ndarray | None:

@@ -144,6 +144,16 @@ class Collection:
             self._generation, self._log = gen, _wal.Log(self.path / f"wal.{gen}.log")
             _remove_stale(self.path, gen, self._points.arena, self.vectors is not None)
 
+    def fix_center(self, mean: object) -> None:
+        """Code every point around `mean` (dim floats) instead of the first batch's mean, kept in settings.json:
+        collections that must score alike (the shards of one sharded collection) share one centre. Only while
+        no point was ever added (ConflictError after, unless it is the same centre)."""
+        with self._lock.write():
+            self._check_open()
+            self._index.fix_center(mean)  # checks the mean, and that no other centre is fixed
+            self.settings = {**self.settings, "center": self._index.mean.tolist()}
+            _write_json(self.path / SETTINGS, self.settings)
+
     def set_relevance(self, model: relevance.RelevanceModel | None) -> None:
         """Use `model` (relevance.fit) for min_relevance from now on, kept in relevance.json across reopens;
         None goes back to the unsupervised default."""
@@ -467,8 +477,11 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _make_index(settings: dict[str, Any]) -> CodeIndex:
-    return _kinds.index_class(settings["index"])(settings["dim"], settings["bits"], settings["metric"],
-                                                  **settings["index_options"])
+    index = _kinds.index_class(settings["index"])(settings["dim"], settings["bits"], settings["metric"],
+                                                   **settings["index_options"])
+    if settings.get("center") is not None:  # fixed by fix_center (a shard of a sharded collection)
+        index.fix_center(np.asarray(settings["center"], dtype=np.float32))
+    return index
 
 
 def _check_same(settings: dict[str, Any], given: dict[str, Any], root: Path) -> None:

@@ -65,7 +65,7 @@ class HNSWIndex(CodeIndex):
 
     def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """Link the rows into the graph at freed slots first. Linking searches with the rotated rows, rotated
-        here a second time: the fused encode kernel never materialises them, and the rotation is ~0.1% of an add."""
+        here a second time: the fused encode kernel never materialises them, and rotating is < 0.5% of an add."""
         size, entry = self._store.size, self._store.entry
         free = np.flatnonzero(self._ids[:size] < 0)
         free = free[free != entry][: len(codes)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InvalidArgumentError
 from ..ingest import BATCH, _progress, read_batches
 
@@ -24,6 +26,8 @@ def build(collection: Any, path: str | Path, batch: int = BATCH, progress: bool 
     if first is not None and len(first["vectors"][0]) != collection.dim:
         raise InvalidArgumentError(f"{path}: rows have {len(first['vectors'][0])} values, the collection's dim "
                                    f"is {collection.dim}")
+    if first is not None:
+        collection.center_from(np.asarray(first["vectors"], dtype=np.float32))
     streams = {actor.ingest.options(num_returns="streaming").remote(str(path), s, collection.shards, batch): (s, r)
                for s, row in enumerate(collection.shard_handles()) for r, actor in enumerate(row)}
     read = dict.fromkeys(streams.values(), 0)

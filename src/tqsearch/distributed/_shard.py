@@ -64,6 +64,10 @@ class ShardReplica:
         self.collection.upsert(ids, vectors, metadatas, documents)
         return self.collection.count()
 
+    def fix_center(self, mean: np.ndarray) -> None:
+        """Collection.fix_center: the centre every shard codes around (idempotent)."""
+        self.collection.fix_center(mean)
+
     def delete(self, ids: list[str]) -> int:
         """Delete those of `ids` still present (a retried delete is a no-op); the shard's count after."""
         present = [i for i in ids if i in self.collection]

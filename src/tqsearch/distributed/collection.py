@@ -20,11 +20,13 @@ from typing import Any, Self
 
 import numpy as np
 
-from ..collection import (Collection, _as_documents, _as_include, _as_metadatas, _as_str_ids, _as_vectors, as_int,
-                          as_matrix)
+from .._index import first_center, normalized
+from ..collection import (Collection, _as_documents, _as_include, _as_metadatas, _as_str_ids, _as_vectors,
+                          _write_json, as_int, as_matrix)
 from ..errors import ClosedError, NotFoundError, TQSearchError
 from ._merge import merge
 from ._routing import partition
+from ._settings import SETTINGS
 from ._shard import ShardReplica, StaleReplicaError
 
 __all__ = ["DistributedCollection", "ShardUnavailableError"]
@@ -32,8 +34,8 @@ __all__ = ["DistributedCollection", "ShardUnavailableError"]
 SUSPECT_S = 5.0  # a replica that just failed is tried last for this long
 PAGE = 10_000  # points per call when a replica is copied (repair)
 WRITE_TIMEOUT_S = 120.0  # a replica restarting longer than this (no node to run on) fails the write
-INLINE_BYTES = 100 << 10
-REPLICA_CPUS = 0.01  # a token reservation: Ray 2.60 ignores soft node affinity for actors that reserve nothing  # query batches above this go to the object store once, not once per shard
+INLINE_BYTES = 100 << 10  # query batches above this go to the object store once, not once per shard
+REPLICA_CPUS = 0.01  # a token reservation: Ray 2.60 ignores soft node affinity for actors that reserve nothing
 
 
 class ShardUnavailableError(TQSearchError, RuntimeError):
@@ -53,6 +55,7 @@ class DistributedCollection:
 
         self._ray = ray
         self.name, self.path = name, home
+        self._stored = settings  # distributed.json
         self.settings: dict[str, Any] = settings["shard"]
         self.dim, self.vectors = int(self.settings["dim"]), self.settings["vectors"]
         self.shards, self.replicas = int(settings["shards"]), int(settings["replicas"])
@@ -75,8 +78,25 @@ class DistributedCollection:
         sids = _as_str_ids(ids, "ids")
         vecs = _as_vectors(vectors, self.dim, len(sids))
         metas, docs = _as_metadatas(metadatas, len(sids)), _as_documents(documents, len(sids))
+        self.center_from(vecs)
         self._write("upsert", {s: ([sids[i] for i in pos], vecs[pos], [metas[i] for i in pos], [docs[i] for i in pos])
                                for s, pos in enumerate(partition(sids, self.shards)) if len(pos)})
+
+    def fix_center(self, mean: object) -> None:
+        """Collection.fix_center on every replica, kept in distributed.json: every shard codes around `mean`."""
+        self._check_open()
+        mean = np.asarray(mean, dtype=np.float32)
+        self._write("fix_center", {s: (mean,) for s in range(self.shards)})  # each replica checks it
+        self.settings = {**self.settings, "center": mean.tolist()}
+        self._stored = {**self._stored, "shard": self.settings}
+        _write_json(self.path / SETTINGS, self._stored)
+
+    def center_from(self, vectors: np.ndarray) -> None:
+        """Before the first write: fix on every shard the centre one Collection would take from this first
+        batch (_index.first_center), so shard scores are those of one Collection; no-op once fixed."""
+        if self.settings.get("center") is None:
+            rows = normalized(vectors) if self.settings["metric"] == "cosine" else vectors
+            self.fix_center(first_center(rows, self.dim, self.settings["index_options"].get("center", True)))
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove points by id; NotFoundError naming an unknown id, and nothing is removed."""
@@ -280,6 +300,8 @@ class DistributedCollection:
         """Stream every point of `source` into `target`, a page at a time."""
         everything = ("metadatas", "documents", "vectors")
         total = self._get(source.count.remote())
+        if self.settings.get("center") is not None:  # before the first page fixes a centre of its own
+            self._get(target.fix_center.remote(np.asarray(self.settings["center"], dtype=np.float32)))
         for offset in range(0, max(total, 1), PAGE):
             page = self._get(source.get.remote(None, None, everything, PAGE, offset))
             self._get(target.restore.remote(page, offset + PAGE >= total))
