@@ -118,6 +118,12 @@ class ShardReplica:
         self._check_current()
         return self.collection.get(ids, where, include, limit, offset)
 
+    def query(self, queries: np.ndarray, k: int, where: dict | None, include: tuple[str, ...],
+              rescore: int) -> list[dict[str, Any]]:
+        """Collection.query on this shard alone: the whole answer when the collection has one shard."""
+        self._check_current()
+        return self.collection.query(queries, k, where, include, rescore=rescore)
+
     def candidates(self, queries: np.ndarray, width: int, where: dict | None, include: tuple[str, ...],
                    exact: bool) -> list[dict[str, Any]]:
         """Per query, this shard's best `width` points by the codes' scores ("code"), with their exact scores
