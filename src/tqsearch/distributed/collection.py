@@ -192,11 +192,11 @@ class DistributedCollection:
         q = as_matrix(queries, self.dim, "queries")
         k, fields, rescore = as_int(k, "k"), _as_include(include), self._rescore(rescore)
         width = k * max(rescore, 1)
-        arg = self._ray.put(q) if q.nbytes > INLINE_BYTES else q  # small ones travel inside the call
         if self.shards == 1:  # one shard's own answer is the answer: no candidates to merge
-            got, missing = self._scatter("query", {0: (arg, k, where, fields, rescore)}, allow_partial)
+            got, missing = self._scatter("query", {0: ((q, k, where, fields, rescore),)}, allow_partial)
             results = got[0] if got else merge([], len(q), k, width, fields)
         else:
+            arg = self._ray.put(q) if q.nbytes > INLINE_BYTES else q  # small ones travel inside the call
             got, missing = self._scatter("candidates", {s: (arg, width, where, fields, rescore > 0)
                                                         for s in range(self.shards)}, allow_partial)
             results = merge([got[s] for s in sorted(got)], len(q), k, width, fields)
