@@ -8,7 +8,8 @@ sent to every replica of each shard at once and acknowledged once every live rep
 blocks writes to its shard only for its restart; a replica Ray gave up on is skipped.
 Reads: one replica per shard (round robin), failing over to the next when one is dead, restarting or
 stale; when every replica of a shard fails, ShardUnavailableError names it (or, with allow_partial=True,
-the answer lists it under "missing_shards"). Queries scatter one batched call per shard and merge (_merge.py).
+the answer lists it under "missing_shards"). Queries scatter one batched call per shard and merge (_merge.py);
+with one shard, that shard's own answer is the answer (no merge).
 """
 
 from __future__ import annotations
