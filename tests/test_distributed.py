@@ -77,11 +77,12 @@ def loopback(ip: str) -> bool:
     return (mapped or address).is_loopback
 
 
-def test_answers_equal_one_collection(cluster, tmp_path):
+@pytest.mark.parametrize("shards", [3, 1])  # one shard answers alone, with no merge
+def test_answers_equal_one_collection(cluster, tmp_path, shards):
     data = points(20_000, seed=1)
     queries = np.random.default_rng(2).standard_normal((40, DIM)).astype(np.float32)
     single = tqsearch.open(tmp_path / "single", dim=DIM, index="flat")
-    with td.open("eq", tmp_path, dim=DIM, shards=3, index="flat") as dc:
+    with td.open("eq", tmp_path, dim=DIM, shards=shards, index="flat") as dc:
         for start in range(0, 20_000, 5_000):
             batch = {key: value[start : start + 5_000] for key, value in data.items()}
             single.upsert(**batch)

@@ -118,6 +118,13 @@ class ShardReplica:
         self._check_current()
         return self.collection.get(ids, where, include, limit, offset)
 
+    def query(self, request: tuple[np.ndarray, int, dict | None, tuple[str, ...], int]) -> list[dict[str, Any]]:
+        """Collection.query(queries, k, where, include, rescore) on this shard alone: the whole answer when the
+        collection has one shard. One argument, not five: Ray serializes each on its own (~0.08 ms a call)."""
+        queries, k, where, include, rescore = request
+        self._check_current()
+        return self.collection.query(queries, k, where, include, rescore=rescore)
+
     def candidates(self, queries: np.ndarray, width: int, where: dict | None, include: tuple[str, ...],
                    exact: bool) -> list[dict[str, Any]]:
         """Per query, this shard's best `width` points by the codes' scores ("code"), with their exact scores

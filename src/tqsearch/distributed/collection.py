@@ -8,7 +8,8 @@ sent to every replica of each shard at once and acknowledged once every live rep
 blocks writes to its shard only for its restart; a replica Ray gave up on is skipped.
 Reads: one replica per shard (round robin), failing over to the next when one is dead, restarting or
 stale; when every replica of a shard fails, ShardUnavailableError names it (or, with allow_partial=True,
-the answer lists it under "missing_shards"). Queries scatter one batched call per shard and merge (_merge.py).
+the answer lists it under "missing_shards"). Queries scatter one batched call per shard and merge (_merge.py);
+with one shard, that shard's own answer is the answer (no merge).
 """
 
 from __future__ import annotations
@@ -192,10 +193,14 @@ class DistributedCollection:
         q = as_matrix(queries, self.dim, "queries")
         k, fields, rescore = as_int(k, "k"), _as_include(include), self._rescore(rescore)
         width = k * max(rescore, 1)
-        arg = self._ray.put(q) if q.nbytes > INLINE_BYTES else q  # small ones travel inside the call
-        got, missing = self._scatter("candidates", {s: (arg, width, where, fields, rescore > 0)
-                                                    for s in range(self.shards)}, allow_partial)
-        results = merge([got[s] for s in sorted(got)], len(q), k, width, fields)
+        if self.shards == 1:  # one shard's own answer is the answer: no candidates to merge
+            got, missing = self._scatter("query", {0: ((q, k, where, fields, rescore),)}, allow_partial)
+            results = got[0] if got else merge([], len(q), k, width, fields)
+        else:
+            arg = self._ray.put(q) if q.nbytes > INLINE_BYTES else q  # small ones travel inside the call
+            got, missing = self._scatter("candidates", {s: (arg, width, where, fields, rescore > 0)
+                                                        for s in range(self.shards)}, allow_partial)
+            results = merge([got[s] for s in sorted(got)], len(q), k, width, fields)
         if allow_partial:
             for result in results:
                 result["missing_shards"] = missing
