@@ -64,7 +64,7 @@ class RelevanceModel:
         w0, w1, w2, w3 = self.weights.tolist()  # Python floats: cheaper scalars than numpy's, same values
         mean, top = _tail_stats(tail_scores, w3 != 0)
         bias = [w0 + w2 * m for m in mean] if top is None else [w0 + w2 * m + w3 * x for m, x in zip(mean, top)]
-        z = np.multiply(scores, -w1, dtype=np.float64)  # -logit = -w1 * score - bias, exactly
+        z = np.asarray(scores, dtype=np.float64) * -w1  # -logit = -w1 * score - bias, exactly
         z -= bias[0] if len(bias) == 1 else np.array(bias)[:, None]
         np.minimum(z, _EXP_MAX, out=z)  # no overflow warning; relevance below 1e-300 is 0 in float32 anyway
         np.exp(z, out=z)
