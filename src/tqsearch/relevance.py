@@ -31,6 +31,7 @@ TAIL = 32  # candidates per query read for its scale: F1 within noise of 50-100 
 WIDTH = 0.05  # unsupervised: score units (cosine) per unit of logit
 FORMAT, VERSION = "tqsearch-relevance", 1
 _BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))  # relevance never reaches 1: min_relevance=1 keeps none
+_EXP_MAX = 700.0  # -logit cap: exp stays finite, and 1 / (1 + exp(700)) rounds to 0 in float32 like any larger
 
 
 class RelevanceModel:
@@ -59,12 +60,16 @@ class RelevanceModel:
 
     def __call__(self, scores: np.ndarray, tail_scores: np.ndarray) -> np.ndarray:
         """Relevance (nq, c) float32 of hits `scores` (nq, c), given each query's best scores `tail_scores`
-        (nq, t), both -inf padded; padding gets 0."""
-        mean, top = _tail_stats(tail_scores)
-        w = self.weights
-        logit = w[1] * np.asarray(scores, dtype=np.float64) + (w[0] + w[2] * mean + w[3] * top)[:, None]
-        with np.errstate(over="ignore"):  # w1 > 0: a -inf score (padding) gets exp(inf) and relevance 0
-            r = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        (nq, t), both -inf padded; padding gets 0. A few in-place vector ops: search calls this per call."""
+        w0, w1, w2, w3 = self.weights.tolist()  # Python floats: cheaper scalars than numpy's, same values
+        mean, top = _tail_stats(tail_scores, w3 != 0)
+        bias = [w0 + w2 * m for m in mean] if top is None else [w0 + w2 * m + w3 * x for m, x in zip(mean, top)]
+        z = np.asarray(scores, dtype=np.float64) * -w1  # -logit = -w1 * score - bias, exactly
+        z -= bias[0] if len(bias) == 1 else np.array(bias)[:, None]
+        np.minimum(z, _EXP_MAX, out=z)  # no overflow warning; relevance below 1e-300 is 0 in float32 anyway
+        np.exp(z, out=z)
+        z += 1.0
+        r = np.divide(1.0, z, out=z).astype(np.float32)
         return np.minimum(r, _BELOW_ONE, out=r)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3) -> R
         raise ValueError(f"labels must have the shape of scores {s.shape}, got {y.shape}")
     if y.dtype != bool and not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be booleans or 0/1")
-    mean, top = _tail_stats(s[:, :tail])
+    mean, top = map(np.array, _tail_stats(s[:, :tail]))
     hit = np.isfinite(s)
     x = np.stack([s[hit], np.broadcast_to(mean[:, None], s.shape)[hit], np.broadcast_to(top[:, None], s.shape)[hit]], 1)
     target = y[hit].astype(np.float64)
@@ -127,11 +132,15 @@ def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3) -> R
 
 def keep(scores: np.ndarray, ids: np.ndarray, relevance: np.ndarray,
          min_relevance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The hits whose relevance >= min_relevance, the others turned into -inf / -1 / 0 padding. Rows are
-    best first and relevance grows with the score, so what is kept is a prefix of each row."""
-    ok = (relevance >= min_relevance) & (ids >= 0)
-    return (np.where(ok, scores, np.float32(-np.inf)), np.where(ok, ids, -1),
-            np.where(ok, relevance, np.float32(0)))
+    """The hits whose relevance >= min_relevance, the others turned into -inf / -1 / 0 padding, in place
+    (the arrays given are returned). Rows are best first and relevance grows with the score, so what is
+    kept is a prefix of each row; padding (-inf score, relevance 0) stays padding."""
+    if min_relevance > 0:  # at 0 only padding would drop, and it is padded already
+        drop = relevance < min_relevance  # padding (-1 id, -inf score) has relevance 0: it drops too
+        np.putmask(scores, drop, -math.inf)  # Python scalars: numpy's cost more here
+        np.putmask(ids, drop, -1)
+        np.putmask(relevance, drop, 0.0)
+    return scores, ids, relevance
 
 
 def as_min_relevance(value: object) -> float:
@@ -143,16 +152,18 @@ def as_min_relevance(value: object) -> float:
     return float(value)
 
 
-def _tail_stats(tail_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the mean and the max of the finite scores (0 for a row with none)."""
+def _tail_stats(tail_scores: np.ndarray, want_top: bool = True) -> tuple[list[float], list[float] | None]:
+    """Per row: the mean and the max (None unless want_top) of the finite scores (0 for a row with none), as
+    lists: Python arithmetic on a few rows costs less than numpy calls (search calls this per call)."""
     t = np.asarray(tail_scores, dtype=np.float64)
+    total, n = np.add.reduce(t, 1).tolist(), t.shape[1]
+    if n and all(map(math.isfinite, total)):  # a -inf (padding) makes its row's sum -inf
+        return [x / n for x in total], np.maximum.reduce(t, 1).tolist() if want_top else None
     finite = np.isfinite(t)
-    if finite.all() and t.shape[1]:
-        return t.mean(1), t.max(1)
-    n = finite.sum(1)
-    mean = np.where(finite, t, 0.0).sum(1) / np.maximum(n, 1)
-    top = np.where(n > 0, np.where(finite, t, -np.inf).max(1, initial=-np.inf), 0.0)
-    return mean, top
+    count = finite.sum(1)
+    mean = np.where(finite, t, 0.0).sum(1) / np.maximum(count, 1)
+    top = np.where(count > 0, np.where(finite, t, -np.inf).max(1, initial=-np.inf), 0.0)
+    return mean.tolist(), top.tolist() if want_top else None
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
