@@ -20,6 +20,7 @@ memory-mapped and the queries are loaded; again after the build with the data's 
 its pages leave RssFile); and after reopen. Growth over the baseline / N is reported per point.
 Builds use every core; queries run pinned to one core, single-threaded. Settings:
   * ours: FlatIndex(384, 4, "ip"); HNSWIndex(384, 4, "ip", M=16, ef_construction=200), ef sweep; both
+    reserve(N) first (the size is known), both
     saved and reopened with tqsearch.load (memory-mapped). Collection: tqsearch.open(dir, dim=384,
     bits=4, metric="cosine", index="hnsw") with the defaults (rescore=4, its default ef_search), batches of
     10,000 through tqsearch.ingest.ingest (the old build: upsert per batch), close(compact=True), then
@@ -249,6 +250,7 @@ def build_flat(x: np.ndarray, n: int, work: Path) -> dict[str, Any]:
     import tqsearch
 
     index = tqsearch.FlatIndex(DIM, 4, metric="ip")
+    index.reserve(n)  # the size is known: no growth slack
     for _, chunk in _chunks(x):
         index.add(chunk)
     return _ours(index, work, [None])
@@ -258,6 +260,7 @@ def build_hnsw(x: np.ndarray, n: int, work: Path) -> dict[str, Any]:
     import tqsearch
 
     index = tqsearch.HNSWIndex(DIM, 4, metric="ip", M=16, ef_construction=200)
+    index.reserve(n)  # the size is known: no growth slack
     for _, chunk in _chunks(x):
         index.add(chunk)
     return _ours(index, work, list(EFS))
