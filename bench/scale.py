@@ -676,9 +676,10 @@ NOTES = [
     "- Our 4-bit HNSW rows rank by the codes alone (no rerank tier), so their recall is bounded by the 4-bit "
     "flat scan's (0.94-0.96 here); FAISS HNSW32,SQ8, IndexHNSWFlat and hnswlib keep 8- or 32-bit vectors.",
     "- FAISS HNSW indexes use FAISS's default efConstruction=40 (ours, hnswlib and usearch build with 200).",
-    "- C++ storage growth in our core was being changed while this ran; our FlatIndex/HNSWIndex/Collection rows "
-    "can be refreshed with `python bench/scale.py --systems flat,hnsw,collection,collection-old` (add "
-    "`--n 100000` for the small rows) followed by `--report`.",
+    "- Rows come from different runs (dates in bench/results/scale.json): our FlatIndex/HNSWIndex rows and the "
+    "100k Collection rows are from the final code (centred codes, reserve(N)); the 1M Collection rows (new and "
+    "old) and the peers' rows from the run before. Refresh ours with `python bench/scale.py --systems "
+    "flat,hnsw,collection,collection-old` (add `--n 100000` for the small rows), then `--report`.",
 ]
 
 
