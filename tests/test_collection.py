@@ -559,3 +559,18 @@ def test_fix_center_is_kept_and_used_instead_of_the_first_batch(tmp_path):
     scores, ids = ref.search(x[:5], 5)
     assert [r["ids"] for r in got] == [[f"p{i}" for i in row] for row in ids]
     np.testing.assert_allclose([r["scores"] for r in got], scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("center", [[0.5] * 31, ["x"] * 32, [float("nan")] * 32, "zeros"])
+def test_a_malformed_stored_center_is_a_file_format_error(tmp_path, center):
+    import json
+
+    from tqsearch import FileFormatError
+
+    with open_collection(tmp_path / "c", dim=32, index="flat") as c:
+        c.fix_center(np.zeros(32, dtype=np.float32))
+    path = tmp_path / "c" / "settings.json"
+    settings = json.loads(path.read_text())
+    path.write_text(json.dumps({**settings, "center": center}))
+    with pytest.raises(FileFormatError, match="malformed settings"):
+        open_collection(tmp_path / "c")

@@ -505,9 +505,18 @@ def _read_settings(root: Path) -> dict[str, Any]:
     if settings["version"] == 1:  # kept every vector as float32
         settings["vectors"] = "float32"
     if (settings.get("index") not in _kinds.vector_kinds() or not isinstance(settings.get("index_options"), dict)
-            or settings.get("vectors") not in (None, *VECTOR_KINDS)):
+            or settings.get("vectors") not in (None, *VECTOR_KINDS) or not _is_center(settings)):
         raise FileFormatError(f"{path}: malformed settings {settings!r}")
     return settings
+
+
+def _is_center(settings: dict[str, Any]) -> bool:
+    """Whether the settings' centre (fix_center), if any, is dim finite numbers."""
+    center = settings.get("center")
+    if center is None:
+        return True
+    ok = isinstance(center, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in center)
+    return ok and len(center) == settings.get("dim") and bool(np.isfinite(center).all())
 
 
 def _read_relevance(path: Path) -> relevance.RelevanceModel:
