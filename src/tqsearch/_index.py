@@ -477,6 +477,16 @@ def exact_top(q: np.ndarray, ids: np.ndarray, vectors_of: Callable[[np.ndarray],
     return top_k(np.where(ids >= 0, exact, -np.inf).astype(np.float32), ids, k)
 
 
+def exact_top_by_metric(q: np.ndarray, ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray], k: int,
+                        metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """exact_top with `metric`'s scores on stored (unnormalised) vectors: cosine normalises the queries and
+    the gathered rows and clamps to [-1, 1]; a collection and each shard of a sharded one re-rank so."""
+    if metric != "cosine":
+        return exact_top(q, ids, vectors_of, k, l2=metric == "l2")
+    scores, top = exact_top(normalized(q), ids, lambda rows: normalized(vectors_of(rows)), k, l2=False)
+    return clamp_cosine(scores), top
+
+
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best k of each row's (score, id) pairs, best first, ties to the smaller id; -inf scores get id -1."""
     order = np.lexsort((ids, -scores), axis=1)[:, :k]

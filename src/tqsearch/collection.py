@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _format, _kinds, _validate, _wal, relevance
 from ._filters import PayloadIndex
-from ._index import CodeIndex, clamp_cosine, exact_top, normalized
+from ._index import CodeIndex, exact_top_by_metric
 from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
 from ._rwlock import ReadWriteLock
 from ._validate import bad_row
@@ -429,12 +429,7 @@ class Collection:
 
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
-        metric = self.settings["metric"]
-        if metric != "cosine":
-            return exact_top(q, found, self._points.vectors, k, l2=metric == "l2")
-        scores, top = exact_top(normalized(q), found, lambda iids: normalized(self._points.vectors(iids)), k,
-                                l2=False)
-        return clamp_cosine(scores), top
+        return exact_top_by_metric(q, found, self._points.vectors, k, self.settings["metric"])
 
     def _check_open(self) -> None:
         if self._log is None:

@@ -19,7 +19,7 @@ import numpy as np
 from ..collection import SETTINGS, open_collection
 from ..ingest import read_batches
 from ._routing import shard_of
-from .._index import clamp_cosine, exact_top, normalized
+from .._index import exact_top_by_metric
 from ..errors import TQSearchError
 
 __all__ = ["ShardReplica", "StaleReplicaError"]
@@ -144,13 +144,8 @@ class ShardReplica:
         if not len(vectors):
             return np.empty(0, dtype=np.float32)
         q = np.asarray(q, dtype=np.float32)[None, :]
-        cosine = self.metric == "cosine"
-        if cosine:
-            q, vectors = normalized(q), normalized(vectors)
         rows = np.arange(len(vectors), dtype=np.int64)[None, :]
-        scores, order = exact_top(q, rows, lambda r: vectors[r], len(vectors), l2=self.metric == "l2")
-        if cosine:
-            scores = clamp_cosine(scores)
+        scores, order = exact_top_by_metric(q, rows, lambda r: vectors[r], len(vectors), self.metric)
         out = np.empty(len(vectors), dtype=np.float32)
         out[order[0]] = scores[0]
         return out
