@@ -57,7 +57,6 @@ class DistributedCollection:
         self._ray = ray
         self.name, self.path = name, home
         self._stored = settings  # distributed.json
-        self.settings: dict[str, Any] = settings["shard"]
         self.dim, self.vectors = int(self.settings["dim"]), self.settings["vectors"]
         self.shards, self.replicas = int(settings["shards"]), int(settings["replicas"])
         self._actors = [[self._start(s, r, existed) for r in range(self.replicas)] for s in range(self.shards)]
@@ -83,13 +82,17 @@ class DistributedCollection:
         self._write("upsert", {s: ([sids[i] for i in pos], vecs[pos], [metas[i] for i in pos], [docs[i] for i in pos])
                                for s, pos in enumerate(partition(sids, self.shards)) if len(pos)})
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every shard's Collection settings (the "shard" part of distributed.json)."""
+        return self._stored["shard"]
+
     def fix_center(self, mean: object) -> None:
         """Collection.fix_center on every replica, kept in distributed.json: every shard codes around `mean`."""
         self._check_open()
         mean = np.asarray(mean, dtype=np.float32)
         self._write("fix_center", {s: (mean,) for s in range(self.shards)})  # each replica checks it
-        self.settings = {**self.settings, "center": mean.tolist()}
-        self._stored = {**self._stored, "shard": self.settings}
+        self._stored = {**self._stored, "shard": {**self.settings, "center": mean.tolist()}}
         _write_json(self.path / SETTINGS, self._stored)
 
     def center_from(self, vectors: np.ndarray) -> None:
