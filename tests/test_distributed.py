@@ -299,3 +299,53 @@ def test_serve_ray_answers_through_the_rest_api(cluster, tmp_path, start_server)
     single.close()
     with td.open("web", tmp_path / "served") as dc:  # what the server acknowledged is on disk
         assert (dc.shards, dc.replicas, dc.count()) == (2, 2, 600)
+
+
+def test_driver_threads_query_while_others_write(cluster, tmp_path):
+    """Several driver threads share one DistributedCollection: queries restricted to untouched points keep
+    their exact answer (flat shards) while two threads upsert and delete other points on every shard."""
+    stable = points(3_000, seed=5)
+    stable["metadatas"] = [{"stable": True}] * 3_000
+    queries = stable["vectors"][:16]
+    errors: list[BaseException] = []
+    answered: list[int] = []  # reader rounds finished while the writers ran
+    with td.open("rw", tmp_path, dim=DIM, shards=3, index="flat") as dc:
+        dc.upsert(**stable)
+        want = dc.query(queries, 10, where={"stable": True}, include=[])
+        stop = threading.Event()
+
+        def write(seed: int) -> None:
+            try:
+                for r in range(8):
+                    churn = points(150, seed=1_000 + 100 * seed + r, start=10_000 * (seed + 1) + 150 * r)
+                    churn["metadatas"] = [{"stable": False}] * 150
+                    dc.upsert(**churn)
+                    dc.delete(churn["ids"][:100])
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        def read() -> None:
+            try:
+                for _ in range(200):
+                    if stop.is_set():
+                        return
+                    got = dc.query(queries, 10, where={"stable": True}, include=[])
+                    assert [g["ids"] for g in got] == [w["ids"] for w in want]
+                    assert [h["ids"][0] for h in dc.query(queries, 1, include=[])] == stable["ids"][:16]
+                    answered.append(1)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        writers = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for t in writers + readers:
+            t.start()
+        for t in writers:
+            t.join()
+        stop.set()
+        for t in readers:
+            t.join()
+        assert not errors, errors[0]
+        assert len(answered) >= 4
+        assert dc.count() == 3_000 + 2 * 8 * 50
+        same_points(dc, {key: value[:50] for key, value in stable.items()})
