@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -14,6 +15,17 @@ import numpy as np
 import pytest
 
 import tqsearch
+
+
+def run_threads(writers: list[threading.Thread], readers: list[threading.Thread], stop: threading.Event) -> None:
+    """Start everyone, wait for the writers, then stop and wait for the readers."""
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
 
 
 def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:

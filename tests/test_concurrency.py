@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import unit_rows
+from conftest import run_threads, unit_rows
 
 from tqsearch import FlatIndex, HNSWIndex, SearchParams
 from tqsearch._rwlock import ReadWriteLock
@@ -56,17 +56,6 @@ def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: t
         errors.append(e)
 
 
-def _run(writers: list[threading.Thread], readers: list[threading.Thread], stop: threading.Event) -> None:
-    """Start everyone, wait for the writers, then stop and wait for the readers."""
-    for t in writers + readers:
-        t.start()
-    for t in writers:
-        t.join()
-    stop.set()
-    for t in readers:
-        t.join()
-
-
 @pytest.mark.parametrize("cls, params", [(FlatIndex, SearchParams()), (HNSWIndex, SearchParams(exhaustive=True)),
                                          (HNSWIndex, SearchParams(ef=32))], ids=["flat", "hnsw-scan", "hnsw-walk"])
 def test_searches_while_others_add_remove_and_upsert(cls, params):
@@ -75,7 +64,7 @@ def test_searches_while_others_add_remove_and_upsert(cls, params):
     index.add(x)
     want = index.search(x[:64], 10, filter=np.arange(STABLE), params=SearchParams(exhaustive=True))
     stop, errors, seen = threading.Event(), [], []
-    _run([threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))
+    run_threads([threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))
           for i in range(2)],
          [threading.Thread(target=_searcher, args=(index, x, want, stop, seen, errors, params)) for _ in range(3)],
          stop)
@@ -117,7 +106,7 @@ def test_collection_queries_while_others_write(tmp_path, kind):
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    _run([threading.Thread(target=write, args=(i,)) for i in range(2)],
+    run_threads([threading.Thread(target=write, args=(i,)) for i in range(2)],
          [threading.Thread(target=read) for _ in range(2)], stop)
     assert not errors, errors[0]
     assert c.count() == STABLE + 2 * (200 - 100 - 24)

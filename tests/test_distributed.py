@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import run_threads
 
 import tqsearch
 from tqsearch.errors import InvalidArgumentError, NotFoundError
@@ -336,15 +337,8 @@ def test_driver_threads_query_while_others_write(cluster, tmp_path):
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
 
-        writers = [threading.Thread(target=write, args=(i,)) for i in range(2)]
-        readers = [threading.Thread(target=read) for _ in range(2)]
-        for t in writers + readers:
-            t.start()
-        for t in writers:
-            t.join()
-        stop.set()
-        for t in readers:
-            t.join()
+        run_threads([threading.Thread(target=write, args=(i,)) for i in range(2)],
+                    [threading.Thread(target=read) for _ in range(2)], stop)
         assert not errors, errors[0]
         assert len(answered) >= 4
         assert dc.count() == 3_000 + 2 * 8 * 50
