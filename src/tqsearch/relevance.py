@@ -202,20 +202,21 @@ def _principal(q: np.ndarray, rank: int) -> np.ndarray:
 def _cross_validate(x: np.ndarray, target: np.ndarray, row: np.ndarray, q: np.ndarray) -> tuple[int, float]:
     """The (rank, ridge) of RANKS x RIDGES whose query-offset model has the lowest log loss on held-out
     queries, FOLDS folds (query i in fold i % FOLDS; principal directions from each fold's training part)."""
-    loss = np.zeros((len(RANKS), len(RIDGES)))
+    ranks = sorted({min(rank, q.shape[1]) for rank in RANKS})  # no more directions than dimensions
+    loss = np.zeros((len(ranks), len(RIDGES)))
     for fold in range(min(FOLDS, len(q))):
         train_q = np.arange(len(q)) % FOLDS != fold
         train, test = train_q[row], ~train_q[row]
         if not 0 < target[train].sum() < train.sum():
             continue  # a fold without both kinds of label says nothing
-        for i, rank in enumerate(RANKS):
+        for i, rank in enumerate(ranks):
             feats = np.concatenate([x, q[row] @ _principal(q[train_q], rank)], 1)
             for j, ridge in enumerate(RIDGES):
                 w = _fit_logit(feats[train], target[train], ridge)
                 z = feats[test] @ w[1:] + w[0]
                 loss[i, j] += np.sum(np.logaddexp(0, z) - target[test] * z)
     i, j = np.unravel_index(np.argmin(loss), loss.shape)
-    return RANKS[i], RIDGES[j]
+    return ranks[i], RIDGES[j]
 
 
 def _fit_logit(x: np.ndarray, target: np.ndarray, l2: float) -> np.ndarray:
