@@ -160,7 +160,7 @@ def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3,
     rank, ridge = _cross_validate(x, target, row, q)
     basis = _principal(q, rank)
     w = _fit_logit(np.concatenate([x, q[row] @ basis], 1), target, ridge)
-    return RelevanceModel(w[:4], tail, f"fitted with queries (rank {rank}, ridge {ridge:g})", basis @ w[4:])
+    return RelevanceModel(w[:4], tail, f"fitted with queries (rank {basis.shape[1]}, ridge {ridge:g})", basis @ w[4:])
 
 
 def as_min_relevance(value: object) -> float:
@@ -194,9 +194,10 @@ def _as_queries(queries: object, n: int) -> np.ndarray:
 
 
 def _principal(q: np.ndarray, rank: int) -> np.ndarray:
-    """(dim, r) the leading r <= rank principal directions of the queries q (n, dim)."""
-    _, _, vt = np.linalg.svd(q - q.mean(0), full_matrices=False)
-    return vt[:rank].T
+    """(dim, r) the leading r <= rank principal directions of the queries q (n, dim), those along which
+    the queries vary (fewer queries than rank + 1 span fewer)."""
+    _, sv, vt = np.linalg.svd(q - q.mean(0), full_matrices=False)
+    return vt[:rank][sv[:rank] > 1e-9 * sv[:1].max(initial=0)].T
 
 
 def _cross_validate(x: np.ndarray, target: np.ndarray, row: np.ndarray, q: np.ndarray) -> tuple[int, float]:
