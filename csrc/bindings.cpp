@@ -18,6 +18,7 @@
 #include "multivector.h"
 #include "common.h"
 #include "random.h"
+#include "relevance.h"
 #include "rotation.h"
 #include "rowfile.h"
 #include "simd/dispatch.h"
@@ -145,6 +146,19 @@ void packed_rows(const Store& s, const In<int64_t, Vec>& slots, Out<uint8_t>& ou
   check_shape(out, slots.shape(0), s.row_bytes(), "output buffer");
   check_slots(slots, s.size());
   s.packed_rows(slots.data(), slots.shape(0), out.data());
+}
+
+// A 2-D array whose rows are contiguous but may lie further apart (a column slice of a wider array).
+template <class T>
+using Strided = nb::ndarray<T, nb::shape<-1, -1>, nb::device::cpu>;
+
+template <class T>
+tq::Rows<T> rows_of(const Strided<T>& a, const char* what) {
+  const size_t rows = a.shape(0), cols = a.shape(1);
+  const int64_t stride = rows > 1 ? a.stride(0) : int64_t(cols);
+  TQ_CHECK((cols <= 1 || a.stride(1) == 1) && stride >= int64_t(cols),
+           std::string(what) + " must have contiguous rows in increasing memory order");
+  return {a.data(), rows, cols, size_t(stride)};
 }
 
 }  // namespace
@@ -490,6 +504,36 @@ NB_MODULE(_core, m) {
           },
           arr("codes"), arr("a"), arr("starts"), arr("counts"), arr("queries"), arr("qoff"), arr("cand"),
           arr("scores"), "threads"_a);
+
+  // Relevance of search hits, and with min_relevance > 0 the hits below it masked in place
+  // (tq::relevance; relevance.py validates the weights). Returns the relevance, float32 (rows, cols).
+  m.def(
+      "relevance",
+      [](const Strided<const float>& tail, const std::optional<In<float>>& queries,
+         const std::optional<In<double, Vec>>& query_weights, double bias, double score, double tail_mean, double top,
+         float min_relevance, const Strided<float>& scores, const std::optional<Strided<int64_t>>& ids) {
+        const auto s = rows_of(scores, "scores");
+        check_rows(tail.shape(0), s.rows, "tail scores");
+        tq::Rows<int64_t> id{nullptr, s.rows, s.cols, 0};
+        if (ids) {
+          id = rows_of(*ids, "ids");
+          check_shape(*ids, s.rows, s.cols, "ids");
+        }
+        tq::Rows<const float> q{nullptr, s.rows, 0, 0};
+        if (query_weights) {
+          TQ_CHECK(queries.has_value(), "this relevance model reads the queries: pass them");
+          check_rows(queries->shape(0), s.rows, "queries");
+          check_cols(queries->shape(1), query_weights->shape(0), "queries (the relevance model's query weights)");
+          q = {queries->data(), s.rows, queries->shape(1), queries->shape(1)};
+        }
+        const tq::RelevanceWeights w{bias, score, tail_mean, top, query_weights ? query_weights->data() : nullptr};
+        auto* rel = new std::vector<float>(s.rows * s.cols);
+        nb::capsule owner(rel, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+        tq::relevance(rows_of(tail, "tail scores"), q, w, min_relevance, s, id, rel->data());
+        return nb::ndarray<nb::numpy, float, nb::ndim<2>>(rel->data(), {s.rows, s.cols}, owner);
+      },
+      arr("tail"), arr("queries").none(), arr("query_weights").none(), "bias"_a, "score"_a, "tail_mean"_a, "top"_a,
+      "min_relevance"_a, arr("scores"), arr("ids").none());
 
   m.def(
       "unpack",

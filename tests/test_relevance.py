@@ -87,6 +87,65 @@ def test_model_round_trips_through_a_dict_and_rejects_bad_ones():
         relevance.RelevanceModel([0, 1, 0, 0], tail=0)
 
 
+def _judged_by_query(seed: int, nq: int = 150) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic judgements whose threshold depends on the query: relevant when the score is above the
+    query's tail by more than 0.15 + 0.1 * (q . u), u a hidden direction. (scores, labels, queries, u)."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((nq, DIM))
+    u = np.random.default_rng(99).standard_normal(DIM)
+    u /= np.linalg.norm(u)
+    scores = -np.sort(-rng.uniform(0.2, 0.9, (nq, 60)), axis=1) + rng.uniform(-0.1, 0.1, (nq, 1))
+    margin = scores - scores[:, :32].mean(1, keepdims=True) - 0.15 - 0.1 * (q @ u)[:, None]
+    return scores, margin + rng.normal(0, 0.03, scores.shape) > 0, q, u
+
+
+def _log_loss(rel: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(rel.astype(np.float64), 1e-12, 1 - 1e-12)
+    return float(-np.mean(np.where(labels, np.log(p), np.log1p(-p))))
+
+
+def test_fit_with_queries_learns_the_query_offset():
+    scores, labels, q, u = _judged_by_query(0)
+    model = relevance.fit(scores, labels, queries=q)
+    assert model.query_weights.shape == (DIM,) and model.kind.startswith("fitted with queries (rank ")
+    a = model.query_weights
+    assert a @ -u / np.linalg.norm(a) > 0.9  # a higher q . u raises the threshold: the offset points along -u
+    assert model.weights[1] > 0 and abs(model.weights[2] / model.weights[1] + 1) < 0.3
+    test_scores, test_labels, test_q, _ = _judged_by_query(1)  # new queries, same hidden rule
+    plain = relevance.fit(scores, labels)
+    s = test_scores.astype(np.float32)
+    by_query = _log_loss(model(s, s[:, : model.tail], test_q), test_labels)
+    assert by_query < 0.7 * _log_loss(plain(s, s[:, : plain.tail]), test_labels)
+
+
+def test_fit_rejects_queries_of_the_wrong_shape():
+    scores, labels, q, _ = _judged_by_query(0, 40)
+    for bad in (q[:-1], q[:, 0], np.full(q.shape, "x"), np.where(q > 2, np.nan, q)):
+        with pytest.raises(ValueError, match="queries"):
+            relevance.fit(scores, labels, queries=bad)
+
+
+def test_query_model_round_trips_and_version_1_models_still_load():
+    scores, labels, q, _ = _judged_by_query(0, 60)
+    model = relevance.fit(scores, labels, queries=q)
+    d = json.loads(json.dumps(model.to_dict()))
+    assert d["version"] == relevance.VERSION == 2 and len(d["query_weights"]) == DIM
+    back = relevance.RelevanceModel.from_dict(d)
+    assert back == model
+    s = scores.astype(np.float32)
+    np.testing.assert_array_equal(back(s, s[:, :32], q), model(s, s[:, :32], q))
+    old = {"format": "tqsearch-relevance", "version": 1, "kind": "fitted", "tail": 32,  # as tqsearch wrote it before
+           "weights": [-4.100508051915511, 15.843847998679024, -11.32710720745656, -1.8978940772679866]}
+    loaded = relevance.RelevanceModel.from_dict(old)
+    assert loaded.query_weights is None and loaded == relevance.RelevanceModel(old["weights"], 32)
+    mean, top = s[:, :32].astype(np.float64).mean(1), s[:, :32].max(1)
+    w = old["weights"]
+    expected = 1 / (1 + np.exp(-(w[0] + w[1] * s + w[2] * mean[:, None] + w[3] * top[:, None])))
+    np.testing.assert_allclose(loaded(s, s[:, :32]), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="query_weights"):
+        relevance.RelevanceModel.from_dict(d | {"query_weights": [1.0, float("nan")]})
+
+
 def test_fit_rejects_labels_of_the_wrong_shape_or_kind():
     scores = -np.sort(-np.random.default_rng(3).uniform(size=(10, 60)), axis=1)
     with pytest.raises(ValueError, match="labels must have the shape of scores"):
@@ -147,6 +206,24 @@ def test_a_fitted_model_on_an_index_changes_its_relevance(flat):
         tail = index.search(q, 5, rescore=0)[0]  # the codes' own best 5 scores are the tail
         expected = 1 / (1 + np.exp(20 - 10 * top + 10 * tail.mean(1, keepdims=True) - 10 * tail.max(1, keepdims=True)))
         np.testing.assert_allclose(rel, expected, rtol=1e-4)
+    finally:
+        index.relevance_model = relevance.DEFAULT
+
+
+def test_a_query_model_on_an_index_reads_the_normalised_query(flat):
+    index, q = flat
+    a = np.random.default_rng(4).standard_normal(DIM)
+    model = relevance.RelevanceModel([-3.0, 20.0, -20.0, 0.0], tail=5, query_weights=a)
+    try:
+        index.relevance_model = model
+        scores, ids, rel = index.search(q, 10, return_relevance=True)
+        tail = index.search(q, 5, rescore=0)[0]
+        unit = q / np.linalg.norm(q, axis=1, keepdims=True)  # a cosine index reads normalised queries
+        np.testing.assert_array_equal(rel, model(scores, tail, unit.astype(np.float32)))
+        assert not np.allclose(rel, relevance.RelevanceModel(model.weights, tail=5)(scores, tail), rtol=0.01)
+        index.relevance_model = relevance.RelevanceModel(model.weights, tail=5, query_weights=a[:-1])
+        with pytest.raises(ValueError, match="query weights"):
+            index.search(q, 10, min_relevance=0.5)
     finally:
         index.relevance_model = relevance.DEFAULT
 
@@ -215,6 +292,31 @@ def test_collection_keeps_its_fitted_model_after_reopen(tmp_path):
     assert not (tmp_path / "c" / "relevance.json").exists()
     with tqsearch.open(tmp_path / "c") as c:
         assert c.query(q, 10, min_relevance=0) == before
+
+
+def test_collection_keeps_a_query_model_and_loads_version_1_files(tmp_path):
+    c, q = _collection(tmp_path / "c")
+    a = np.random.default_rng(5).standard_normal(DIM)
+    model = relevance.RelevanceModel([-3.0, 20.0, -20.0, 0.0], tail=20, query_weights=a)
+    with c:
+        plain = c.query(q, 10, min_relevance=0)
+        c.set_relevance(model)
+        by_query = c.query(q, 10, min_relevance=0.3)
+        assert [r["relevance"] for r in c.query(q, 10, min_relevance=0)] != [r["relevance"] for r in plain]
+        with pytest.raises(InvalidArgumentError, match="dim 31"):
+            c.set_relevance(relevance.RelevanceModel(model.weights, 20, query_weights=a[:-1]))
+    with tqsearch.open(tmp_path / "c") as c:
+        assert c.relevance_model == model and c.query(q, 10, min_relevance=0.3) == by_query
+    old = {"format": "tqsearch-relevance", "version": 1, "kind": "fitted", "tail": 20, "weights": [-30, 40, -40, 5]}
+    (tmp_path / "c" / "relevance.json").write_text(json.dumps(old))  # as tqsearch wrote it before version 2
+    with tqsearch.open(tmp_path / "c") as c:
+        assert c.relevance_model == relevance.RelevanceModel(old["weights"], tail=20)
+        got = c.query(q, 10, min_relevance=0)
+        c.set_relevance(relevance.RelevanceModel(old["weights"], tail=20))
+        assert c.query(q, 10, min_relevance=0) == got
+    (tmp_path / "c" / "relevance.json").write_text(json.dumps(model.to_dict() | {"query_weights": [1.0] * 7}))
+    with pytest.raises(FileFormatError, match="dim 7"):
+        tqsearch.open(tmp_path / "c")
 
 
 def test_collection_rejects_a_bad_relevance_file_or_argument(tmp_path):

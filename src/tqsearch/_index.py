@@ -221,7 +221,7 @@ class CodeIndex:
         scores, found = _pad(scores, k, -np.inf), _pad(found, k, -1)
         if not wants:
             return scores, found
-        scores, found, rel = relevance.keep(scores, found, model(scores, tail_scores), threshold)
+        scores, found, rel = model.filter(scores, found, tail_scores, q, threshold)
         return (scores, found, rel) if return_relevance else (scores, found)
 
     # ------------------------------------------------------------------ persistence

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _format, _kinds, _validate, _wal, relevance
 from ._filters import PayloadIndex
-from ._index import CodeIndex, exact_top_by_metric
+from ._index import CodeIndex, exact_top_by_metric, normalized
 from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
 from ._rwlock import ReadWriteLock
 from ._validate import bad_row
@@ -94,7 +94,7 @@ class Collection:
         self._log: _wal.Log | None = None
         try:
             self._load()
-            self._relevance = _read_relevance(root / RELEVANCE)
+            self._relevance = _read_relevance(root / RELEVANCE, self.dim)
         except BaseException:
             if self._log is not None:
                 self._log.close()
@@ -159,6 +159,8 @@ class Collection:
         None goes back to the unsupervised default."""
         if model is not None and not isinstance(model, relevance.RelevanceModel):
             raise InvalidTypeError(f"model must be a RelevanceModel or None, got {type(model).__name__}")
+        if model is not None and (why := _model_dim_error(model, self.dim)):
+            raise InvalidArgumentError(why)
         with self._lock.write():
             self._check_open()
             path = self.path / RELEVANCE
@@ -268,7 +270,7 @@ class Collection:
                 scores, found = self._exact_top(q, found[:, :wanted], k)
             scores, found, rel = scores[:, :k], found[:, :k], None
             if p is not None:
-                scores, found, rel = relevance.keep(scores, found, self._relevance(scores, tail_scores), p)
+                scores, found, rel = self._relevance.filter(scores, found, tail_scores, self._model_queries(q), p)
             results = []
             for i, (row_scores, row_ids) in enumerate(zip(scores, found)):
                 keep = row_ids >= 0
@@ -427,6 +429,13 @@ class Collection:
             raise InvalidArgumentError("rescore needs stored vectors; this collection was created with vectors=None")
         return rescore
 
+    def _model_queries(self, q: np.ndarray) -> np.ndarray | None:
+        """The queries as the relevance model reads them (as the index does: normalised for cosine), or None
+        when it does not read them."""
+        if self._relevance.query_weights is None:
+            return None
+        return normalized(q) if self.settings["metric"] == "cosine" else q
+
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
         return exact_top_by_metric(q, found, self._points.vectors, k, self.settings["metric"])
@@ -514,15 +523,25 @@ def _is_center(settings: dict[str, Any]) -> bool:
     return ok and len(center) == settings.get("dim") and bool(np.isfinite(center).all())
 
 
-def _read_relevance(path: Path) -> relevance.RelevanceModel:
-    """The relevance model kept in `path`, or the unsupervised default when there is none."""
+def _read_relevance(path: Path, dim: int) -> relevance.RelevanceModel:
+    """The relevance model kept in `path` (for queries of `dim`), or the unsupervised default when there is none."""
     if not path.exists():
         return relevance.DEFAULT
     stored = _read_json(path)
     try:
-        return relevance.RelevanceModel.from_dict(stored)
+        model = relevance.RelevanceModel.from_dict(stored)
     except ValueError as e:
         raise FileFormatError(f"{path}: {e}") from None
+    if why := _model_dim_error(model, dim):
+        raise FileFormatError(f"{path}: {why}")
+    return model
+
+
+def _model_dim_error(model: relevance.RelevanceModel, dim: int) -> str | None:
+    """Why `model` cannot read this collection's queries of `dim` (its query weights are of another), or None."""
+    if model.query_weights is None or len(model.query_weights) == dim:
+        return None
+    return f"the relevance model reads queries of dim {len(model.query_weights)}, the collection's are {dim}"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -7,15 +7,19 @@ query is read against its own **tail**, the mean and the best of its `tail` best
 score them (the scan that finds the hits ranks them too: no statistics are stored, nothing is re-scored),
 and a hit's relevance is
 
-    relevance = sigmoid(w0 + w1 * score + w2 * tail_mean + w3 * top_score)
+    relevance = sigmoid(w0 + w1 * score + w2 * tail_mean + w3 * top_score [+ a . query])
 
 Without labels, `RelevanceModel.unsupervised()` uses (score - tail_mean) / width: 0.5 at the tail mean;
 its width is in cosine units (ip/cosine scores of unit-norm embeddings): for other scales, fit a model.
 With a filter, the tail is read among the allowed points (the scan sees no others), so a selective filter
 shifts each query's scale towards what it allows.
-With labels, `fit` learns the four weights by logistic regression (numpy, a few Newton steps). w1 > 0 is
-required, so within a query relevance never decreases as the score grows and a threshold keeps a prefix of
-the hits. docs/benchmarks.md ("Relevance filtering") has the measurements behind these choices.
+With labels, `fit` learns the four weights by logistic regression (numpy, a few Newton steps); given the
+queries too, it also learns a, the paper's query-dependent offset: a linear function of the query embedding,
+in the span of the fitting queries' leading principal directions, its rank and ridge chosen by
+cross-validation over queries. w1 > 0 is required and the query only shifts the logit, so within a query
+relevance never decreases as the score grows and a threshold keeps a prefix of the hits. One native call
+per search computes it all (_core.relevance). docs/benchmarks.md ("Relevance filtering") has the
+measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -25,23 +29,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TAIL", "RelevanceModel", "as_min_relevance", "fit", "keep"]
+from . import _core
+
+__all__ = ["TAIL", "RelevanceModel", "as_min_relevance", "fit"]
 
 TAIL = 32  # candidates per query read for its scale: F1 within noise of 50-100 (bench), ~+3% flat search time
 WIDTH = 0.05  # unsupervised: score units (cosine) per unit of logit
-FORMAT, VERSION = "tqsearch-relevance", 1
-_BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))  # relevance never reaches 1: min_relevance=1 keeps none
-_EXP_MAX = 700.0  # -logit cap: exp stays finite, and 1 / (1 + exp(700)) rounds to 0 in float32 like any larger
+RANKS = (16, 32, 64)  # fit with queries: principal directions of the queries tried for the offset
+RIDGES = (10.0, 100.0, 1000.0)  # and ridge strengths (on standardised features) tried with each
+FOLDS = 5  # cross-validation folds over the fitting queries
+FORMAT, VERSION = "tqsearch-relevance", 2  # 2 added query_weights; version 1 files still load
 
 
 class RelevanceModel:
-    """A map from a hit's score and its query's tail to a relevance in [0, 1).
+    """A map from a hit's score, its query's tail and (optionally) the query itself to a relevance in [0, 1).
 
     weights: (bias, score, tail mean, top score) of the logit. tail: candidates per query in the tail (the
-    scan ranks at least this many). kind: "unsupervised" or "fitted" (informative only).
+    scan ranks at least this many). kind: "unsupervised" or "fitted..." (informative only). query_weights:
+    (dim,) weights a of the query embedding in the logit, or None (the query is not read).
     """
 
-    def __init__(self, weights: object, tail: int = TAIL, kind: str = "fitted") -> None:
+    def __init__(self, weights: object, tail: int = TAIL, kind: str = "fitted", query_weights: object = None) -> None:
         w = np.asarray(weights, dtype=np.float64)
         if w.shape != (4,) or not np.isfinite(w).all():
             raise ValueError(f"weights must be 4 finite numbers (bias, score, tail mean, top score), got {weights!r}")
@@ -49,7 +57,12 @@ class RelevanceModel:
             raise ValueError("the score's weight must be positive (relevance must grow with the score)")
         if isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 1:
             raise ValueError(f"tail must be an int >= 1, got {tail!r}")
-        self.weights, self.tail, self.kind = w, int(tail), str(kind)
+        if query_weights is not None:
+            query_weights = np.array(query_weights, dtype=np.float64)
+            if query_weights.ndim != 1 or len(query_weights) < 1 or not np.isfinite(query_weights).all():
+                raise ValueError("query_weights must be a non-empty 1-D array of finite numbers (one per dimension)")
+        self.weights, self.tail, self.kind, self.query_weights = w, int(tail), str(kind), query_weights
+        self._args = (query_weights, *w.tolist())  # what each call passes to _core.relevance, ready-made
 
     @classmethod
     def unsupervised(cls, tail: int = TAIL, width: float = WIDTH) -> RelevanceModel:
@@ -58,34 +71,46 @@ class RelevanceModel:
             raise ValueError(f"width must be a positive number, got {width!r}")
         return cls([0.0, 1 / width, -1 / width, 0.0], tail, "unsupervised")
 
-    def __call__(self, scores: np.ndarray, tail_scores: np.ndarray) -> np.ndarray:
+    def __call__(self, scores: np.ndarray, tail_scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
         """Relevance (nq, c) float32 of hits `scores` (nq, c), given each query's best scores `tail_scores`
-        (nq, t), both -inf padded; padding gets 0. A few in-place vector ops: search calls this per call."""
-        w0, w1, w2, w3 = self.weights.tolist()  # Python floats: cheaper scalars than numpy's, same values
-        mean, top = _tail_stats(tail_scores, w3 != 0)
-        bias = [w0 + w2 * m for m in mean] if top is None else [w0 + w2 * m + w3 * x for m, x in zip(mean, top)]
-        z = np.asarray(scores, dtype=np.float64) * -w1  # -logit = -w1 * score - bias, exactly
-        z -= bias[0] if len(bias) == 1 else np.array(bias)[:, None]
-        np.minimum(z, _EXP_MAX, out=z)  # no overflow warning; relevance below 1e-300 is 0 in float32 anyway
-        np.exp(z, out=z)
-        z += 1.0
-        r = np.divide(1.0, z, out=z).astype(np.float32)
-        return np.minimum(r, _BELOW_ONE, out=r)
+        (nq, t), both float32 (converted) and -inf padded, and the queries (nq, dim) when the model reads
+        them; padding gets 0."""
+        s = np.require(scores, np.float32, ["C", "W"])  # nothing is written at min_relevance 0
+        return self.filter(s, None, np.ascontiguousarray(tail_scores, np.float32), queries, 0.0)[2]
+
+    def filter(self, scores: np.ndarray, ids: np.ndarray | None, tail_scores: np.ndarray,
+               queries: np.ndarray | None, min_relevance: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(scores, ids, relevance) of a search's hits: the relevance of each, and with min_relevance > 0
+        the hits below it turned into -inf / -1 / 0 in place (the arrays given are returned). scores
+        (nq, c) float32 and ids (nq, c) int64 or None, rows best first; tail_scores (nq, t) float32; queries
+        (nq, dim) float32, read only when the model has query_weights. Rows may be column slices of wider
+        arrays. Relevance grows with the score, so what is kept is a prefix of each row. One native call."""
+        if self.query_weights is not None:
+            if queries is None:
+                raise ValueError("this relevance model reads the queries (it has query_weights): pass them")
+            queries = np.ascontiguousarray(queries, np.float32)
+        rel = _core.relevance(tail_scores, queries, *self._args, min_relevance, scores, ids)
+        return scores, ids, rel
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (what `from_dict` reads; a collection keeps it in relevance.json)."""
-        return {"format": FORMAT, "version": VERSION, "kind": self.kind, "tail": self.tail,
-                "weights": self.weights.tolist()}
+        d = {"format": FORMAT, "version": VERSION, "kind": self.kind, "tail": self.tail,
+             "weights": self.weights.tolist()}
+        if self.query_weights is not None:
+            d["query_weights"] = self.query_weights.tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RelevanceModel:
-        """The model `to_dict` described; ValueError naming what is wrong or too new."""
+        """The model `to_dict` described, by this version or an older one; ValueError naming what is wrong
+        or too new."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"not a tqsearch relevance model: {d!r}")
-        if d.get("version") != VERSION:
-            raise ValueError(f"relevance model version {d.get('version')!r} is not {VERSION} (made by a newer tqsearch?)")
+        if d.get("version") not in range(1, VERSION + 1):
+            raise ValueError(f"relevance model version {d.get('version')!r} is not 1..{VERSION} (made by a newer "
+                             "tqsearch?)")
         try:
-            return cls(d["weights"], d["tail"], d.get("kind", "fitted"))
+            return cls(d["weights"], d["tail"], d.get("kind", "fitted"), d.get("query_weights"))
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed relevance model ({e})") from None
 
@@ -93,18 +118,23 @@ class RelevanceModel:
         return isinstance(other, RelevanceModel) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"RelevanceModel({self.weights.tolist()}, tail={self.tail}, kind={self.kind!r})"
+        query = "" if self.query_weights is None else f", query_weights=<{len(self.query_weights)} weights>"
+        return f"RelevanceModel({self.weights.tolist()}, tail={self.tail}, kind={self.kind!r}{query})"
 
 
 DEFAULT = RelevanceModel.unsupervised()
 
 
-def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3) -> RelevanceModel:
+def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3,
+        queries: object = None) -> RelevanceModel:
     """Learn the query-dependent map from judged search results (logistic regression, numpy only).
 
     scores: (nq, c) float, each query's search scores best first (-inf padded), c >= tail so that each
     query's tail is its first `tail` scores, as at search time; labels: (nq, c) bool or 0/1, whether each
-    hit is relevant (padding is ignored). l2: ridge on the standardised weights.
+    hit is relevant (padding is ignored). l2: ridge on the standardised weights. queries: (nq, dim) float,
+    the query embeddings as the index reads them (normalised for cosine): with them the model also learns
+    the query's offset, its rank (RANKS) and ridge (RIDGES, replacing l2) chosen by FOLDS-fold
+    cross-validation over the queries (held-out log loss).
     """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels)
@@ -117,30 +147,20 @@ def fit(scores: object, labels: object, tail: int = TAIL, l2: float = 1e-3) -> R
         raise ValueError(f"labels must have the shape of scores {s.shape}, got {y.shape}")
     if y.dtype != bool and not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be booleans or 0/1")
-    mean, top = map(np.array, _tail_stats(s[:, :tail]))
+    q = None if queries is None else _as_queries(queries, len(s))
+    mean, top = _tail_stats(s[:, :tail])
     hit = np.isfinite(s)
-    x = np.stack([s[hit], np.broadcast_to(mean[:, None], s.shape)[hit], np.broadcast_to(top[:, None], s.shape)[hit]], 1)
+    row = np.nonzero(hit)[0]
+    x = np.stack([s[hit], mean[row], top[row]], 1)
     target = y[hit].astype(np.float64)
     if not 0 < target.sum() < len(target):
         raise ValueError("labels need both relevant and non-relevant hits")
-    center, spread = x.mean(0), x.std(0)
-    spread[spread == 0] = 1.0
-    w = _logistic((x - center) / spread, target, l2)
-    weights = np.concatenate([[w[0] - np.sum(w[1:] * center / spread)], w[1:] / spread])
-    return RelevanceModel(weights, tail, "fitted")
-
-
-def keep(scores: np.ndarray, ids: np.ndarray, relevance: np.ndarray,
-         min_relevance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The hits whose relevance >= min_relevance, the others turned into -inf / -1 / 0 padding, in place
-    (the arrays given are returned). Rows are best first and relevance grows with the score, so what is
-    kept is a prefix of each row; padding (-inf score, relevance 0) stays padding."""
-    if min_relevance > 0:  # at 0 only padding would drop, and it is padded already
-        drop = relevance < min_relevance  # padding (-1 id, -inf score) has relevance 0: it drops too
-        np.putmask(scores, drop, -math.inf)  # Python scalars: numpy's cost more here
-        np.putmask(ids, drop, -1)
-        np.putmask(relevance, drop, 0.0)
-    return scores, ids, relevance
+    if q is None:
+        return RelevanceModel(_fit_logit(x, target, l2), tail, "fitted")
+    rank, ridge = _cross_validate(x, target, row, q)
+    basis = _principal(q, rank)
+    w = _fit_logit(np.concatenate([x, q[row] @ basis], 1), target, ridge)
+    return RelevanceModel(w[:4], tail, f"fitted with queries (rank {basis.shape[1]}, ridge {ridge:g})", basis @ w[4:])
 
 
 def as_min_relevance(value: object) -> float:
@@ -152,18 +172,60 @@ def as_min_relevance(value: object) -> float:
     return float(value)
 
 
-def _tail_stats(tail_scores: np.ndarray, want_top: bool = True) -> tuple[list[float], list[float] | None]:
-    """Per row: the mean and the max (None unless want_top) of the finite scores (0 for a row with none), as
-    lists: Python arithmetic on a few rows costs less than numpy calls (search calls this per call)."""
+def _tail_stats(tail_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the mean and the max of the finite scores (0 for a row with none), as search reads them."""
     t = np.asarray(tail_scores, dtype=np.float64)
-    total, n = np.add.reduce(t, 1).tolist(), t.shape[1]
-    if n and all(map(math.isfinite, total)):  # a -inf (padding) makes its row's sum -inf
-        return [x / n for x in total], np.maximum.reduce(t, 1).tolist() if want_top else None
     finite = np.isfinite(t)
     count = finite.sum(1)
     mean = np.where(finite, t, 0.0).sum(1) / np.maximum(count, 1)
     top = np.where(count > 0, np.where(finite, t, -np.inf).max(1, initial=-np.inf), 0.0)
-    return mean.tolist(), top.tolist() if want_top else None
+    return mean, top
+
+
+def _as_queries(queries: object, n: int) -> np.ndarray:
+    """fit's queries as a finite float64 (n, dim) array, or a ValueError naming them."""
+    q = np.asarray(queries)
+    if q.dtype.kind not in "fiu" or q.ndim != 2 or len(q) != n or q.shape[1] < 1:
+        raise ValueError(f"queries must be a (queries, dim) number array with one row per row of scores ({n}), "
+                         f"got {q.dtype} {q.shape}")
+    if not np.isfinite(q).all():
+        raise ValueError("queries must be finite")
+    return q.astype(np.float64)
+
+
+def _principal(q: np.ndarray, rank: int) -> np.ndarray:
+    """(dim, r) the leading r <= rank principal directions of the queries q (n, dim), those along which
+    the queries vary (fewer queries than rank + 1 span fewer)."""
+    _, sv, vt = np.linalg.svd(q - q.mean(0), full_matrices=False)
+    return vt[:rank][sv[:rank] > 1e-9 * sv[:1].max(initial=0)].T
+
+
+def _cross_validate(x: np.ndarray, target: np.ndarray, row: np.ndarray, q: np.ndarray) -> tuple[int, float]:
+    """The (rank, ridge) of RANKS x RIDGES whose query-offset model has the lowest log loss on held-out
+    queries, FOLDS folds (query i in fold i % FOLDS; principal directions from each fold's training part)."""
+    ranks = sorted({min(rank, q.shape[1]) for rank in RANKS})  # no more directions than dimensions
+    loss = np.zeros((len(ranks), len(RIDGES)))
+    for fold in range(min(FOLDS, len(q))):
+        train_q = np.arange(len(q)) % FOLDS != fold
+        train, test = train_q[row], ~train_q[row]
+        if not 0 < target[train].sum() < train.sum():
+            continue  # a fold without both kinds of label says nothing
+        for i, rank in enumerate(ranks):
+            feats = np.concatenate([x, q[row] @ _principal(q[train_q], rank)], 1)
+            for j, ridge in enumerate(RIDGES):
+                w = _fit_logit(feats[train], target[train], ridge)
+                z = feats[test] @ w[1:] + w[0]
+                loss[i, j] += np.sum(np.logaddexp(0, z) - target[test] * z)
+    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+    return ranks[i], RIDGES[j]
+
+
+def _fit_logit(x: np.ndarray, target: np.ndarray, l2: float) -> np.ndarray:
+    """(bias, weights) of a ridge logistic regression of target on x, ridge on the standardised features."""
+    center, spread = x.mean(0), x.std(0)
+    spread[spread == 0] = 1.0
+    w = _logistic((x - center) / spread, target, l2)
+    return np.concatenate([[w[0] - np.sum(w[1:] * center / spread)], w[1:] / spread])
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
