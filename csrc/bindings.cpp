@@ -296,8 +296,6 @@ NB_MODULE(_core, m) {
       .def("a_of", &a_of<tq::FlatStore>, arr("slots"))
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
       .def_prop_ro("memory_bytes", &tq::FlatStore::memory_bytes)
-      .def_prop_ro("head_block_bytes", &tq::FlatStore::head_block_bytes)
-      .def_prop_ro("block_bytes", &tq::FlatStore::block_bytes)
       .def("reserve", &tq::FlatStore::reserve, "n"_a)
       .def(
           "append",
@@ -315,7 +313,7 @@ NB_MODULE(_core, m) {
       .def(
           "search",
           [](const tq::FlatStore& s, const In<float>& queries, size_t k, const Bitset& allowed, Out<float>& scores,
-             Out<int64_t>& slots, int threads, bool staged) {
+             Out<int64_t>& slots, int threads) {
             const size_t nq = queries.shape(0);
             check_cols(queries.shape(1), s.dim(), "queries");
             check_k(k, s.size());
@@ -324,10 +322,10 @@ NB_MODULE(_core, m) {
             check_threads(threads);
             const uint64_t* bits = bitset_of(allowed, s.size());
             without_gil([&](const tq::InterruptCheck& chk) {
-              s.search(queries.data(), nq, k, bits, scores.data(), slots.data(), threads, chk, staged);
+              s.search(queries.data(), nq, k, bits, scores.data(), slots.data(), threads, chk);
             });
           },
-          arr("queries"), "k"_a, arr("allowed").none(), arr("scores"), arr("slots"), "threads"_a, "staged"_a = false)
+          arr("queries"), "k"_a, arr("allowed").none(), arr("scores"), arr("slots"), "threads"_a)
       .def("codes", [](const tq::FlatStore& s) { return to_numpy_u8(s.codes()); })
       .def("a", [](const tq::FlatStore& s) { return to_numpy(s.a()); })
       .def("b", [](const tq::FlatStore& s) { return to_numpy(s.b()); })

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
-#include <limits>
 
 #include "common.h"
 #include "topk.h"
@@ -13,9 +11,6 @@ namespace tq {
 namespace {
 
 constexpr size_t kQueryChunk = 8;  // queries sharing one pass over the codes (the kernels' limit)
-// How far (in standard deviations of the head estimate, flat.h) a vector's estimate may fall short of the
-// k-th score and still be finished: a vector of the true top-k is missed with probability about 3e-5.
-constexpr float kPruneSigmas = 4.0f;
 
 }  // namespace
 
@@ -34,17 +29,11 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
     block_vectors_ = 32;
     block_bytes_ = chunks_ * 64;
   }
-  // The head is the first half of a block's groups (chunks); kI8Dot reads groups in pairs.
-  units_ = layout_ == Layout::Lut ? chunks_ : groups2_;
-  head_units_ = layout_ == Layout::I8Dot ? units_ / 4 * 2 : units_ / 2;
-  head_dims_ = std::min(dim_, head_units_ * (layout_ == Layout::Lut ? 4 * sub_dims_ : 4));
-  head_block_bytes_ = units_ ? block_bytes_ / units_ * head_units_ : 0;
   refresh();
 }
 
 void FlatStore::refresh() {
   codes_ptr_ = codes_.data();
-  tail_ptr_ = tail_.data();
   a_ptr_ = a_.data();
   b_ptr_ = b_.empty() ? nullptr : b_.data();
 }
@@ -73,8 +62,7 @@ void FlatStore::ensure(size_t n, bool exact) {
   if (n <= cap_) return;
   size_t cap = exact ? n : std::max({n, cap_ + cap_ / 4, cap_ + 16});
   if (layout_ != Layout::Rows) cap = blocks_for(cap) * block_vectors_;  // codes are allocated by blocks
-  resize_exact(codes_, head_bytes(cap));
-  resize_exact(tail_, tail_bytes(cap));
+  resize_exact(codes_, code_bytes(cap));
   resize_exact(a_, cap);
   if (!b_.empty()) resize_exact(b_, cap);
   cap_ = cap;
@@ -92,10 +80,8 @@ void FlatStore::reserve(size_t n) {
 void FlatStore::own() {
   if (!attached_) return;
   const size_t n = n_, cap = layout_ == Layout::Rows ? n : blocks_for(n) * block_vectors_;
-  codes_.reserve(head_bytes(cap));
-  codes_.assign(codes_ptr_, codes_ptr_ + head_bytes(n));
-  tail_.reserve(tail_bytes(cap));
-  tail_.assign(tail_ptr_, tail_ptr_ + tail_bytes(n));
+  codes_.reserve(code_bytes(cap));
+  codes_.assign(codes_ptr_, codes_ptr_ + code_bytes(n));
   a_.reserve(cap);
   a_.assign(a_ptr_, a_ptr_ + n);
   a_.resize(cap, 0.0f);
@@ -112,12 +98,10 @@ void FlatStore::own() {
 void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n) {
   TQ_CHECK(code_size == code_bytes(n), "stored index arrays have inconsistent sizes");
   AlignedVector<uint8_t>().swap(codes_);  // release the owned storage: the views replace it
-  AlignedVector<uint8_t>().swap(tail_);
   std::vector<float>().swap(a_);
   std::vector<float>().swap(b_);
   cap_ = 0;
   codes_ptr_ = codes;
-  tail_ptr_ = codes + head_bytes(n);
   a_ptr_ = a;
   b_ptr_ = b;
   n_ = n;
@@ -125,24 +109,20 @@ void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, c
 }
 
 uint8_t* FlatStore::code_byte(size_t slot, size_t j, int* shift) const {
-  // The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h: its offset in the block,
-  // then in the block's head or tail.
-  const size_t v = slot % block_vectors_, blk = slot / block_vectors_;
-  size_t at;
+  // The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h.
+  uint8_t* block = const_cast<uint8_t*>(codes_ptr_) + (slot / block_vectors_) * block_bytes_;
+  const size_t v = slot % block_vectors_;
   if (layout_ == Layout::Lut) {
     const size_t m = j / sub_dims_;
     *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
-    at = (m / 4) * 64 + (m % 4) * 16 + v % 16;
-  } else if (layout_ == Layout::I8Dot8) {
-    *shift = 0;
-    at = (j / 4) * 64 + v * 4 + j % 4;
-  } else {
-    *shift = v < 8 ? 0 : 4;  // kI8Dot
-    at = (j / 4) * 32 + (v % 8) * 4 + j % 4;
+    return block + (m / 4) * 64 + (m % 4) * 16 + v % 16;
   }
-  const size_t tail = block_bytes_ - head_block_bytes_;
-  return const_cast<uint8_t*>(at < head_block_bytes_ ? codes_ptr_ + blk * head_block_bytes_ + at
-                                                     : tail_ptr_ + blk * tail + (at - head_block_bytes_));
+  if (layout_ == Layout::I8Dot8) {
+    *shift = 0;
+    return block + (j / 4) * 64 + v * 4 + j % 4;
+  }
+  *shift = v < 8 ? 0 : 4;  // kI8Dot
+  return block + (j / 4) * 32 + (v % 8) * 4 + j % 4;
 }
 
 void FlatStore::set_code(size_t slot, const uint8_t* idx) {
@@ -198,8 +178,7 @@ void FlatStore::truncate(size_t n) {
   const std::vector<uint8_t> zeros(dim_, 0);
   for (size_t s = n; s < n_ && s < blocks_for(n) * block_vectors_; ++s) set_code(s, zeros.data());
   // The capacity is kept; freed whole blocks (or rows) are zeroed, as new storage would be.
-  std::fill(codes_.begin() + head_bytes(n), codes_.begin() + head_bytes(n_), uint8_t(0));
-  std::fill(tail_.begin() + tail_bytes(n), tail_.begin() + tail_bytes(n_), uint8_t(0));
+  std::fill(codes_.begin() + code_bytes(n), codes_.begin() + code_bytes(n_), uint8_t(0));
   std::fill(a_.begin() + n, a_.begin() + n_, 0.0f);
   if (!b_.empty()) std::fill(b_.begin() + n, b_.begin() + n_, 0.0f);
   n_ = n;
@@ -216,64 +195,37 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
 
 // One chunk of <= kQueryChunk queries prepared for the store's layout. Raw kernel sums map to scores as
 // a * ((raw - shift) * step + base) + b (simd/score-inl.h), with per-query shift, step and base.
-// Staged chunks also carry each query's head estimate, a * ((raw_head - est_shift) * est_step + est_base) + b
-// (the estimate plus kPruneSigmas sigmas, flat.h), and for kI8Dot(8) its head and tail groups apart.
 struct FlatStore::Chunk {
   size_t q0 = 0, nq = 0;
-  bool staged = false;
-  AlignedVector<int8_t> q7;      // kI8Dot(8): queries rounded to 7 bits, groups2_ * 4 values each
-  AlignedVector<int8_t> qh, qt;  // kI8Dot(8): q7's values of the head groups and of the tail groups
-  AlignedVector<uint8_t> lut;    // kLut: u8 tables, chunks_ * 64 bytes per query
-  std::vector<float> shift, step, base, est_shift, est_step, est_base;
-  std::vector<uint8_t> prune;  // staged: 0 where the head carries none of the query (every block is finished)
+  AlignedVector<int8_t> q7;    // kI8Dot(8): queries rounded to 7 bits, groups2_ * 4 values each
+  AlignedVector<uint8_t> lut;  // kLut: u8 tables, chunks_ * 64 bytes per query
+  std::vector<float> shift, step, base;
 };
 
-FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq, bool staged) const {
+FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) const {
   Chunk c;
   c.q0 = q0;
   c.nq = nq;
-  c.staged = staged && head_units_ > 0;
   c.shift.assign(nq, 0.0f);
   c.step.assign(nq, 1.0f);
   c.base.assign(nq, 0.0f);
-  c.est_shift.assign(nq, 0.0f);
-  c.est_step.assign(nq, 1.0f);
-  c.est_base.assign(nq, 0.0f);
-  c.prune.assign(nq, 0);
-  std::vector<float> head_base(nq, 0.0f);
   if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8) {
-    const size_t width = groups2_ * 4, head = head_units_ * 4;
+    const size_t width = groups2_ * 4;
     c.q7.assign(nq * width, 0);
     for (size_t t = 0; t < nq; ++t) {
       int32_t offset;  // removed exactly, before any rounding (score-inl.h)
-      int8_t* q = c.q7.data() + t * width;
-      scorer_.prepare_into(queries + (q0 + t) * dim_, q, &c.step[t], &offset);
+      scorer_.prepare_into(queries + (q0 + t) * dim_, c.q7.data() + t * width, &c.step[t], &offset);
       c.shift[t] = float(offset);
-      c.qh.insert(c.qh.end(), q, q + head);
-      c.qt.insert(c.qt.end(), q + head, q + width);
-      c.est_shift[t] = float(128 * std::accumulate(q, q + head, int32_t(0)));  // the head's part of offset
     }
   } else if (layout_ == Layout::Lut) {
     c.lut.resize(nq * chunks_ * 64);
     for (size_t t = 0; t < nq; ++t)
-      prepare_lut(queries + (q0 + t) * dim_, c.lut.data() + t * chunks_ * 64, &c.step[t], &c.base[t], &head_base[t]);
+      prepare_lut(queries + (q0 + t) * dim_, c.lut.data() + t * chunks_ * 64, &c.step[t], &c.base[t]);
   }
-  if (c.staged)
-    for (size_t t = 0; t < nq; ++t) prepare_stage(queries + (q0 + t) * dim_, t, head_base[t], c);
   return c;
 }
 
-void FlatStore::prepare_stage(const float* q, size_t t, float head_base, Chunk& c) const {
-  float head = 0, tail = 0;
-  for (size_t j = 0; j < dim_; ++j) (j < head_dims_ ? head : tail) += q[j] * q[j];
-  c.prune[t] = head > 0;
-  if (!c.prune[t]) return;
-  const float gain = (head + tail) / head, sigma = std::sqrt(tail * gain / float(dim_));
-  c.est_step[t] = c.step[t] * gain;
-  c.est_base[t] = head_base * gain + kPruneSigmas * sigma;
-}
-
-void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base, float* head_base) const {
+void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base) const {
   // Float partial inner product of every sub-quantizer value, then one u8 rounding with a shared step
   // and a per-table offset, so integer sums map back to float with one multiply-add.
   const size_t tables = chunks_ * 4, mask = (size_t(1) << bits_) - 1;
@@ -297,7 +249,6 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
     widest = std::max(widest, hi - lo);
     for (size_t nib = 0; nib < 16; ++nib) e[nib] -= lo;
     offsets += lo;
-    if (m + 1 == head_units_ * 4) *head_base = offsets;
   }
   *step = widest > 0 ? widest / 255.0f : 1.0f;
   *base = offsets;
@@ -305,98 +256,6 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
   // removing 1.5 * 2^23 rounds any 0 <= x < 2^22 to an integer in the current mode (values here are <= 255).
   const float unit = *step, magic = 12582912.0f;
   for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(int32_t((partial[i] / unit + magic) - magic));
-}
-
-void FlatStore::dots(const Chunk& c, Part part, size_t blk, size_t t0, size_t nq, uint32_t* out) const {
-  if (part == Part::Full) {
-    if (!head_units_) return dots(c, Part::Tail, blk, t0, nq, out);
-    alignas(64) uint32_t tail[kQueryChunk * 32];
-    dots(c, Part::Head, blk, t0, nq, out);
-    dots(c, Part::Tail, blk, t0, nq, tail);
-    const size_t bv = block_vectors_;  // integer sums: head + tail is the whole block's sum exactly
-    for (size_t i = t0 * bv; i < (t0 + nq) * bv; ++i) out[i] += tail[i];
-    return;
-  }
-  const bool head = part == Part::Head;
-  const size_t units = head ? head_units_ : units_ - head_units_;
-  const size_t bytes = head ? head_block_bytes_ : block_bytes_ - head_block_bytes_;
-  const uint8_t* block = (head ? codes_ptr_ : tail_ptr_) + blk * bytes;
-  if (layout_ == Layout::Lut) {
-    const size_t stride = chunks_ * 64;
-    const uint8_t* luts = c.lut.data() + t0 * stride + (head ? 0 : head_units_ * 64);
-    return k_->lut_block(block, units, luts, stride, nq, out + t0 * 32);
-  }
-  const int8_t* qs = (head ? c.qh : c.qt).data() + t0 * units * 4;
-  int32_t* o = reinterpret_cast<int32_t*>(out) + t0 * 16;
-  if (layout_ == Layout::I8Dot)
-    k_->dot_i8_block(block, units, qs, nq, scorer_.table(), o);
-  else
-    k_->dot_u8_block(block, units, qs, nq, scorer_.table(), o);
-}
-
-void FlatStore::bound_blocks(const Chunk& c, size_t b0, size_t b1, const uint64_t* allowed, float* bounds,
-                             size_t stride) const {
-  const size_t bv = block_vectors_;
-  alignas(64) uint32_t head[kQueryChunk * 32];
-  float est[kQueryChunk * 32], none[kQueryChunk];
-  uint32_t masks[kQueryChunk];
-  std::fill_n(none, kQueryChunk, std::numeric_limits<float>::infinity());
-  for (size_t blk = b0; blk < b1; ++blk) {
-    const uint64_t bits = allowed_bits(allowed, blk * bv, bv);
-    const size_t end = std::min(bv, n_ - blk * bv), first = blk * bv;
-    if (bits) {
-      dots(c, Part::Head, blk, 0, c.nq, head);
-      k_->score_block(reinterpret_cast<const int32_t*>(head), bv, c.nq, end, c.est_shift.data(), c.est_step.data(),
-                      c.est_base.data(), a_ptr_ + first, b_from(first), none, est, masks);
-    }
-    const uint64_t live = bits & ((uint64_t(1) << end) - 1);
-    for (size_t t = 0; t < c.nq; ++t) {
-      float best = -std::numeric_limits<float>::infinity();
-      if (!c.prune[t] && live) best = std::numeric_limits<float>::infinity();
-      if (c.prune[t] && live)
-        for (size_t v = 0; v < bv; ++v) best = std::max(best, (live >> v) & 1 ? est[t * 32 + v] : best);
-      bounds[t * stride + (blk - b0)] = best;
-    }
-  }
-}
-
-void FlatStore::finish(const Chunk& c, size_t t, float* bounds, size_t b0, size_t b1, const uint64_t* allowed,
-                       TopK& top) const {
-  const size_t bv = block_vectors_, nb = b1 - b0, hb = head_block_bytes_, tb = block_bytes_ - hb;
-  alignas(64) uint32_t raw[kQueryChunk * 32];
-  float scores[32];
-  auto score = [&](size_t i) {  // block b0 + i in full, offered to top; it is not offered again
-    const size_t blk = b0 + i, first = blk * bv, end = std::min(bv, n_ - first);
-    const float threshold = top.threshold();
-    uint32_t mask;
-    bounds[i] = -std::numeric_limits<float>::infinity();
-    dots(c, Part::Full, blk, t, 1, raw);
-    k_->score_block(reinterpret_cast<const int32_t*>(raw + t * bv), bv, 1, end, &c.shift[t], &c.step[t], &c.base[t],
-                    a_ptr_ + first, b_from(first), &threshold, scores, &mask);
-    for (uint32_t hits = mask & uint32_t(allowed_bits(allowed, first, bv)); hits; hits &= hits - 1) {
-      const int v = __builtin_ctz(hits);
-      top.push(scores[v], int64_t(first + size_t(v)));
-    }
-  };
-  // The blocks of the best bounds first, so the k-th score is near its final value before the sweep.
-  std::vector<std::pair<float, size_t>> best;
-  for (size_t i = 0; i < nb; ++i)
-    if (bounds[i] > -std::numeric_limits<float>::infinity()) best.emplace_back(bounds[i], i);
-  const size_t lead = std::min(best.size(), std::max<size_t>(16, 2 * top.capacity() / bv + 1));
-  std::nth_element(best.begin(), best.begin() + lead, best.end(), std::greater<>());
-  for (size_t j = 0; j < lead; ++j) score(best[j].second);
-  // Then every block whose bound still reaches it, in storage order, the next one prefetched.
-  std::vector<size_t> left;
-  for (size_t i = 0; i < nb; ++i)
-    if (bounds[i] >= top.threshold()) left.push_back(i);
-  for (size_t j = 0; j < left.size(); ++j) {
-    if (j + 1 < left.size()) {
-      const uint8_t *h = codes_ptr_ + (b0 + left[j + 1]) * hb, *tl = tail_ptr_ + (b0 + left[j + 1]) * tb;
-      for (size_t o = 0; o < hb; o += 64) __builtin_prefetch(h + o);
-      for (size_t o = 0; o < tb; o += 64) __builtin_prefetch(tl + o);
-    }
-    if (bounds[left[j]] >= top.threshold()) score(left[j]);
-  }
 }
 
 void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed,
@@ -409,11 +268,18 @@ void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1,
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = allowed_bits(allowed, blk * bv, bv);
     if (!bits) continue;
+    const uint8_t* block = codes_ptr_ + blk * block_bytes_;
+    int32_t* dots = reinterpret_cast<int32_t*>(raw);
+    if (layout_ == Layout::Lut)
+      k_->lut_block(block, chunks_, c.lut.data(), chunks_ * 64, c.nq, raw);
+    else if (layout_ == Layout::I8Dot)
+      k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
+    else
+      k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
     const size_t end = std::min(bv, n_ - blk * bv), first = blk * bv;
-    dots(c, Part::Full, blk, 0, c.nq, raw);
     for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
-    k_->score_block(reinterpret_cast<const int32_t*>(raw), bv, c.nq, end, c.shift.data(), c.step.data(),
-                    c.base.data(), a_ptr_ + first, b_from(first), thresholds, scores, masks);
+    k_->score_block(dots, bv, c.nq, end, c.shift.data(), c.step.data(), c.base.data(), a_ptr_ + first, b_from(first),
+                    thresholds, scores, masks);
     for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
       for (uint32_t hits = masks[t] & uint32_t(bits); hits; hits &= hits - 1) {
         const int v = __builtin_ctz(hits);
@@ -438,26 +304,8 @@ void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0,
   }
 }
 
-void FlatStore::staged_scan(const std::vector<Chunk>& prepared, size_t q0, size_t b0, size_t b1, size_t tile,
-                            const uint64_t* allowed, TopK* tops) const {
-  // Segments bound the pass-1 buffer (queries x blocks floats); the k-th scores carry over between them.
-  constexpr size_t kSegmentBlocks = 8192;
-  const size_t nq = prepared.back().q0 + prepared.back().nq - q0;
-  std::vector<float> bounds;
-  for (size_t s0 = b0; s0 < b1; s0 += kSegmentBlocks) {
-    const size_t s1 = std::min(b1, s0 + kSegmentBlocks), width = s1 - s0;
-    bounds.resize(nq * width);
-    for (size_t t0 = s0; t0 < s1; t0 += tile)
-      for (const Chunk& c : prepared)
-        bound_blocks(c, t0, std::min(s1, t0 + tile), allowed, bounds.data() + (c.q0 - q0) * width + (t0 - s0), width);
-    for (const Chunk& c : prepared)
-      for (size_t t = 0; t < c.nq; ++t)
-        finish(c, t, bounds.data() + (c.q0 - q0 + t) * width, s0, s1, allowed, tops[c.q0 - q0 + t]);
-  }
-}
-
 void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
-                       int64_t* slots, int threads, const InterruptCheck& interrupted, bool staged) const {
+                       int64_t* slots, int threads, const InterruptCheck& interrupted) const {
   // Tasks are groups of up to kChunksPerGroup query chunks over a range of blocks. A task walks its
   // blocks in tiles of about kTileBytes (which stay in L2) and runs every chunk over a tile before the
   // next, so the codes come from memory once per group instead of once per chunk; each chunk's tables
@@ -481,10 +329,9 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
       const size_t c0 = g * kChunksPerGroup, c1 = std::min(chunks, c0 + kChunksPerGroup);
       std::vector<Chunk> prepared;
       for (size_t c = c0; c < c1; ++c)
-        prepared.push_back(prepare(queries, c * per, std::min(per, nq - c * per), staged));
+        prepared.push_back(prepare(queries, c * per, std::min(per, nq - c * per)));
       tops[task].assign(std::min(nq, c1 * per) - c0 * per, TopK(k));
       const size_t b0 = blocks * r / ranges, b1 = blocks * (r + 1) / ranges;
-      if (prepared.front().staged) return staged_scan(prepared, c0 * per, b0, b1, tile, allowed, tops[task].data());
       for (size_t t0 = b0; t0 < b1; t0 += tile)
         for (const Chunk& c : prepared)
           scan(c, queries, t0, std::min(b1, t0 + tile), allowed, tops[task].data() + (c.q0 - c0 * per));

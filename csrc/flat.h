@@ -16,14 +16,6 @@
 // Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
 // code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product);
 // while every b_i is +0.0 none is stored. Storage grows by at most 1.25x (or exactly, via reserve).
-// Staged scan (ADSampling, Gao & Long SIGMOD 2023, for inner products): after the random rotation the dims are
-// exchangeable, so the head of every block (its first half of groups or chunks, a contiguous prefix) gives an
-// estimate of the full inner product, P * ||q'||^2 / ||q'_head||^2, whose error has standard deviation about
-// sigma = ||q'_tail|| ||q'|| / (||q'_head|| sqrt(dim)) (unit-norm codes with iid coordinates of variance 1/dim).
-// A query finishes a block (the tail, for all its vectors) only when some vector's estimate plus
-// kPruneSigmas * sigma reaches the query's current k-th exact score; what is returned is always scored on
-// every dim (head + tail integer sums), so scores equal the whole-index scan's and only a vector whose
-// estimate fell more than kPruneSigmas sigmas short can be missed. No extra bytes per vector.
 // In kI8Dot(8) the inner product is computed exactly in integers from q' rounded to 7 bits (per query)
 // and the centroids rounded to 8 bits, so every kernel set returns identical scores; the rounding, the
 // tables and the filter test come from the shared code scorer (scorer.h), the blocked layouts are this
@@ -50,13 +42,7 @@ class FlatStore {
   size_t row_bytes() const { return row_bytes_; }
   size_t code_size() const { return code_bytes(n_); }
   // Bytes of owned storage held, growth slack included (attached views count 0: they are the caller's).
-  size_t memory_bytes() const {
-    return codes_.capacity() + tail_.capacity() + sizeof(float) * (a_.capacity() + b_.capacity());
-  }
-  // Bytes of each block's head and of a whole block (0, 0 for kRows): codes() holds every block's head, then
-  // every block's tail.
-  size_t head_block_bytes() const { return head_block_bytes_; }
-  size_t block_bytes() const { return block_bytes_; }
+  size_t memory_bytes() const { return codes_.capacity() + sizeof(float) * (a_.capacity() + b_.capacity()); }
   // Makes room for n vectors in total (no-op when there is), so appending up to n allocates no slack.
   void reserve(size_t n);
 
@@ -70,16 +56,11 @@ class FlatStore {
 
   // Best k slots per query (scores best first; -inf / -1 where fewer exist). queries: nq x dim rotated.
   // allowed: optional bitset over slots (bit i of word i/64), blocks without an allowed slot are skipped.
-  // staged: prune blocks by their head (above) instead of scanning every code in full (exact over the codes).
   void search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores, int64_t* slots,
-              int threads, const InterruptCheck& interrupted, bool staged = false) const;
+              int threads, const InterruptCheck& interrupted) const;
 
   // Raw buffers for persistence (copies): blocks (or rows), a, b.
-  std::vector<uint8_t> codes() const {
-    std::vector<uint8_t> out(codes_ptr_, codes_ptr_ + head_bytes(n_));
-    out.insert(out.end(), tail_ptr_, tail_ptr_ + tail_bytes(n_));
-    return out;
-  }
+  std::vector<uint8_t> codes() const { return {codes_ptr_, codes_ptr_ + code_bytes(n_)}; }
   std::vector<float> a() const { return {a_ptr_, a_ptr_ + n_}; }
   std::vector<float> b() const { return b_ptr_ ? std::vector<float>(b_ptr_, b_ptr_ + n_) : std::vector<float>(n_, 0.0f); }
   // Reads n vectors from buffers laid out as codes()/a()/b() return them, without copying: the caller
@@ -89,9 +70,7 @@ class FlatStore {
 
  private:
   enum class Layout { I8Dot, Rows, Lut, I8Dot8 };
-  size_t code_bytes(size_t n) const { return head_bytes(n) + tail_bytes(n); }
-  size_t head_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * head_block_bytes_; }
-  size_t tail_bytes(size_t n) const { return layout_ == Layout::Rows ? 0 : blocks_for(n) * (block_bytes_ - head_block_bytes_); }
+  size_t code_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_; }
   void own();      // copy attached buffers into owned storage before a mutation
   void refresh();  // point the read pointers at owned storage
   void ensure(size_t n, bool exact);  // owned capacity for n vectors: exactly, or growing by at most 1.25x
@@ -99,24 +78,8 @@ class FlatStore {
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
   struct Chunk;  // a chunk of queries prepared for the layout (flat.cpp)
-  enum class Part { Full, Head, Tail };  // which groups (chunks) of a block a kernel call covers
-  Chunk prepare(const float* queries, size_t q0, size_t nq, bool staged) const;
-  // Query t's head estimate (flat.h); head_base: its kLut head table offsets.
-  void prepare_stage(const float* rotated, size_t t, float head_base, Chunk& c) const;
-  // kLut u8 tables; *head_base: the table offsets of the head's sub-quantizers alone.
-  void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base, float* head_base) const;
-  // Raw sums of `part` of a block for queries t0 .. t0 + nq - 1 of a chunk, written at out + t0 * width.
-  void dots(const Chunk& c, Part part, size_t blk, size_t t0, size_t nq, uint32_t* out) const;
-  // The staged scan of one task (queries from q0, blocks [b0, b1)) into tops (one per query of prepared).
-  void staged_scan(const std::vector<Chunk>& prepared, size_t q0, size_t b0, size_t b1, size_t tile,
-                   const uint64_t* allowed, TopK* tops) const;
-  // Staged pass 1: bounds[t * stride + blk - b0] = the best head estimate (plus margin) of an allowed vector of
-  // block blk for query t of the chunk (-inf when none is allowed), blocks [b0, b1).
-  void bound_blocks(const Chunk& c, size_t b0, size_t b1, const uint64_t* allowed, float* bounds, size_t stride) const;
-  // Staged pass 2 for query t: scores in full the blocks of [b0, b1) whose bound reaches the query's k-th
-  // score, those of the best bounds first. bounds: that query's row of pass 1 (block b0 first), consumed.
-  void finish(const Chunk& c, size_t t, float* bounds, size_t b0, size_t b1, const uint64_t* allowed,
-              TopK& top) const;
+  Chunk prepare(const float* queries, size_t q0, size_t nq) const;
+  void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut u8 tables
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t).
   void scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
@@ -126,17 +89,15 @@ class FlatStore {
 
   size_t dim_, groups2_ = 0, row_bytes_, block_bytes_ = 0, block_vectors_ = 16, n_ = 0;
   size_t sub_dims_ = 0, chunks_ = 0;  // kLut: dims per nibble, 64-byte chunks per block
-  size_t units_ = 0, head_units_ = 0, head_dims_ = 0;  // groups (chunks) per block, in the head, dims it covers
-  size_t head_block_bytes_ = 0;
   int bits_;
   Layout layout_;
   CodeScorer scorer_;           // tables, query rounding and the padded centroids
   // Owned storage, sized to the capacity cap_ (in vectors; slack zero-filled, so it is resident and counted)
   // while n_ vectors are in use. b_ stays empty while every offset is +0.0 (the ip and cosine metrics).
-  AlignedVector<uint8_t> codes_, tail_;  // blocked layouts: every block's head, every block's tail (kRows: rows)
+  AlignedVector<uint8_t> codes_;
   std::vector<float> a_, b_;
   size_t cap_ = 0;
-  const uint8_t *codes_ptr_ = nullptr, *tail_ptr_ = nullptr;  // owned storage or attached views: scans read these
+  const uint8_t* codes_ptr_ = nullptr;  // owned storage or an attached view: scans read through these
   const float *a_ptr_ = nullptr, *b_ptr_ = nullptr;  // b_ptr_ null: every offset is 0
   bool attached_ = false;
   const Kernels* k_;

@@ -12,7 +12,6 @@ class TopK {
  public:
   explicit TopK(size_t k) : k_(k) { heap_.reserve(k); }
 
-  size_t capacity() const { return k_; }
   // Scores strictly below this cannot enter (lowest kept score once full, else -inf).
   float threshold() const { return heap_.size() < k_ ? -std::numeric_limits<float>::infinity() : heap_.front().s; }
 

@@ -51,8 +51,7 @@ class FlatIndex(CodeIndex):
 
     def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
                        scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
-        self._store.search(rotated, k, None if allowed is None else allowed[0], scores, slots, threads,
-                           staged=not params.exhaustive)
+        self._store.search(rotated, k, None if allowed is None else allowed[0], scores, slots, threads)
 
     def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         start = self._store.size
