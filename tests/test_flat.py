@@ -82,6 +82,23 @@ def test_search_equals_brute_force_over_the_same_codes(bits, metric):
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4 * np.abs(want_scores).max())
 
 
+@pytest.mark.parametrize("bits", [1, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_k_equals_brute_force_with_ties(bits, threads):
+    # k above TopK's heap limit (topk.h) selects through its buffer; duplicated rows give equal scores, which
+    # must still come back best score first, then smallest id, including when code ranges merge (threads=2)
+    x = _data(1500, 48)
+    x = np.concatenate([x, x[:700]])
+    queries = _data(3, 48, seed=1)
+    index = FlatIndex(48, bits)
+    index.add(x)
+    for k in (65, 500, len(x)):
+        scores, ids = index.search(queries, k, threads=threads)
+        want_scores, want_ids = top_k(brute_force_scores(index, queries), index.ids, k)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4 * np.abs(want_scores).max())
+
+
 def test_int8_scan_tracks_the_float_estimate():
     x, queries = _data(2000, 128), _data(20, 128, seed=1)
     index = FlatIndex(128, 4)
