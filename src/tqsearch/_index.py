@@ -222,8 +222,7 @@ class CodeIndex:
             scores += self._query_constant(q)[:, None]
             tail_scores = scores[:, :tail]
             scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
-            found = np.full_like(slots, -1)
-            found[slots >= 0] = self._ids[slots[slots >= 0]]
+            found = np.where(slots >= 0, self._ids[slots], -1)  # slot -1 reads the last id, then replaced
         if self.metric == "cosine":
             scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores) if tail else tail_scores
         return _pad(scores, k, -np.inf), _pad(found, k, -1), tail_scores
@@ -529,8 +528,9 @@ def _stored_mean(arrays: dict[str, np.ndarray], dim: int, n: int) -> np.ndarray 
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
+    """Rows divided by their norms (zero rows kept), float32: np.linalg.norm's arithmetic, without its overhead."""
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
+    return (x / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
 
 
 def grow(arr: np.ndarray, size: int, fill: int = 0, exact: bool = False) -> np.ndarray:
