@@ -202,9 +202,11 @@ class CodeIndex:
         return (scores, found, rel) if return_relevance else (scores, found)
 
     def search_checked(self, q: np.ndarray, k: int, filter: object = None, params: SearchParams = DEFAULT_PARAMS,
-                       threads: int = 1, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       threads: int | None = None, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`search` for callers whose arguments are checked already (a collection's query): q finite float32
-        (nq, dim), k >= 1. Returns scores and ids as `search` does, and each query's best `tail` code scores."""
+        (nq, dim), k >= 1, threads None (the index's) or >= 0. Returns scores and ids as `search` does, and each
+        query's best `tail` code scores (the scale relevance reads)."""
+        threads = self.threads if threads is None else threads
         if self.metric == "cosine":
             q = normalized(q)
         factor = self._rescore(params.rescore)

@@ -261,9 +261,7 @@ class Collection:
             wanted = max(1, min(k * max(rescore, 1), n_allowed))  # never more than can match
             p = None if min_relevance is None else as_min_relevance(min_relevance)
             tail = 0 if p is None else self._relevance.tail
-            # tail: the query's scale, from the index's own scores
-            scores, found, tail_scores = self._index.search_checked(q, max(wanted, tail), allowed,
-                                                                    threads=self._index.threads, tail=tail)
+            scores, found, tail_scores = self._index.search_checked(q, max(wanted, tail), allowed, tail=tail)
             if rescore:
                 scores, found = self._exact_top(q, found[:, :wanted], k)
             scores, found, rel = scores[:, :k], found[:, :k], None
