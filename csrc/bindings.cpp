@@ -341,6 +341,26 @@ NB_MODULE(_core, m) {
       },
       "fd"_a, "format"_a, "metric"_a, arr("queries"), arr("cands"), arr("scores"), arr("ids"));
 
+  // Reads byte ranges of a file into out as '[' r0 ',' r1 ... ']' (tq::read_joined) without the GIL: a
+  // collection's records, one JSON text to parse.
+  m.def(
+      "pread_joined",
+      [](int fd, const In<uint64_t, Vec>& offsets, const In<uint32_t, Vec>& lengths, Out<uint8_t, Vec>& out) {
+        const size_t n = offsets.shape(0);
+        check_rows(lengths.shape(0), n, "lengths");
+        TQ_CHECK(n >= 1, "pread_joined needs at least one range");
+        size_t want = n + 1;
+        for (size_t i = 0; i < n; ++i) want += lengths.data()[i];
+        check_rows(out.shape(0), want, "out");
+        size_t failed;
+        {
+          nb::gil_scoped_release unlocked;
+          failed = tq::read_joined(fd, offsets.data(), lengths.data(), n, out.data());
+        }
+        TQ_CHECK(failed == n, "could not read range " + str(failed) + " (file shorter than the ranges asked for)");
+      },
+      "fd"_a, arr("offsets"), arr("lengths"), arr("out"));
+
   nb::class_<tq::FlatStore>(m, "FlatStore")
       .def(
           "__init__",
