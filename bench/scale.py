@@ -676,10 +676,30 @@ NOTES = [
     "- Our 4-bit HNSW rows rank by the codes alone (no rerank tier), so their recall is bounded by the 4-bit "
     "flat scan's (0.94-0.96 here); FAISS HNSW32,SQ8, IndexHNSWFlat and hnswlib keep 8- or 32-bit vectors.",
     "- FAISS HNSW indexes use FAISS's default efConstruction=40 (ours, hnswlib and usearch build with 200).",
-    "- Rows come from different runs (dates in bench/results/scale.json): our FlatIndex/HNSWIndex rows and the "
-    "100k Collection rows are from the final code (centred codes, reserve(N)); the 1M Collection rows (new and "
-    "old) and the peers' rows from the run before. Refresh ours with `python bench/scale.py --systems "
-    "flat,hnsw,collection,collection-old` (add `--n 100000` for the small rows), then `--report`.",
+    "- Rows come from different runs (dates in bench/results/scale.json): our FlatIndex/HNSWIndex rows are "
+    "from the final code (centred codes, reserve(N)); the Collection rows (new and old) from the run after "
+    "the query-path work (native exact re-rank, 2026-11-27, load average ~3 on the 2 cores, so the builds "
+    "took 2-3x longer than before); the peers' rows from the run before. The 1M Collection rows ran each "
+    "worker phase by hand on kept directories (both builds, then reopen + queries of old and new "
+    "alternately; the table holds the last round): its first pass read vectors.dat and the "
+    "records mostly from disk (`fincore`: 37-88 MB of the 1.6 GB vectors file in the page cache before the "
+    "rounds), which the old build, holding everything in RAM, never does. Refresh ours with `python "
+    "bench/scale.py --systems flat,hnsw,collection,collection-old` (add `--n 100000` for the small rows), "
+    "then `--report`.",
+    "- Every Collection round of that run, QPS new / old on one core (first pass; second pass; 1%-filtered): "
+    "100k: 4,540 / 3,394; 4,273 / 4,074; 4,652 / 1,998 and 3,137 / 3,123; 4,642 / 4,123; 5,000 / 2,061. "
+    "1M, first round (rows on disk): 183 / 2,148; 2,394 / 2,566; 149 / 158 and 1,274 / 1,156; 3,868 / 2,974; "
+    "299 / 160; second round: 1,498 / 2,084; 3,457 / 3,344; 429 / 175 and 2,407 / 3,223; 3,595 / 3,033; "
+    "491 / 180; with vectors.dat and the records read into the page cache first (`cat`): 2,193 / 2,616; "
+    "3,264 / 3,214; 557 / 175 and 1,108 / 2,939; 2,743 / 2,945; 355 / 165. After records were read in one "
+    "call (pread_joined; the rows in the table): 100k 3,010 / 2,839; 4,613 / 4,034; 4,752 / 2,031; 1M "
+    "(37 MB of vectors.dat cached at the start) 1,397 / 3,173; 3,347 / 2,906; 235 / 166 and 2,141 / 2,529; "
+    "3,103 / 3,152; 410 / 171. CPU time per query (`time.thread_time`, warm, best of 5 passes of 300 "
+    "queries): 100k 193-216 us new vs 215-259 old unfiltered, 199-224 vs 453-587 filtered; 1M 237-254 vs "
+    "299-304 unfiltered, 1,546-1,744 vs 5,266-5,420 filtered. The first pass at 1M is the figure below the "
+    "old build: it waits on disk (the exact re-rank's 40 rows and the 10 records of a query) where the old "
+    "build reads RAM. Ingest at 100k over the three rounds (points/s new / old; the query-path work does not "
+    "touch it): 3,502 / 3,446, 3,444 / 3,289, 3,172 / 3,531.",
 ]
 
 

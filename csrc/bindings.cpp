@@ -13,6 +13,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "codec.h"
+#include "exact.h"
 #include "flat.h"
 #include "hnsw.h"
 #include "multivector.h"
@@ -94,6 +95,14 @@ void check_shape(const A& a, size_t rows, size_t cols, const char* what) {
 void check_threads(int threads) {
   TQ_CHECK(threads >= 0 && threads <= kMaxThreads,
            "threads must be in 0..1024 (0: all cores), got " + std::to_string(threads));
+}
+
+// A metric name of exact re-ranking (exact.h).
+tq::ExactMetric exact_metric(const std::string& metric) {
+  if (metric == "ip") return tq::ExactMetric::kIp;
+  if (metric == "cosine") return tq::ExactMetric::kCosine;
+  TQ_CHECK(metric == "l2", "metric must be 'ip', 'cosine' or 'l2', got " + metric);
+  return tq::ExactMetric::kL2;
 }
 
 void check_bits(int bits) { TQ_CHECK(bits >= 1 && bits <= 8, "bits must be in 1..8, got " + std::to_string(bits)); }
@@ -298,6 +307,73 @@ NB_MODULE(_core, m) {
                                   " (file shorter than the rows asked for)");
       },
       "fd"_a, arr("rows"), arr("out"));
+
+  // A filter over slots from a boolean mask over ids (scorer.h); returns the allowed count.
+  m.def(
+      "bitset_from_mask",
+      [](const In<int64_t, Vec>& ids, const In<uint8_t, Vec>& mask, Out<uint64_t, Vec>& words) {
+        const size_t n = ids.shape(0);
+        TQ_CHECK(words.shape(0) >= (n + 63) / 64, "words holds " + str(words.shape(0)) + " words, expected at least " +
+                                                      str((n + 63) / 64));
+        nb::gil_scoped_release unlocked;
+        return tq::bitset_from_mask(ids.data(), n, mask.data(), mask.shape(0), words.data());
+      },
+      arr("ids"), arr("mask"), arr("words"));
+
+  // Exact re-ranking on original vectors (exact.h): the scores of rows against one query, and the best
+  // `top` of each query's candidate rows read from a file of fixed-width rows (GIL released).
+  m.def(
+      "exact_scores",
+      [](const std::string& metric, const In<float, Vec>& query, const In<float>& rows, Out<float, Vec>& out) {
+        check_cols(rows.shape(1), query.shape(0), "rows");
+        check_rows(out.shape(0), rows.shape(0), "out");
+        const tq::ExactMetric m = exact_metric(metric);
+        nb::gil_scoped_release unlocked;
+        tq::exact_scores(*tq::default_kernels(), m, query.data(), rows.data(), rows.shape(0),
+                         query.shape(0), out.data());
+      },
+      "metric"_a, arr("query"), arr("rows"), arr("out"));
+  m.def(
+      "exact_top_file",
+      [](int fd, const std::string& format, const std::string& metric, const In<float>& queries,
+         const In<int64_t>& cands, Out<float>& scores, Out<int64_t>& ids) {
+        const size_t nq = queries.shape(0), top = scores.shape(1);
+        TQ_CHECK(format == "float32" || format == "float16", "format must be 'float32' or 'float16', got " + format);
+        check_rows(cands.shape(0), nq, "cands");
+        check_rows(scores.shape(0), nq, "scores");
+        check_shape(ids, nq, top, "ids");
+        const auto kind = format == "float32" ? tq::RowFormat::kFloat32 : tq::RowFormat::kFloat16;
+        const tq::ExactMetric m = exact_metric(metric);
+        int64_t failed;
+        {
+          nb::gil_scoped_release unlocked;
+          failed = tq::exact_top_file(*tq::default_kernels(), m, fd, kind, queries.data(), nq,
+                                      queries.shape(1), cands.data(), cands.shape(1), top, scores.data(), ids.data());
+        }
+        TQ_CHECK(failed < 0,
+                 "could not read row " + std::to_string(failed) + " (file shorter than the rows asked for)");
+      },
+      "fd"_a, "format"_a, "metric"_a, arr("queries"), arr("cands"), arr("scores"), arr("ids"));
+
+  // Reads byte ranges of a file into out as '[' r0 ',' r1 ... ']' (tq::read_joined) without the GIL: a
+  // collection's records, one JSON text to parse.
+  m.def(
+      "pread_joined",
+      [](int fd, const In<uint64_t, Vec>& offsets, const In<uint32_t, Vec>& lengths, Out<uint8_t, Vec>& out) {
+        const size_t n = offsets.shape(0);
+        check_rows(lengths.shape(0), n, "lengths");
+        TQ_CHECK(n >= 1, "pread_joined needs at least one range");
+        size_t want = n + 1;
+        for (size_t i = 0; i < n; ++i) want += lengths.data()[i];
+        check_rows(out.shape(0), want, "out");
+        size_t failed;
+        {
+          nb::gil_scoped_release unlocked;
+          failed = tq::read_joined(fd, offsets.data(), lengths.data(), n, out.data());
+        }
+        TQ_CHECK(failed == n, "could not read range " + str(failed) + " (file shorter than the ranges asked for)");
+      },
+      "fd"_a, arr("offsets"), arr("lengths"), arr("out"));
 
   nb::class_<tq::FlatStore>(m, "FlatStore")
       .def(

@@ -16,8 +16,15 @@ namespace tq {
 // Polled by the calling thread between chunks; returns true when the call should stop (Ctrl-C).
 using InterruptCheck = std::function<bool()>;
 
+// The machine's core count, read once: glibc's hardware_concurrency() reads /sys on every call (~5 us,
+// more than a one-query search's own work).
+inline int all_cores() {
+  static const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  return cores;
+}
+
 inline int resolve_threads(int threads, size_t n, size_t chunk) {
-  int t = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  const int t = threads > 0 ? threads : all_cores();
   const size_t chunks = (n + chunk - 1) / std::max<size_t>(chunk, 1);
   return int(std::max<size_t>(1, std::min<size_t>(size_t(t), chunks)));
 }

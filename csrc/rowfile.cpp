@@ -52,4 +52,21 @@ size_t read_rows(int fd, const int64_t* rows, size_t n, size_t width, uint8_t* o
   return n;
 }
 
+size_t read_joined(int fd, const uint64_t* offsets, const uint32_t* lengths, size_t n, uint8_t* out) {
+  std::vector<size_t> pos(n), cold;
+  size_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    out[at++] = i ? ',' : '[';
+    pos[i] = at;
+    if (!read_cached(fd, out + at, lengths[i], off_t(offsets[i]))) cold.push_back(i);
+    at += lengths[i];
+  }
+  out[at] = ']';
+  if (cold.size() > 1)
+    for (size_t i : cold) ::posix_fadvise(fd, off_t(offsets[i]), off_t(lengths[i]), POSIX_FADV_WILLNEED);
+  for (size_t i : cold)
+    if (!read_fully(fd, out + pos[i], lengths[i], off_t(offsets[i]))) return i;
+  return n;
+}
+
 }  // namespace tq

@@ -91,7 +91,12 @@ def _random_where(rng: np.random.Generator, depth: int = 0) -> dict:
     if op in ("$in", "$nin"):
         return {field: {op: [_random_operand(rng, field) for _ in range(int(rng.integers(0, 4)))]}}
     if op.startswith(("$gt", "$lt")):
-        return {field: {op: float(rng.uniform(-6, 11)) if rng.random() < 0.5 else int(rng.integers(-1, 11))}}
+        def bound() -> float | int:
+            return float(rng.uniform(-6, 11)) if rng.random() < 0.5 else int(rng.integers(-1, 11))
+        ops = {op: bound()}
+        if rng.random() < 0.5:  # more operators on the field: its bounds are taken as one interval
+            ops[str(rng.choice(["$gt", "$gte", "$lt", "$lte", "$ne"]))] = bound()
+        return {field: ops}
     return {field: {op: _random_operand(rng, field)}}
 
 

@@ -191,3 +191,33 @@ def test_pread_rows_reads_rows_out_of_the_page_cache(tmp_path):
             np.testing.assert_array_equal(out, data[rows])
     finally:
         os.close(fd)
+
+
+def test_pread_joined_reads_records_as_one_json_array(tmp_path):
+    """The native record reader: byte ranges joined as '[r0,r1,...]', cold (evicted) or cached, and clear
+    errors for a short file or a wrongly sized buffer."""
+    from tqsearch import _core
+
+    records = [b'["a",{"k":1},null]', b'["bb",{},"doc"]', b"[\"c\",{\"x\":[1,2]},\"\xc3\xa9\"]"]
+    path = tmp_path / "records.dat"
+    with path.open("wb") as f:  # durable, so that DONTNEED below can evict its pages
+        f.write(b"garbage" + b"".join(records))
+        f.flush()
+        os.fsync(f.fileno())
+    starts = np.cumsum([7] + [len(r) for r in records])[:-1].astype(np.uint64)
+    lengths = np.array([len(r) for r in records], dtype=np.uint32)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        order = np.array([2, 0, 1])
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        for _ in range(2):  # cold, then cached
+            text = bytearray(int(lengths.sum()) + len(order) + 1)
+            _core.pread_joined(fd, starts[order], lengths[order], text)
+            assert bytes(text) == b"[" + b",".join(records[i] for i in order) + b"]"
+        with pytest.raises(ValueError, match="could not read range 1"):
+            _core.pread_joined(fd, np.array([0, 10_000], dtype=np.uint64), np.array([3, 3], dtype=np.uint32),
+                               bytearray(9))
+        with pytest.raises(ValueError, match="out has 5 rows"):
+            _core.pread_joined(fd, starts[:1], lengths[:1], bytearray(5))
+    finally:
+        os.close(fd)

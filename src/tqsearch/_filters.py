@@ -142,8 +142,12 @@ class PayloadIndex:
         if not cond:
             raise InvalidArgumentError(f"field {key!r}: empty operator dict")
         mask = live.copy()
+        ranges = {op: operand for op, operand in cond.items() if op in _RANGES}
         for op, operand in cond.items():
-            mask &= self._field(key, op, operand, live)
+            if op not in _RANGES:
+                mask &= self._field(key, op, operand, live)
+        if ranges:  # one interval of the sorted values: {"$gte": a, "$lt": b} marks only the ids between
+            mask &= self._range(key, ranges, len(live))
         return mask
 
     def _field(self, field: str, op: object, operand: object, live: np.ndarray) -> np.ndarray:
@@ -153,8 +157,6 @@ class PayloadIndex:
             if not isinstance(operand, (list, tuple)):
                 raise InvalidTypeError(f"field {field!r}: {op} takes a list, got {type(operand).__name__}")
             hit = self._equal(field, [_scalar(v, field, op) for v in operand], len(live))
-        elif op in _RANGES:
-            hit = self._range(field, op, operand, len(live))
         else:
             raise InvalidArgumentError(f"unknown filter operator {op!r} (on field {field!r})")
         return live & ~hit if op in ("$ne", "$nin") else hit & live
@@ -176,15 +178,20 @@ class PayloadIndex:
             self._arrays[(field, tag, val)] = ids
         return ids
 
-    def _range(self, field: str, op: str, operand: object, size: int) -> np.ndarray:
-        if isinstance(operand, bool) or not isinstance(operand, (int, float)) or math.isnan(operand):
-            raise InvalidTypeError(f"field {field!r}: {op} takes a number, got {operand!r}")
+    def _range(self, field: str, bounds: dict[str, object], size: int) -> np.ndarray:
+        """The mask of ids whose numeric `field` satisfies every bound ({"$gte": 0.5, "$lt": 0.51}, ...)."""
         values, ids = self._numeric(field)
-        low_side, high_side = _RANGES[op]
-        start = np.searchsorted(values, operand, side=low_side) if low_side else 0
-        stop = np.searchsorted(values, operand, side=high_side) if high_side else len(values)
+        start, stop = 0, len(values)
+        for op, operand in bounds.items():
+            if isinstance(operand, bool) or not isinstance(operand, (int, float)) or math.isnan(operand):
+                raise InvalidTypeError(f"field {field!r}: {op} takes a number, got {operand!r}")
+            low_side, high_side = _RANGES[op]
+            if low_side:
+                start = max(start, int(np.searchsorted(values, operand, side=low_side)))
+            else:
+                stop = min(stop, int(np.searchsorted(values, operand, side=high_side)))
         mask = np.zeros(size, dtype=bool)
-        mask[ids[start:stop]] = True
+        mask[ids[start:max(start, stop)]] = True
         return mask
 
     def _numeric(self, field: str) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from ._idmap import IdMap
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import ConflictError, FileFormatError
-from .params import SearchParams, search_params
+from .params import DEFAULT_PARAMS, SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE, centre_of
 
 METRICS = ("ip", "cosine", "l2")
@@ -192,16 +192,27 @@ class CodeIndex:
         model = self.relevance_model
         if wants and not isinstance(model, relevance.RelevanceModel):
             raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
-        tail = model.tail if wants else 0
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")
+        t = self.threads if threads is None else as_threads(threads)
+        scores, found, tail_scores = self.search_checked(q, as_int(k, "k"), filter, p, t, model.tail if wants else 0)
+        if not wants:
+            return scores, found
+        model_q = normalized(q) if self.metric == "cosine" and model.query_weights is not None else q
+        scores, found, rel = model.filter(scores, found, tail_scores, model_q, threshold)
+        return (scores, found, rel) if return_relevance else (scores, found)
+
+    def search_checked(self, q: np.ndarray, k: int, filter: object = None, params: SearchParams = DEFAULT_PARAMS,
+                       threads: int | None = None, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`search` for callers whose arguments are checked already (a collection's query): q finite float32
+        (nq, dim), k >= 1, threads None (the index's) or >= 0. Returns scores and ids as `search` does, and each
+        query's best `tail` code scores (the scale relevance reads)."""
+        threads = self.threads if threads is None else threads
         if self.metric == "cosine":
             q = normalized(q)
-        t = self.threads if threads is None else as_threads(threads)
-        k = as_int(k, "k")
-        factor = self._rescore(p.rescore)
+        factor = self._rescore(params.rescore)
         with self._lock.read():
-            rotated = self._codec.rotation.forward(q - self._centre(), t)
+            rotated = self._codec.rotation.forward(q - self._centre(), threads)
             k = min(k, len(self))
             allowed = self._allowed(filter)
             n_allowed = len(self) if allowed is None else allowed[1]
@@ -210,19 +221,14 @@ class CodeIndex:
             scores = np.full((len(q), width), -np.inf, dtype=np.float32)
             slots = np.full((len(q), width), -1, dtype=np.int64)
             if width:
-                self._native_search(rotated, width, allowed, scores, slots, t, p)
+                self._native_search(rotated, width, allowed, scores, slots, threads, params)
             scores += self._query_constant(q)[:, None]
             tail_scores = scores[:, :tail]
             scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
-            found = np.full_like(slots, -1)
-            found[slots >= 0] = self._ids[slots[slots >= 0]]
+            found = np.where(slots >= 0, self._ids[slots], -1)  # slot -1 reads the last id, then replaced
         if self.metric == "cosine":
-            scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores)
-        scores, found = _pad(scores, k, -np.inf), _pad(found, k, -1)
-        if not wants:
-            return scores, found
-        scores, found, rel = model.filter(scores, found, tail_scores, q, threshold)
-        return (scores, found, rel) if return_relevance else (scores, found)
+            scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores) if tail else tail_scores
+        return _pad(scores, k, -np.inf), _pad(found, k, -1), tail_scores
 
     # ------------------------------------------------------------------ persistence
 
@@ -391,10 +397,9 @@ class CodeIndex:
         if f.dtype == bool:
             if f.ndim != 1:
                 raise ValueError(f"a boolean filter must be 1-D (indexed by id), got shape {f.shape}")
-            ok = np.zeros(len(stored), dtype=bool)
-            inside = (stored >= 0) & (stored < len(f))
-            ok[inside] = f[stored[inside]]
-        elif f.dtype.kind in "iu" or f.size == 0:
+            words = np.zeros((len(stored) + 63) // 64 + 1, dtype=np.uint64)  # a spare word, as below
+            return words, _core.bitset_from_mask(stored, np.ascontiguousarray(f).view(np.uint8), words)
+        if f.dtype.kind in "iu" or f.size == 0:
             if f.ndim != 1:
                 raise ValueError(f"an id filter must be 1-D, got shape {f.shape}")
             ok = np.isin(stored, f.astype(np.int64)) & (stored >= 0)
@@ -477,14 +482,13 @@ def exact_top(q: np.ndarray, ids: np.ndarray, vectors_of: Callable[[np.ndarray],
     return top_k(np.where(ids >= 0, exact, -np.inf).astype(np.float32), ids, k)
 
 
-def exact_top_by_metric(q: np.ndarray, ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray], k: int,
-                        metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """exact_top with `metric`'s scores on stored (unnormalised) vectors: cosine normalises the queries and
-    the gathered rows and clamps to [-1, 1]; a collection and each shard of a sharded one re-rank so."""
-    if metric != "cosine":
-        return exact_top(q, ids, vectors_of, k, l2=metric == "l2")
-    scores, top = exact_top(normalized(q), ids, lambda rows: normalized(vectors_of(rows)), k, l2=False)
-    return clamp_cosine(scores), top
+def exact_scores(q: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarray:
+    """Exact `metric` scores (float32) of one query (dim,) against rows (n, dim), computed as a collection
+    re-ranks (csrc/exact.h: the same float32 sums), so a shard's exact scores equal a collection's bit for bit."""
+    out = np.empty(len(rows), dtype=np.float32)
+    _core.exact_scores(metric, np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.float32),
+                       out)
+    return out
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -527,8 +531,9 @@ def _stored_mean(arrays: dict[str, np.ndarray], dim: int, n: int) -> np.ndarray 
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
+    """Rows divided by their norms (zero rows kept), float32: np.linalg.norm's arithmetic, without its overhead."""
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
+    return (x / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
 
 
 def grow(arr: np.ndarray, size: int, fill: int = 0, exact: bool = False) -> np.ndarray:

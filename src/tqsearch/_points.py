@@ -2,7 +2,8 @@
 
 In memory, per internal id (iid): a live flag, the 64-bit hash of the string id (looked up through an
 IdMap), and where its record lies in the records file (offset, length): 21 bytes. On disk:
-    records.<a>.dat   append-only JSON records [id, metadata, document], read with pread on demand
+    records.<a>.dat   append-only JSON records [id, metadata, document], read with pread on demand (a
+                      query's records in one native call, as one JSON array)
     vectors.dat       the original vectors by iid (float32 or float16 rows, or no file), read with pread (one
                       call per run of consecutive rows) and written with pwrite. Not memory-mapped: a map's
                       page faults pull in 64 KB around every row a query re-ranks (~0.9 ms a query on a
@@ -131,20 +132,31 @@ class PointStore:
         """[id, metadata, document] of each iid (live ones), read from the records file."""
         if not iids:
             return []
-        raws = [os.pread(self._records, int(length), int(offset))
-                for offset, length in zip(self._offset[iids].tolist(), self._length[iids].tolist())]
-        return json.loads(b"[" + b",".join(raws) + b"]")  # one parse for the batch
+        lengths = self._length[iids]
+        text = bytearray(int(lengths.sum()) + len(iids) + 1)
+        # one native call reads them as one JSON array (records on disk are read at once, not one by one)
+        _core.pread_joined(self._records, self._offset[iids], lengths, text)
+        return json.loads(text)  # one parse for the batch
 
     def vectors(self, iids: np.ndarray) -> np.ndarray:
         """The stored vectors of the given iids as float32 (n, dim); InvalidArgumentError when none are kept."""
-        if self.kind is None:
-            raise InvalidArgumentError("this collection keeps no vectors (created with vectors=None): "
-                                       "include 'vectors' and rescore need vectors='float32' or 'float16'")
+        self._check_kept()
         rows = np.asarray(iids, dtype=np.int64)
         wanted, where = np.unique(rows.ravel(), return_inverse=True)
         got = np.empty((len(wanted), self._row_bytes), dtype=np.uint8)
         _core.pread_rows(self._vectors_fd, wanted, got)  # one pread per run of consecutive rows, GIL released
         return got.view(self.kind)[where].astype(np.float32).reshape(*rows.shape, self.dim)
+
+    def exact_top(self, q: np.ndarray, cands: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """The best k of each query's candidate iids (nq, c; -1 padding) by exact `metric` scores on the stored
+        vectors: (scores float32, iids int64), (nq, min(k, c)), best first, ties to the smaller iid, -inf / -1
+        padded. One native call (csrc/exact.h): the rows are read once each, the GIL released."""
+        self._check_kept()
+        k = min(k, cands.shape[1])
+        scores, top = np.empty((len(q), k), dtype=np.float32), np.empty((len(q), k), dtype=np.int64)
+        _core.exact_top_file(self._vectors_fd, self.kind, metric, q, np.ascontiguousarray(cands, dtype=np.int64),
+                             scores, top)
+        return scores, top
 
     def nbytes(self) -> int:
         """Bytes held in memory (arrays at capacity and the id map); the files are not counted."""
@@ -209,6 +221,11 @@ class PointStore:
             os.close(self._vectors_fd)
 
     # ------------------------------------------------------------------ internals
+
+    def _check_kept(self) -> None:
+        if self.kind is None:
+            raise InvalidArgumentError("this collection keeps no vectors (created with vectors=None): "
+                                       "include 'vectors' and rescore need vectors='float32' or 'float16'")
 
     def _room(self, size: int) -> None:
         """Make room for iids below `size` (arrays grow by doubling, the vectors file by a quarter)."""

@@ -18,11 +18,12 @@ def as_matrix(x: object, dim: int, name: str = "vectors", finite: bool = True) -
         raise ValueError(f"{name} must be 2-D with shape (n, {dim}), got shape {arr.shape}")
     if arr.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} columns (the index dimension), got {arr.shape[1]}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported just below
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:  # else used as is (the errstate costs ~1 us)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported just below
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
     if finite:
-        check_finite(out, name)
-    return out
+        check_finite(arr, name)
+    return arr
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:

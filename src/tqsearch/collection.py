@@ -27,7 +27,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _format, _kinds, _validate, _wal, relevance
 from ._filters import PayloadIndex
-from ._index import CodeIndex, exact_top_by_metric, normalized
+from ._index import CodeIndex, normalized
 from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
 from ._rwlock import ReadWriteLock
 from ._validate import bad_row
@@ -258,14 +258,12 @@ class Collection:
             k = as_int(k, "k")
             rescore = self._rescore(rescore)
             fields = _as_include(include)
-            live = self._points.live[: self._points.size]
-            allowed = None if where is None else self._payload.evaluate(where, live)
-            n_allowed = self._points.count() if allowed is None else int(allowed.sum())
+            allowed = None if where is None else self._payload.evaluate(where, self._points.live[: self._points.size])
+            n_allowed = self._points.count() if allowed is None else int(np.count_nonzero(allowed))
             wanted = max(1, min(k * max(rescore, 1), n_allowed))  # never more than can match
             p = None if min_relevance is None else as_min_relevance(min_relevance)
             tail = 0 if p is None else self._relevance.tail
-            scores, found = self._index.search(q, max(wanted, tail), filter=allowed)
-            tail_scores = scores[:, :tail]  # the query's scale, from the index's own scores
+            scores, found, tail_scores = self._index.search_checked(q, max(wanted, tail), allowed, tail=tail)
             if rescore:
                 scores, found = self._exact_top(q, found[:, :wanted], k)
             scores, found, rel = scores[:, :k], found[:, :k], None
@@ -438,7 +436,7 @@ class Collection:
 
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""
-        return exact_top_by_metric(q, found, self._points.vectors, k, self.settings["metric"])
+        return self._points.exact_top(q, found, k, self.settings["metric"])
 
     def _check_open(self) -> None:
         if self._log is None:
@@ -588,17 +586,28 @@ def _lock(root: Path) -> int:
 
 # ---------------------------------------------------------------------- validation
 
-@contextlib.contextmanager
-def _callers_input() -> Iterator[None]:
-    """Re-raise ValueError/TypeError from checking the caller's input as InvalidArgumentError/InvalidTypeError."""
-    try:
-        yield
-    except TQSearchError:
-        raise
-    except TypeError as e:
-        raise InvalidTypeError(str(e)) from e
-    except ValueError as e:
-        raise InvalidArgumentError(str(e)) from e
+class _CallersInput(contextlib.ContextDecorator):
+    """Re-raise ValueError/TypeError from checking the caller's input as InvalidArgumentError/InvalidTypeError.
+
+    A class rather than a generator: as a decorator it wraps every query's checks, and re-entering a
+    generator-based context manager costs a few microseconds each time."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        if kind is None or issubclass(kind, TQSearchError):
+            return False
+        if issubclass(kind, TypeError):
+            raise InvalidTypeError(str(error)) from error
+        if issubclass(kind, ValueError):
+            raise InvalidArgumentError(str(error)) from error
+        return False
+
+
+def _callers_input() -> _CallersInput:
+    """A context (or decorator) turning the builtin errors of input checks into typed ones (_CallersInput)."""
+    return _CallersInput()
 
 
 # the shared checks (_validate), raising typed errors: here the values they check are always the caller's

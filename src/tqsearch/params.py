@@ -33,6 +33,9 @@ class SearchParams:
             raise TypeError(f"exhaustive must be a bool, got {type(self.exhaustive).__name__}")
 
 
+DEFAULT_PARAMS = SearchParams()
+
+
 def search_params(params: SearchParams | None, *, rerank_factor: int | None = None,
                   **overrides: int | bool | None) -> SearchParams:
     """`params` (default SearchParams()) with the keyword overrides that are not None applied.
@@ -40,7 +43,7 @@ def search_params(params: SearchParams | None, *, rerank_factor: int | None = No
     rerank_factor is the old name of rescore: still accepted, with a DeprecationWarning.
     """
     if params is None:
-        params = SearchParams()
+        params = DEFAULT_PARAMS
     elif not isinstance(params, SearchParams):
         raise TypeError(f"params must be a SearchParams, got {type(params).__name__}")
     if rerank_factor is not None:

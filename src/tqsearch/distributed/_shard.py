@@ -19,7 +19,7 @@ import numpy as np
 from ..collection import SETTINGS, open_collection
 from ..ingest import read_batches
 from ._routing import shard_of
-from .._index import exact_top_by_metric
+from .._index import exact_scores
 from ..errors import TQSearchError
 
 __all__ = ["ShardReplica", "StaleReplicaError"]
@@ -143,12 +143,7 @@ class ShardReplica:
         """Exact scores of one query against rows, computed as `Collection` re-ranks (same float32 sums)."""
         if not len(vectors):
             return np.empty(0, dtype=np.float32)
-        q = np.asarray(q, dtype=np.float32)[None, :]
-        rows = np.arange(len(vectors), dtype=np.int64)[None, :]
-        scores, order = exact_top_by_metric(q, rows, lambda r: vectors[r], len(vectors), self.metric)
-        out = np.empty(len(vectors), dtype=np.float32)
-        out[order[0]] = scores[0]
-        return out
+        return exact_scores(q, vectors, self.metric)
 
     def _check_current(self) -> None:
         if self.stale:
