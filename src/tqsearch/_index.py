@@ -212,14 +212,14 @@ class CodeIndex:
             q = normalized(q)
         factor = self._rescore(params.rescore)
         with self._lock.read():
-            rotated = self._codec.rotation.forward(q - self._centre(), threads)
+            rotated = self._codec.rotation.forward_checked(q - self._centre(), threads)
             k = min(k, len(self))
             allowed = self._allowed(filter)
             n_allowed = len(self) if allowed is None else allowed[1]
             wanted = min(k * max(factor, 1), n_allowed)
             width = min(max(wanted, tail), n_allowed)  # the tail rides along in the same scan
-            scores = np.full((len(q), width), -np.inf, dtype=np.float32)
-            slots = np.full((len(q), width), -1, dtype=np.int64)
+            scores = np.empty((len(q), width), dtype=np.float32)  # the native search writes every cell
+            slots = np.empty((len(q), width), dtype=np.int64)
             if width:
                 self._native_search(rotated, width, allowed, scores, slots, threads, params)
             scores += self._query_constant(q)[:, None]

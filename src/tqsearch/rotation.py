@@ -43,10 +43,17 @@ class Rotation:
         """The (dim, dim) float32 matrix R, so that forward(x) == x @ R.T."""
         return self.forward(np.eye(self.dim, dtype=np.float32)).T.copy()
 
+    def forward_checked(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """`forward` of an array checked already (finite, float32, C-contiguous (n, dim)), threads >= 0: an
+        index's query path, which must not scan the queries twice."""
+        return self._rotate(x, False, threads)
+
     def _apply(self, x: object, inverse: bool, threads: int | None) -> np.ndarray:
-        arr = as_matrix(x, self.dim, "x")
-        out = np.empty_like(arr)
-        _core.rotate(self.native, arr, inverse, out, as_threads(threads))
+        return self._rotate(as_matrix(x, self.dim, "x"), inverse, as_threads(threads))
+
+    def _rotate(self, x: np.ndarray, inverse: bool, threads: int) -> np.ndarray:
+        out = np.empty_like(x)
+        _core.rotate(self.native, x, inverse, out, threads)
         return out
 
     def __repr__(self) -> str:
