@@ -675,18 +675,34 @@ NOTES = [
     "documents returned, default rescore=4 (exact re-ranking of 40 candidates on the stored float32 vectors).",
     "- Our 4-bit HNSW rows rank by the codes alone (no rerank tier), so their recall is bounded by the 4-bit "
     "flat scan's (0.94-0.96 here); FAISS HNSW32,SQ8, IndexHNSWFlat and hnswlib keep 8- or 32-bit vectors.",
+    "- The 1M Collection rounds on the quiet machine, QPS new / old (first pass; second pass; 1%-filtered; "
+    "reopen s): 1,473 / 3,088; 4,062 / 3,101; 601 / 180; 0.65 / 17.45 and 1,343 / 2,899; 3,433 / 3,024; 379 / 174; "
+    "0.67 / 13.06 (two earlier rounds, with a readahead of both files at open that was then dropped: 1,375 / "
+    "2,888; 3,621 / 2,842; 451 / 167 and 1,385 / 3,017; 3,636 / 3,040; 554 / 175). The first pass is the one "
+    "figure below the old build: timed one by one on the evicted collection, a query takes 0.8 ms through "
+    "400 distinct queries (0.33 ms with the files in the page cache, 0.39 ms evicted with rescore=0), so the "
+    "40 re-rank rows read from disk cost ~0.45 ms a query until the page cache holds them. Asking the kernel "
+    "to read both files ahead at open (WILLNEED) left the first pass where it was, so that was not kept. The "
+    "old build reads everything during its 13-19 s reopen; from the open, 300 answers take ~0.9 s new "
+    "against ~14-20 s old.",
     "- 10,000,000 points (ours alone, the issue's optional row; 2026-11-27, the data a 15.4 GB float32 file "
     "memory-mapped): the FlatIndex holds 221 B/point by the OS (2.2 GB; memory_usage agrees), reopens in 3.6 s "
     "with its codes memory-mapped, and scans 2.2 GB per query on one core. Its recall@10 (0.830) is below the "
     "1M row's because every base row now has ~86 noisy copies and the exact top-10 are mostly near-copies of "
-    "one or two base rows, which 4-bit codes order less well among themselves.",
+    "one or two base rows, which 4-bit codes order less well among themselves. The HNSWIndex (M=16, "
+    "ef_construction=200) holds 368 B/point after its build and 364 after reopen (memory_usage 368 / 363), "
+    "reopens in 4.1 s and answers 3,860 QPS on one core at ef=128 with recall@10 0.772 (of the codes' 0.830); "
+    "its build took 3,938 s because it ran at the lowest priority beside other jobs for most of its time.",
     "- FAISS HNSW indexes use FAISS's default efConstruction=40 (ours, hnswlib and usearch build with 200).",
     "- Rows come from different runs (dates in bench/results/scale.json): our FlatIndex/HNSWIndex rows are "
-    "from the final code (centred codes, reserve(N)); the Collection rows (new and old) from the run after "
-    "the query-path work (native exact re-rank, 2026-11-27, load average ~3 on the 2 cores, so the builds "
-    "took 2-3x longer than before); the peers' rows from the run before. The 1M Collection rows ran each "
+    "from the final code (centred codes, reserve(N)); the 100k Collection rows (new and old) from the quiet "
+    "rounds at the end of the session (below), the 1M Collection builds from the run after the query-path "
+    "work (native exact re-rank, 2026-11-27, load average ~3 on the 2 cores, so they took 2-3x longer than "
+    "before); the peers' rows from the run before. The 1M Collection rows ran each "
     "worker phase by hand on kept directories (both builds, then reopen + queries of old and new "
-    "alternately; the table holds the last round): its first pass read vectors.dat and the "
+    "alternately), and their reopen + query phases were run again on a quiet machine at the end of the "
+    "session (load ~0.7, each build's files evicted from the page cache before each phase; the table holds the "
+    "last of these rounds): its first pass read vectors.dat and the "
     "records mostly from disk (`fincore`: 37-88 MB of the 1.6 GB vectors file in the page cache before the "
     "rounds), which the old build, holding everything in RAM, never does. Refresh ours with `python "
     "bench/scale.py --systems flat,hnsw,collection,collection-old` (add `--n 100000` for the small rows), "
@@ -704,7 +720,10 @@ NOTES = [
     "299-304 unfiltered, 1,546-1,744 vs 5,266-5,420 filtered. The first pass at 1M is the figure below the "
     "old build: it waits on disk (the exact re-rank's 40 rows and the 10 records of a query) where the old "
     "build reads RAM. Ingest at 100k over the three rounds (points/s new / old; the query-path work does not "
-    "touch it): 3,502 / 3,446, 3,444 / 3,289, 3,172 / 3,531.",
+    "touch it): 3,502 / 3,446, 3,444 / 3,289, 3,172 / 3,531. Two more 100k rounds of both builds at the end "
+    "of the session on the quiet machine (load < 1; `--n 100000 --systems collection,collection-old`; the "
+    "table holds the second): ingest 6,868 / 7,066 and 7,245 / 7,181 points/s, first pass 4,774 / 3,658 "
+    "QPS in the first, second pass 4,721 / 3,598, 1%-filtered 4,828 / 2,004: ingest is a tie within noise.",
 ]
 
 
