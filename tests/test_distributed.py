@@ -17,6 +17,7 @@ import pytest
 from conftest import run_threads
 
 import tqsearch
+from tqsearch import relevance
 from tqsearch.errors import InvalidArgumentError, NotFoundError
 
 # Read by Ray when it is imported: with it, Ray resolves its own address to 127.0.0.1 (and a cluster of
@@ -107,6 +108,37 @@ def test_answers_equal_one_collection(cluster, tmp_path, shards):
         single.delete(doomed)
         got, want = dc.query(queries, 10), single.query(queries, 10)
         assert [r["ids"] for r in got] == [r["ids"] for r in want]
+    single.close()
+
+
+@pytest.mark.parametrize("shards", [3, 1])
+def test_min_relevance_equals_one_collections(cluster, tmp_path, shards):
+    """min_relevance over shards keeps the hits one Collection keeps, with the same relevance: the default
+    model and a fitted one that reads the query (kept in relevance.json across a reopen)."""
+    data = points(4_000, seed=7)
+    queries = data["vectors"][:12] + 0.3 * np.random.default_rng(8).standard_normal((12, DIM)).astype(np.float32)
+    fitted = relevance.RelevanceModel([-3.0, 20.0, -20.0, 0.0], tail=20,
+                                      query_weights=np.random.default_rng(9).standard_normal(DIM))
+    single = tqsearch.open(tmp_path / "single", dim=DIM, index="flat", metric="cosine")
+    single.upsert(**data)
+    with td.open("rel", tmp_path, dim=DIM, shards=shards, index="flat", metric="cosine") as dc:
+        dc.upsert(**data)
+        for model in (None, fitted):
+            single.set_relevance(model)
+            dc.set_relevance(model)
+            for where, p in ((None, 0.0), (None, 0.5), ({"g": 3}, 0.5), (None, 1.0)):
+                got = dc.query(queries, 10, where=where, min_relevance=p, include=["documents"])
+                want = single.query(queries, 10, where=where, min_relevance=p, include=["documents"])
+                assert [r["ids"] for r in got] == [r["ids"] for r in want]
+                assert [r["documents"] for r in got] == [r["documents"] for r in want]
+                for g, w in zip(got, want):
+                    np.testing.assert_allclose(g["scores"], w["scores"], rtol=0, atol=1e-6)
+                    np.testing.assert_allclose(g["relevance"], w["relevance"], rtol=0, atol=1e-6)
+                assert p < 1 or all(r["ids"] == [] for r in got)
+            kept = sum(len(r["ids"]) for r in dc.query(queries, 10, min_relevance=0.5, include=[]))
+            assert 0 < kept < 10 * len(queries)  # the threshold cuts some hits and keeps others
+    with td.open("rel", tmp_path) as dc:
+        assert dc.relevance_model == fitted
     single.close()
 
 
@@ -285,6 +317,8 @@ def test_serve_ray_answers_through_the_rest_api(cluster, tmp_path, start_server)
     queries = data["vectors"][:4] + 0.1
     got = client.post("/collections/web/query", json={"vectors": queries.tolist(), "k": 5, "where": {"g": 2},
                                                       "include": []}).json()["results"]
+    relevant = client.post("/collections/web/query", json={"vectors": queries.tolist(), "k": 5,
+                                                           "min_relevance": 0.5, "include": []}).json()["results"]
     assert client.get("/collections/web").json()["count"] == 600
     assert client.post("/collections/web/points/get", json={"ids": ["nope"]}).status_code == 404
     assert client.post("/collections", json={"name": "gone", "dim": 4}).status_code == 201
@@ -297,6 +331,10 @@ def test_serve_ray_answers_through_the_rest_api(cluster, tmp_path, start_server)
     single.upsert(data["ids"], data["vectors"], data["metadatas"])
     want = single.query(queries, 5, where={"g": 2}, include=[])
     assert [r["ids"] for r in got] == [r["ids"] for r in want]
+    want = single.query(queries, 5, min_relevance=0.5, include=[])
+    assert [r["ids"] for r in relevant] == [r["ids"] for r in want] and any(r["ids"] for r in want)
+    np.testing.assert_allclose(sum((r["relevance"] for r in relevant), []), sum((r["relevance"] for r in want), []),
+                               atol=1e-6)
     single.close()
     with td.open("web", tmp_path / "served") as dc:  # what the server acknowledged is on disk
         assert (dc.shards, dc.replicas, dc.count()) == (2, 2, 600)

@@ -94,7 +94,7 @@ class Collection:
         self._log: _wal.Log | None = None
         try:
             self._load()
-            self._relevance = _read_relevance(root / RELEVANCE, self.dim)
+            self._relevance = read_relevance(root, self.dim)
         except BaseException:
             if self._log is not None:
                 self._log.close()
@@ -157,19 +157,10 @@ class Collection:
     def set_relevance(self, model: relevance.RelevanceModel | None) -> None:
         """Use `model` (relevance.fit) for min_relevance from now on, kept in relevance.json across reopens;
         None goes back to the unsupervised default."""
-        if model is not None and not isinstance(model, relevance.RelevanceModel):
-            raise InvalidTypeError(f"model must be a RelevanceModel or None, got {type(model).__name__}")
-        if model is not None and (why := _model_dim_error(model, self.dim)):
-            raise InvalidArgumentError(why)
+        check_relevance_model(model, self.dim)
         with self._lock.write():
             self._check_open()
-            path = self.path / RELEVANCE
-            if model is None:
-                path.unlink(missing_ok=True)
-                _format.fsync_dir(self.path)
-            else:
-                _write_json(path, model.to_dict())
-            self._relevance = model or relevance.DEFAULT
+            self._relevance = store_relevance(self.path, model)
 
     @property
     def relevance_model(self) -> relevance.RelevanceModel:
@@ -521,8 +512,29 @@ def _is_center(settings: dict[str, Any]) -> bool:
     return ok and len(center) == settings.get("dim") and bool(np.isfinite(center).all())
 
 
-def _read_relevance(path: Path, dim: int) -> relevance.RelevanceModel:
-    """The relevance model kept in `path` (for queries of `dim`), or the unsupervised default when there is none."""
+def check_relevance_model(model: object, dim: int) -> None:
+    """What set_relevance accepts: a RelevanceModel reading queries of `dim` (if it reads them), or None."""
+    if model is not None and not isinstance(model, relevance.RelevanceModel):
+        raise InvalidTypeError(f"model must be a RelevanceModel or None, got {type(model).__name__}")
+    if model is not None and (why := _model_dim_error(model, dim)):
+        raise InvalidArgumentError(why)
+
+
+def store_relevance(root: Path, model: relevance.RelevanceModel | None) -> relevance.RelevanceModel:
+    """Keep `model` in root/relevance.json (written atomically; None removes it); returns the model in use."""
+    path = root / RELEVANCE
+    if model is None:
+        path.unlink(missing_ok=True)
+        _format.fsync_dir(root)
+    else:
+        _write_json(path, model.to_dict())
+    return model or relevance.DEFAULT
+
+
+def read_relevance(root: Path, dim: int) -> relevance.RelevanceModel:
+    """The relevance model kept in root/relevance.json (for queries of `dim`), or the unsupervised default when
+    there is none."""
+    path = root / RELEVANCE
     if not path.exists():
         return relevance.DEFAULT
     stored = _read_json(path)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["merge"]
+__all__ = ["merge", "tails"]
 
 
 def merge(per_shard: list[list[dict[str, Any]]], nq: int, k: int, width: int,
@@ -46,3 +46,13 @@ def _merge_one(parts: list[dict[str, Any]], k: int, width: int, fields: tuple[st
 def _best(scores: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
     """Positions of the n best (score desc, id asc)."""
     return np.lexsort((ids, -scores))[:n]
+
+
+def tails(per_shard: list[list[dict[str, Any]]], nq: int, tail: int) -> np.ndarray:
+    """Each query's `tail` best code scores over every shard's candidates, (nq, t) float32, best first: the
+    scale a single collection's relevance reads (its best `tail` code scores), when every shard sent at least
+    `tail` candidates; t = min(tail, the fewest candidates a query has)."""
+    rows = [np.sort(np.array([v for shard in per_shard for v in shard[q]["code"]], dtype=np.float32))[::-1]
+            for q in range(nq)]
+    t = min([tail, *(len(r) for r in rows)])
+    return np.array([r[:t] for r in rows], dtype=np.float32).reshape(nq, t)

@@ -22,10 +22,12 @@ from typing import Any, Self
 import numpy as np
 
 from .._index import first_center, normalized
+from .. import relevance
 from ..collection import (Collection, _as_documents, _as_include, _as_metadatas, _as_str_ids, _as_vectors,
-                          _write_json, as_int, as_matrix)
+                          _write_json, as_int, as_matrix, as_min_relevance, check_relevance_model, read_relevance,
+                          store_relevance)
 from ..errors import ClosedError, NotFoundError, TQSearchError
-from ._merge import merge
+from ._merge import merge, tails
 from ._routing import partition
 from ._settings import SETTINGS
 from ._shard import ShardReplica, StaleReplicaError
@@ -59,6 +61,7 @@ class DistributedCollection:
         self._stored = settings  # distributed.json
         self.dim, self.vectors = int(self.settings["dim"]), self.settings["vectors"]
         self.shards, self.replicas = int(settings["shards"]), int(settings["replicas"])
+        self._relevance = read_relevance(home, self.dim)
         self._actors = [[self._start(s, r, existed) for r in range(self.replicas)] for s in range(self.shards)]
         self._next = [0] * self.shards
         self._failed_at = np.full((self.shards, self.replicas), -np.inf)
@@ -185,25 +188,31 @@ class DistributedCollection:
 
     def query(self, queries: object, k: int, where: dict | None = None,
               include: Sequence[str] = ("metadatas", "documents"), rescore: int | None = None,
-              allow_partial: bool = False) -> list[dict[str, Any]]:
+              min_relevance: float | None = None, allow_partial: bool = False) -> list[dict[str, Any]]:
         """As Collection.query, over every shard: equal to one Collection holding the same points when the
         index is exhaustive ("flat"); HNSW shards each walk their own graph.
 
-        One batched call per shard. allow_partial=True answers from the shards that did (each result then
-        has "missing_shards": the shards not searched); otherwise ShardUnavailableError names the shard.
+        One batched call per shard. min_relevance: as Collection.query, with this collection's
+        `relevance_model` and each query's code-score tail taken over every shard. allow_partial=True answers
+        from the shards that did (each result then has "missing_shards": the shards not searched); otherwise
+        ShardUnavailableError names the shard.
         """
         self._check_open()
         q = as_matrix(queries, self.dim, "queries")
         k, fields, rescore = as_int(k, "k"), _as_include(include), self._rescore(rescore)
-        width = k * max(rescore, 1)
-        if self.shards == 1:  # one shard's own answer is the answer: no candidates to merge
+        p = None if min_relevance is None else as_min_relevance(min_relevance)
+        width, tail = k * max(rescore, 1), 0 if p is None else self._relevance.tail
+        if self.shards == 1 and p is None:  # one shard's own answer is the answer: no candidates to merge
             got, missing = self._scatter("query", {0: ((q, k, where, fields, rescore),)}, allow_partial)
             results = got[0] if got else merge([], len(q), k, width, fields)
         else:
             arg = self._ray.put(q) if q.nbytes > INLINE_BYTES else q  # small ones travel inside the call
-            got, missing = self._scatter("candidates", {s: (arg, width, where, fields, rescore > 0)
+            got, missing = self._scatter("candidates", {s: (arg, max(width, tail), where, fields, rescore > 0)
                                                         for s in range(self.shards)}, allow_partial)
-            results = merge([got[s] for s in sorted(got)], len(q), k, width, fields)
+            parts = [got[s] for s in sorted(got)]
+            results = merge(parts, len(q), k, width, fields)
+            if p is not None:
+                self._keep_relevant(results, tails(parts, len(q), tail), q, p)
         if allow_partial:
             for result in results:
                 result["missing_shards"] = missing
@@ -218,9 +227,33 @@ class DistributedCollection:
         return (f"DistributedCollection({self.name!r}, shards={self.shards}, replicas={self.replicas}, "
                 f"dim={self.dim}, bits={s['bits']}, metric={s['metric']!r}, index={s['index']!r})")
 
+    @property
+    def relevance_model(self) -> relevance.RelevanceModel:
+        """The model min_relevance reads: the one set, or the unsupervised default."""
+        return self._relevance
+
+    def set_relevance(self, model: relevance.RelevanceModel | None) -> None:
+        """As Collection.set_relevance, kept in this collection's relevance.json beside distributed.json."""
+        check_relevance_model(model, self.dim)
+        self._check_open()
+        self._relevance = store_relevance(self.path, model)
+
     _rescore = Collection._rescore  # the same default (4 when vectors are kept) and checks; reads self.vectors
+    _model_queries = Collection._model_queries  # the queries as the relevance model reads them
 
     # ------------------------------------------------------------------ internals
+
+    def _keep_relevant(self, results: list[dict[str, Any]], tail: np.ndarray, q: np.ndarray, p: float) -> None:
+        """Cut each merged result to its hits with relevance >= p and add their "relevance", in place."""
+        scores = np.full((len(results), max([1, *(len(r["ids"]) for r in results)])), -np.inf, dtype=np.float32)
+        for i, r in enumerate(results):
+            scores[i, : len(r["scores"])] = r["scores"]
+        scores, _, rel = self._relevance.filter(scores, None, tail, self._model_queries(q), p)
+        for i, r in enumerate(results):
+            n = int(np.isfinite(scores[i]).sum())  # what is kept is a prefix of each row
+            for field, value in r.items():
+                r[field] = value[:n]
+            r["relevance"] = rel[i, :n].tolist()
 
     def _start(self, shard: int, replica: int, existed: bool) -> Any:
         """The actor of one replica (an existing one of that name is reused), placed on its node when it
