@@ -198,8 +198,7 @@ class CodeIndex:
         scores, found, tail_scores = self.search_checked(q, as_int(k, "k"), filter, p, t, model.tail if wants else 0)
         if not wants:
             return scores, found
-        model_q = normalized(q) if self.metric == "cosine" and model.query_weights is not None else q
-        scores, found, rel = model.filter(scores, found, tail_scores, model_q, threshold)
+        scores, found, rel = model.filter(scores, found, tail_scores, model_queries(model, q, self.metric), threshold)
         return (scores, found, rel) if return_relevance else (scores, found)
 
     def search_checked(self, q: np.ndarray, k: int, filter: object = None, params: SearchParams = DEFAULT_PARAMS,
@@ -528,6 +527,14 @@ def _stored_mean(arrays: dict[str, np.ndarray], dim: int, n: int) -> np.ndarray 
     if mean.shape != (dim,) or not np.isfinite(mean).all():
         raise ValueError(f"mean has shape {mean.shape} or is not finite")
     return mean
+
+
+def model_queries(model: relevance.RelevanceModel, q: np.ndarray, metric: str) -> np.ndarray | None:
+    """The queries as a relevance model reads them (normalised for cosine, as indexes score them), or None
+    when it reads none."""
+    if model.query_weights is None:
+        return None
+    return normalized(q) if metric == "cosine" else q
 
 
 def normalized(x: np.ndarray) -> np.ndarray:

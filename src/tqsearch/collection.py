@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _format, _kinds, _validate, _wal, relevance
 from ._filters import PayloadIndex
-from ._index import CodeIndex, normalized
+from ._index import CodeIndex, model_queries
 from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
 from ._rwlock import ReadWriteLock
 from ._validate import bad_row
@@ -259,7 +259,8 @@ class Collection:
                 scores, found = self._exact_top(q, found[:, :wanted], k)
             scores, found, rel = scores[:, :k], found[:, :k], None
             if p is not None:
-                scores, found, rel = self._relevance.filter(scores, found, tail_scores, self._model_queries(q), p)
+                model_q = model_queries(self._relevance, q, self.settings["metric"])
+                scores, found, rel = self._relevance.filter(scores, found, tail_scores, model_q, p)
             results = []
             for i, (row_scores, row_ids) in enumerate(zip(scores, found)):
                 keep = row_ids >= 0
@@ -417,13 +418,6 @@ class Collection:
         if rescore and self.vectors is None:
             raise InvalidArgumentError("rescore needs stored vectors; this collection was created with vectors=None")
         return rescore
-
-    def _model_queries(self, q: np.ndarray) -> np.ndarray | None:
-        """The queries as the relevance model reads them (as the index does: normalised for cosine), or None
-        when it does not read them."""
-        if self._relevance.query_weights is None:
-            return None
-        return normalized(q) if self.settings["metric"] == "cosine" else q
 
     def _exact_top(self, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank each row's candidates (internal ids, -1 padding) by exact metric scores; the best k."""

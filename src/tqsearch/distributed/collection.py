@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from .._index import first_center, normalized
+from .._index import first_center, model_queries, normalized
 from .. import relevance
 from ..collection import (Collection, _as_documents, _as_include, _as_metadatas, _as_str_ids, _as_vectors,
                           _write_json, as_int, as_matrix, as_min_relevance, check_relevance_model, read_relevance,
@@ -201,7 +201,8 @@ class DistributedCollection:
         q = as_matrix(queries, self.dim, "queries")
         k, fields, rescore = as_int(k, "k"), _as_include(include), self._rescore(rescore)
         p = None if min_relevance is None else as_min_relevance(min_relevance)
-        width, tail = k * max(rescore, 1), 0 if p is None else self._relevance.tail
+        model = self._relevance  # one model for the whole query, whatever set_relevance does meanwhile
+        width, tail = k * max(rescore, 1), 0 if p is None else model.tail
         if self.shards == 1 and p is None:  # one shard's own answer is the answer: no candidates to merge
             got, missing = self._scatter("query", {0: ((q, k, where, fields, rescore),)}, allow_partial)
             results = got[0] if got else merge([], len(q), k, width, fields)
@@ -212,7 +213,8 @@ class DistributedCollection:
             parts = [got[s] for s in sorted(got)]
             results = merge(parts, len(q), k, width, fields)
             if p is not None:
-                self._keep_relevant(results, tails(parts, len(q), tail), q, p)
+                model_q = model_queries(model, q, self.settings["metric"])
+                _keep_relevant(results, model, tails(parts, len(q), tail), model_q, p)
         if allow_partial:
             for result in results:
                 result["missing_shards"] = missing
@@ -239,21 +241,8 @@ class DistributedCollection:
         self._relevance = store_relevance(self.path, model)
 
     _rescore = Collection._rescore  # the same default (4 when vectors are kept) and checks; reads self.vectors
-    _model_queries = Collection._model_queries  # the queries as the relevance model reads them
 
     # ------------------------------------------------------------------ internals
-
-    def _keep_relevant(self, results: list[dict[str, Any]], tail: np.ndarray, q: np.ndarray, p: float) -> None:
-        """Cut each merged result to its hits with relevance >= p and add their "relevance", in place."""
-        scores = np.full((len(results), max([1, *(len(r["ids"]) for r in results)])), -np.inf, dtype=np.float32)
-        for i, r in enumerate(results):
-            scores[i, : len(r["scores"])] = r["scores"]
-        scores, _, rel = self._relevance.filter(scores, None, tail, self._model_queries(q), p)
-        for i, r in enumerate(results):
-            n = int(np.isfinite(scores[i]).sum())  # what is kept is a prefix of each row
-            for field, value in r.items():
-                r[field] = value[:n]
-            r["relevance"] = rel[i, :n].tolist()
 
     def _start(self, shard: int, replica: int, existed: bool) -> Any:
         """The actor of one replica (an existing one of that name is reused), placed on its node when it
@@ -374,3 +363,17 @@ def _taken(result: dict[str, Any], fields: tuple[str, ...], rows: list[int]) -> 
 
 def _sliced(result: dict[str, Any], fields: tuple[str, ...], start: int, end: int | None) -> dict[str, Any]:
     return _taken(result, fields, list(range(len(result["ids"])))[start:end])
+
+
+def _keep_relevant(results: list[dict[str, Any]], model: relevance.RelevanceModel, tail: np.ndarray,
+                   queries: np.ndarray | None, p: float) -> None:
+    """Cut each merged result to its hits with `model`'s relevance >= p and add their "relevance", in place."""
+    scores = np.full((len(results), max([1, *(len(r["ids"]) for r in results)])), -np.inf, dtype=np.float32)
+    for i, r in enumerate(results):
+        scores[i, : len(r["scores"])] = r["scores"]
+    scores, _, rel = model.filter(scores, None, tail, queries, p)
+    for i, r in enumerate(results):
+        n = int(np.isfinite(scores[i]).sum())  # what is kept is a prefix of each row
+        for field, value in r.items():
+            r[field] = value[:n]
+        r["relevance"] = rel[i, :n].tolist()
