@@ -19,10 +19,11 @@ flat_peers.py's adapters. Bytes/vector are each system's own per-vector storage.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from typing import Any
 
-from common import ALL_CORES, BENCH_MD, exact_knn, load_wordnet, pinned, progress, recall_at_k, timeit, \
+from common import ALL_CORES, BENCH_MD, RESULTS, exact_knn, load_wordnet, pinned, progress, recall_at_k, timeit, \
     update_markdown_section, write_json  # first: sets the BLAS thread count before numpy loads
 
 import numpy as np
@@ -300,9 +301,9 @@ def recall_markdown(payload: dict[str, Any], machine: str) -> str:
              "scan) without and with centring on the first batch's mean; each cell is recall (bytes/vector). "
              "Margin: ours (seed 0, and the seed mean) minus the best peer's recall whatever its bytes. " + machine + "\n",
              f"Ours at the default seed 0, and averaged over rotation seeds {SEEDS.start}-{SEEDS.stop - 1} "
-             "(the peers are one run each with their own fixed or random rotation; on SIFT5k and MNIST10k they are also "
-             f"averaged over {len(SEEDS)} rotations: FAISS's RR re-seeded, rabitqlib rebuilt, and the margin compares "
-             "the seed means).\n",
+             "(the peers are one run each with their own fixed or random rotation; on SIFT5k and MNIST10k they are "
+             f"also averaged over {len(SEEDS)} rotations: FAISS's RR re-seeded, rabitqlib rebuilt, and the margin "
+             "compares the seed means).\n",
              "| data | bits | ours uncentred | ours | ours seed mean | " + " | ".join(peers) + " | margin vs best peer |",
              "|---|---|---|---|---|" + "---|" * len(peers) + "---|"]
     for r in rows:
@@ -324,10 +325,6 @@ def recall_markdown(payload: dict[str, Any], machine: str) -> str:
 
 def _with_earlier_rows(payload: dict[str, Any]) -> dict[str, Any]:
     """`payload` plus the earlier run's rows of the datasets not re-run, so a partial run keeps the whole table."""
-    import json
-
-    from common import RESULTS
-
     path = RESULTS / "codec_recall.json"
     if not path.exists():
         return payload
