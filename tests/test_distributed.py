@@ -142,6 +142,43 @@ def test_min_relevance_equals_one_collections(cluster, tmp_path, shards):
     single.close()
 
 
+def test_queries_apply_one_model_while_set_relevance_changes_it(cluster, tmp_path):
+    """Driver threads query with min_relevance while another swaps the relevance model: every answer is what
+    one of the two models gives (the models keep different tails, so a mix would match neither)."""
+    data = points(2_000, seed=11)
+    queries = data["vectors"][:8]
+    models = [None, relevance.RelevanceModel([-3.0, 20.0, -20.0, 0.0], tail=8)]
+    errors: list[BaseException] = []
+    with td.open("swap", tmp_path, dim=DIM, shards=2, index="flat") as dc:
+        dc.upsert(**data)
+        want = []
+        for model in models:
+            dc.set_relevance(model)
+            want.append([(r["ids"], r["relevance"]) for r in dc.query(queries, 10, min_relevance=0.3, include=[])])
+        assert want[0] != want[1]
+        stop = threading.Event()
+
+        def swap() -> None:
+            try:
+                for r in range(40):
+                    dc.set_relevance(models[r % 2])
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        def read() -> None:
+            try:
+                for _ in range(100):
+                    if stop.is_set():
+                        return
+                    got = [(r["ids"], r["relevance"]) for r in dc.query(queries, 10, min_relevance=0.3, include=[])]
+                    assert got in want
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        run_threads([threading.Thread(target=swap)], [threading.Thread(target=read) for _ in range(2)], stop)
+        assert not errors, errors[0]
+
+
 def test_hnsw_shards_reach_the_recall_of_one_collection(cluster, tmp_path):
     data = points(4_000, seed=3)
     queries = np.random.default_rng(4).standard_normal((50, DIM)).astype(np.float32)
