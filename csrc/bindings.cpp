@@ -430,6 +430,29 @@ NB_MODULE(_core, m) {
           },
           arr("codes"), arr("a"), arr("b"), "n"_a);
 
+  m.def(
+      "tiered_search",
+      [](const std::vector<const tq::FlatStore*>& tiers, const std::vector<In<float>>& queries, size_t k,
+         const Bitset& allowed, Out<float>& scores, Out<int64_t>& slots, int threads) {
+        TQ_CHECK(!tiers.empty() && queries.size() == tiers.size(), "one query array per tier is needed");
+        const size_t nq = queries[0].shape(0), n = tiers[0]->size();
+        std::vector<const float*> rows;
+        for (size_t t = 0; t < tiers.size(); ++t) {
+          check_shape(queries[t], nq, tiers[t]->dim(), "tier queries");
+          TQ_CHECK(tiers[t]->size() == n, "tiers hold different numbers of vectors");
+          rows.push_back(queries[t].data());
+        }
+        check_k(k, n);
+        check_shape(scores, nq, k, "scores buffer");
+        check_shape(slots, nq, k, "slots buffer");
+        check_threads(threads);
+        const uint64_t* bits = bitset_of(allowed, n);
+        without_gil([&](const tq::InterruptCheck& chk) {
+          tq::tiered_search(tiers, rows, nq, k, bits, scores.data(), slots.data(), threads, chk);
+        });
+      },
+      "tiers"_a, "queries"_a, "k"_a, arr("allowed").none(), arr("scores"), arr("slots"), "threads"_a);
+
   nb::class_<tq::HnswGraph>(m, "HnswGraph")
       .def(
           "__init__",

@@ -258,6 +258,17 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
   for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(int32_t((partial[i] / unit + magic) - magic));
 }
 
+void FlatStore::block_raw(const Chunk& c, size_t blk, uint32_t* raw) const {
+  const uint8_t* block = codes_ptr_ + blk * block_bytes_;
+  int32_t* dots = reinterpret_cast<int32_t*>(raw);
+  if (layout_ == Layout::Lut)
+    k_->lut_block(block, chunks_, c.lut.data(), chunks_ * 64, c.nq, raw);
+  else if (layout_ == Layout::I8Dot)
+    k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
+  else
+    k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
+}
+
 void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed,
                      TopK* tops) const {
   const size_t bv = block_vectors_;
@@ -268,18 +279,11 @@ void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1,
   for (size_t blk = b0; blk < b1; ++blk) {
     const uint64_t bits = allowed_bits(allowed, blk * bv, bv);
     if (!bits) continue;
-    const uint8_t* block = codes_ptr_ + blk * block_bytes_;
-    int32_t* dots = reinterpret_cast<int32_t*>(raw);
-    if (layout_ == Layout::Lut)
-      k_->lut_block(block, chunks_, c.lut.data(), chunks_ * 64, c.nq, raw);
-    else if (layout_ == Layout::I8Dot)
-      k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
-    else
-      k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
+    block_raw(c, blk, raw);
     const size_t end = std::min(bv, n_ - blk * bv), first = blk * bv;
     for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
-    k_->score_block(dots, bv, c.nq, end, c.shift.data(), c.step.data(), c.base.data(), a_ptr_ + first, b_from(first),
-                    thresholds, scores, masks);
+    k_->score_block(reinterpret_cast<const int32_t*>(raw), bv, c.nq, end, c.shift.data(), c.step.data(),
+                    c.base.data(), a_ptr_ + first, b_from(first), thresholds, scores, masks);
     for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
       for (uint32_t hits = masks[t] & uint32_t(bits); hits; hits &= hits - 1) {
         const int v = __builtin_ctz(hits);
@@ -304,37 +308,35 @@ void FlatStore::scan_rows(const float* queries, size_t q0, size_t nq, size_t r0,
   }
 }
 
-void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
-                       int64_t* slots, int threads, const InterruptCheck& interrupted) const {
-  // Tasks are groups of up to kChunksPerGroup query chunks over a range of blocks. A task walks its
-  // blocks in tiles of about kTileBytes (which stay in L2) and runs every chunk over a tile before the
-  // next, so the codes come from memory once per group instead of once per chunk; each chunk's tables
-  // stay in L1 for a whole tile.
-  constexpr size_t kChunksPerGroup = 8, kTileBytes = size_t(192) << 10;
-  // Queries per chunk: the kLut tables of a chunk stay within kLutBytes (about L1) at large dimensions
-  // (measured at 784 dims, 2 bits: 5 queries of 6 KB beat 8 by ~8% on AVX-512).
-  constexpr size_t kLutBytes = size_t(32) << 10;
-  const size_t per =
-      layout_ == Layout::Lut ? std::clamp<size_t>(kLutBytes / (chunks_ * 64), 1, kQueryChunk) : kQueryChunk;
-  const size_t chunks = (nq + per - 1) / per, blocks = blocks_for(n_);
+namespace {
+
+// The search driver of FlatStore and tiered_search. Tasks are groups of up to kChunksPerGroup query chunks (of
+// `per` queries, made by prepare(q0, nq)) over a range of blocks. A task walks its blocks in tiles of `tile`
+// blocks (about kTileBytes, which stay in L2) and runs every chunk over a tile before the next, so the codes come
+// from memory once per group instead of once per chunk; each chunk's tables stay in L1 for a whole tile.
+// scan(chunk, b0, b1, tops) offers blocks [b0, b1) to the chunk's top-k.
+constexpr size_t kChunksPerGroup = 8, kTileBytes = size_t(192) << 10;
+
+template <class Prepare, class Scan>
+void blocked_search(size_t nq, size_t k, size_t blocks, size_t per, size_t tile, float* scores, int64_t* slots,
+                    int threads, const InterruptCheck& interrupted, Prepare&& prepare, Scan&& scan) {
+  const size_t chunks = (nq + per - 1) / per;
   const size_t groups = (chunks + kChunksPerGroup - 1) / kChunksPerGroup;
   // Few queries: split the codes too, so every thread has work; each task keeps its own top-k.
   const size_t t = size_t(resolve_threads(threads, chunks * std::max<size_t>(blocks, 1), 1));
   const size_t ranges = std::max<size_t>(1, std::min(blocks, (t + groups - 1) / groups));
-  const size_t tile = layout_ == Layout::Rows ? blocks : std::max<size_t>(1, kTileBytes / block_bytes_);
   std::vector<std::vector<TopK>> tops(groups * ranges);  // per task: one TopK per query of its group
   parallel_for(groups * ranges, 1, threads, interrupted, [&](size_t b, size_t e) {
     for (size_t task = b; task < e; ++task) {
       const size_t g = task / ranges, r = task % ranges;
       const size_t c0 = g * kChunksPerGroup, c1 = std::min(chunks, c0 + kChunksPerGroup);
-      std::vector<Chunk> prepared;
-      for (size_t c = c0; c < c1; ++c)
-        prepared.push_back(prepare(queries, c * per, std::min(per, nq - c * per)));
+      std::vector<decltype(prepare(size_t(0), size_t(0)))> prepared;
+      for (size_t c = c0; c < c1; ++c) prepared.push_back(prepare(c * per, std::min(per, nq - c * per)));
       tops[task].assign(std::min(nq, c1 * per) - c0 * per, TopK(k));
       const size_t b0 = blocks * r / ranges, b1 = blocks * (r + 1) / ranges;
       for (size_t t0 = b0; t0 < b1; t0 += tile)
-        for (const Chunk& c : prepared)
-          scan(c, queries, t0, std::min(b1, t0 + tile), allowed, tops[task].data() + (c.q0 - c0 * per));
+        for (const auto& c : prepared)
+          scan(c, t0, std::min(b1, t0 + tile), tops[task].data() + (c.q0 - c0 * per));
     }
   });
   for (size_t q = 0; q < nq; ++q) {
@@ -343,6 +345,99 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
     for (size_t r = 0; r < ranges; ++r) best.merge(tops[g * ranges + r][in]);
     best.write(scores + q * k, slots + q * k);
   }
+}
+
+}  // namespace
+
+size_t FlatStore::queries_per_chunk() const {
+  // The kLut tables of a chunk stay within kLutBytes (about L1) at large dimensions (measured at 784 dims,
+  // 2 bits: 5 queries of 6 KB beat 8 by ~8% on AVX-512).
+  constexpr size_t kLutBytes = size_t(32) << 10;
+  return layout_ == Layout::Lut ? std::clamp<size_t>(kLutBytes / (chunks_ * 64), 1, kQueryChunk) : kQueryChunk;
+}
+
+void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
+                       int64_t* slots, int threads, const InterruptCheck& interrupted) const {
+  const size_t blocks = blocks_for(n_);
+  const size_t tile = layout_ == Layout::Rows ? blocks : std::max<size_t>(1, kTileBytes / block_bytes_);
+  blocked_search(
+      nq, k, blocks, queries_per_chunk(), tile, scores, slots, threads, interrupted,
+      [&](size_t q0, size_t n) { return prepare(queries, q0, n); },
+      [&](const Chunk& c, size_t b0, size_t b1, TopK* tops) { scan(c, queries, b0, b1, allowed, tops); });
+}
+
+void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector<const float*>& queries, size_t nq,
+                   size_t k, const uint64_t* allowed, float* scores, int64_t* slots, int threads,
+                   const InterruptCheck& interrupted) {
+  TQ_CHECK(!tiers.empty() && queries.size() == tiers.size(), "one query array per tier is needed");
+  constexpr size_t kSpan = 32;  // vectors scored together: one kLut block, two of the 16-vector layouts
+  const size_t n = tiers[0]->size();
+  size_t per = kQueryChunk, span_bytes = 0;
+  for (const FlatStore* s : tiers) {
+    TQ_CHECK(s->size() == n && s->layout_ != FlatStore::Layout::Rows,
+             "tiers must hold the same slots in blocked layouts (1, 2, 4 or 8 bits)");
+    per = std::min(per, s->queries_per_chunk());
+    span_bytes += s->block_bytes_ * (kSpan / s->block_vectors_);
+  }
+  const size_t spans = (n + kSpan - 1) / kSpan, tile = std::max<size_t>(1, kTileBytes / span_bytes);
+  struct TieredChunk {  // a chunk of queries prepared for every tier
+    size_t q0 = 0, nq = 0;
+    std::vector<FlatStore::Chunk> tiers;
+  };
+  auto prepare = [&](size_t q0, size_t m) {
+    TieredChunk c{q0, m, {}};
+    for (size_t t = 0; t < tiers.size(); ++t) c.tiers.push_back(tiers[t]->prepare(queries[t], q0, m));
+    return c;
+  };
+  auto scan = [&](const TieredChunk& c, size_t s0, size_t s1, TopK* tops) {
+    // The tiers before the last score all queries at once (tier 0 with its offsets, later ones with none, added in
+    // tier order: a * x + 0 is a * x rounded, so the sum rounds as if each offset were the running sum); the last
+    // takes each query's running sum as its offsets and tests the query's threshold.
+    alignas(64) uint32_t raw[kQueryChunk * 32];
+    alignas(64) float sums[kQueryChunk * kSpan], term[kQueryChunk * kSpan];
+    float lowest[kQueryChunk], thresholds[kQueryChunk];
+    uint32_t masks[kQueryChunk];
+    std::fill_n(lowest, kQueryChunk, -std::numeric_limits<float>::infinity());
+    const size_t last = tiers.size() - 1;
+    for (size_t span = s0; span < s1; ++span) {
+      const uint64_t bits = allowed_bits(allowed, span * kSpan, kSpan);
+      if (!bits) continue;
+      const size_t first = span * kSpan, width = std::min(kSpan, n - first);
+      for (size_t q = 0; q < c.nq; ++q) thresholds[q] = tops[q].threshold();
+      uint32_t found[kQueryChunk] = {};
+      for (size_t t = 0; t <= last; ++t) {
+        const FlatStore& s = *tiers[t];
+        const FlatStore::Chunk& ch = c.tiers[t];
+        const size_t bv = s.block_vectors_;
+        for (size_t lane = 0; lane < width; lane += bv) {
+          s.block_raw(ch, (first + lane) / bv, raw);
+          const size_t m = std::min(bv, width - lane);
+          const float* a = s.a_ptr_ + first + lane;
+          const int32_t* r = reinterpret_cast<const int32_t*>(raw);
+          if (t < last) {
+            s.k_->score_block(r, bv, c.nq, m, ch.shift.data(), ch.step.data(), ch.base.data(), a,
+                              t == 0 ? s.b_from(first + lane) : kZeroOffsets, lowest, (t == 0 ? sums : term) + lane,
+                              masks);
+            continue;
+          }
+          for (size_t q = 0; q < c.nq; ++q) {
+            s.k_->score_block(r + q * bv, bv, 1, m, &ch.shift[q], &ch.step[q], &ch.base[q], a,
+                              sums + q * kSpan + lane, &thresholds[q], term + q * kSpan + lane, masks);
+            found[q] |= masks[0] << lane;
+          }
+        }
+        if (t > 0 && t < last)
+          for (size_t q = 0; q < c.nq; ++q)
+            for (size_t v = 0; v < width; ++v) sums[q * kSpan + v] += term[q * kSpan + v];
+      }
+      for (size_t q = 0; q < c.nq; ++q)
+        for (uint32_t hits = found[q] & uint32_t(bits); hits; hits &= hits - 1) {
+          const int v = __builtin_ctz(hits);
+          tops[q].push(term[q * kSpan + v], int64_t(first + size_t(v)));
+        }
+    }
+  };
+  blocked_search(nq, k, spans, per, tile, scores, slots, threads, interrupted, prepare, scan);
 }
 
 }  // namespace tq

@@ -67,8 +67,13 @@ class FlatStore {
   // keeps them alive and unchanged (e.g. a read-only memory map). The first mutation copies them.
   void attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n);
   bool attached() const { return attached_; }
+  // Vectors per block of this store's layout (16 or 32; 1 for kRows).
+  size_t block_vectors() const { return layout_ == Layout::Rows ? 1 : block_vectors_; }
+  struct Chunk;  // a chunk of queries prepared for the layout (flat.cpp)
 
  private:
+  friend void tiered_search(const std::vector<const FlatStore*>&, const std::vector<const float*>&, size_t, size_t,
+                            const uint64_t*, float*, int64_t*, int, const InterruptCheck&);
   enum class Layout { I8Dot, Rows, Lut, I8Dot8 };
   size_t code_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_; }
   void own();      // copy attached buffers into owned storage before a mutation
@@ -77,9 +82,12 @@ class FlatStore {
   const float* b_from(size_t first) const;  // the offsets of slots first.. (zeros when none are stored)
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
-  struct Chunk;  // a chunk of queries prepared for the layout (flat.cpp)
   Chunk prepare(const float* queries, size_t q0, size_t nq) const;
   void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut u8 tables
+  // Queries per chunk: as many as the kernels take, fewer when kLut tables would outgrow L1.
+  size_t queries_per_chunk() const;
+  // The kernel's raw sums of block blk for a chunk's queries (blocked layouts; query t's at raw + t * width).
+  void block_raw(const Chunk& c, size_t blk, uint32_t* raw) const;
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t).
   void scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
@@ -102,5 +110,14 @@ class FlatStore {
   bool attached_ = false;
   const Kernels* k_;
 };
+
+// Exhaustive search over the sum of several stores' scores (the tiers of an adaptive FlatIndex): the score of
+// slot i is the sum over tiers t of a_t[i] * <q_t, c_t,i> plus tier 0's b[i] (the other tiers' offsets are not
+// read), each tier's term rounded as its own scan's (score-inl.h) and added in tier order, so every kernel set
+// returns identical scores. Every tier holds the same slots in a blocked layout (1, 2, 4 or 8 bits); queries[t]: nq x dim rows of
+// tier t's rotated queries. Results as FlatStore::search.
+void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector<const float*>& queries, size_t nq,
+                   size_t k, const uint64_t* allowed, float* scores, int64_t* slots, int threads,
+                   const InterruptCheck& interrupted);
 
 }  // namespace tq

@@ -56,12 +56,19 @@ def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: t
         errors.append(e)
 
 
-@pytest.mark.parametrize("cls, params", [(FlatIndex, SearchParams()), (HNSWIndex, SearchParams(exhaustive=True)),
-                                         (HNSWIndex, SearchParams(ef=32))], ids=["flat", "hnsw-scan", "hnsw-walk"])
-def test_searches_while_others_add_remove_and_upsert(cls, params):
-    x = unit_rows(STABLE, DIM, seed=1)
-    index = cls(DIM, bits=4, threads=1)
+@pytest.mark.parametrize("cls, params, adaptive",
+                         [(FlatIndex, SearchParams(), False), (FlatIndex, SearchParams(), True),
+                          (HNSWIndex, SearchParams(exhaustive=True), False), (HNSWIndex, SearchParams(ef=32), False)],
+                         ids=["flat", "flat-adaptive", "hnsw-scan", "hnsw-walk"])
+def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive):
+    if adaptive:  # variance falling along the axes, so the first batch splits the code into tiers
+        x = unit_rows(STABLE, DIM, seed=1) / np.arange(1, DIM + 1, dtype=np.float32)
+        index = cls(DIM, bits=4, threads=1, metric="l2", adaptive=True)
+    else:
+        x = unit_rows(STABLE, DIM, seed=1)
+        index = cls(DIM, bits=4, threads=1)
     index.add(x)
+    assert not adaptive or index.tiers is not None
     want = index.search(x[:64], 10, filter=np.arange(STABLE), params=SearchParams(exhaustive=True))
     stop, errors, seen = threading.Event(), [], []
     run_threads([threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))

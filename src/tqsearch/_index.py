@@ -161,13 +161,17 @@ class CodeIndex:
         """Decoded (approximate) vectors for the given ids: (n, dim) float32."""
         wanted = as_ids(ids, None)
         with self._lock.read():
-            slots = self._slots_of(wanted)
-            packed = np.empty((len(slots), self._codec.row_bytes), dtype=np.uint8)
-            self._store.packed_rows(slots, packed)
-            norms = self._store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
+            centred = self._decode_slots(self._slots_of(wanted))
+        return centred + self._centre()
+
+    def _decode_slots(self, slots: np.ndarray) -> np.ndarray:
+        """The centred vectors the codes of these slots estimate (the read lock is held)."""
+        packed = np.empty((len(slots), self._codec.row_bytes), dtype=np.uint8)
+        self._store.packed_rows(slots, packed)
+        norms = self._store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
         codes = Codes("mse", self.dim, self.bits, self.seed, self._codec.rotation.algorithm, SCALE, packed, norms,
                       np.ones(len(slots), dtype=np.float32))
-        return self._codec.decode(codes) + self._centre()
+        return self._codec.decode(codes)
 
     def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
                threads: int | None = None, ef: int | None = None, rescore: int | None = None,
@@ -211,7 +215,7 @@ class CodeIndex:
             q = normalized(q)
         factor = self._rescore(params.rescore)
         with self._lock.read():
-            rotated = self._codec.rotation.forward_checked(q - self._centre(), threads)
+            rotated = self._rotate_queries(q - self._centre(), threads)
             k = min(k, len(self))
             allowed = self._allowed(filter)
             n_allowed = len(self) if allowed is None else allowed[1]
@@ -354,15 +358,27 @@ class CodeIndex:
         centred = vectors - self._centre()
         return self._codec.encode(centred, self.threads), self._rerank_rows_of(vectors), centred
 
-    def _append(self, vectors: np.ndarray, encoded: tuple[Codes, np.ndarray, np.ndarray], ids: np.ndarray) -> None:
-        codes, rerank_rows, centred = encoded
-        factor = codes.norms * codes.scales
+    def _rotate_queries(self, centred: np.ndarray, threads: int) -> np.ndarray:
+        """Centred queries (checked float32 rows) as the native search takes them."""
+        return self._codec.rotation.forward_checked(centred, threads)
+
+    def _score_floats(self, factor: np.ndarray, sq_norms: np.ndarray,
+                      centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's (scale, offset) that turn <q', c> into its score, from its codes' factor(s) ||x - mu|| s
+        and its ||x - mu||^2."""
         if self.metric == "l2":  # -||q - x||^2 + ||q - mu||^2 = 2 <q - mu, x - mu> - ||x - mu||^2
-            scale, offset = 2 * factor, -np.square(codes.norms)
+            scale, offset = 2 * factor, -sq_norms
         else:  # <q, x> - <q, mu> = <q - mu, x - mu> + <mu, x - mu>
             scale, offset = factor, centred @ self._centre()
-        slots = self._place(centred, codes, np.ascontiguousarray(scale, np.float32),
-                            np.ascontiguousarray(offset, np.float32))
+        return np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(offset, np.float32)
+
+    def _floats_of(self, codes: Codes, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (scale, offset) of encoded rows."""
+        return self._score_floats(codes.norms * codes.scales, np.square(codes.norms), centred)
+
+    def _append(self, vectors: np.ndarray, encoded: tuple[Codes, np.ndarray, np.ndarray], ids: np.ndarray) -> None:
+        codes, rerank_rows, centred = encoded
+        slots = self._place(centred, codes, *self._floats_of(codes, centred))
         size = self._store.size
         self._ids = grow(self._ids, size, fill=-1)
         self._ids[slots] = ids

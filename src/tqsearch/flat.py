@@ -1,7 +1,8 @@
 """FlatIndex: exhaustive search over TurboQuant codes with ids, deletes, filters, rerank and persistence.
 
-Each vector costs its packed code plus two floats (one for uncentred "ip"/"cosine"); ids and the optional rerank tier are
-counted separately (`memory_usage`). Shared behaviour (ids, filters, rerank, files) is in _index.py.
+Each vector costs its packed code plus two floats (one for uncentred "ip"/"cosine"), and one more per tier past
+the first with `adaptive` (tiers.py); ids and the optional rerank tier are counted separately (`memory_usage`).
+Shared behaviour (ids, filters, rerank, files) is in _index.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._index import CodeIndex
+from ._index import SCALE, CodeIndex
 from .params import SearchParams
 from .quantizer import Codes
+from .tiers import TieredCodec, TierPlan, fit_plan
 
 __all__ = ["FlatIndex"]
 
@@ -26,58 +28,158 @@ class FlatIndex(CodeIndex):
     that re-scores the best k * rescore candidates. threads: None = all cores. `remove` is O(1) per
     id: the last vector moves into the freed slot. `search` is CodeIndex.search (SearchParams' ef and
     exhaustive do not apply: every search is exhaustive). center: code x - mean of the first batch (see
-    _index.py; on by default, False keeps the codes uncentred).
+    _index.py; on by default, False keeps the codes uncentred). adaptive: let the first batch (at least
+    tiers.FIT_MIN_ROWS rows and 2 * dim) fit a PCA and split the same bytes into tiers of different bit widths
+    where that measures better on the batch (tiers.py; bits 1, 2 or 4); `tiers` says what it chose.
     """
 
-    _MAGIC, _VERSION = b"TQFLAT01", 2  # 2: the centre (mean) is saved
+    _MAGIC, _VERSION = b"TQFLAT01", 3  # 2: the centre (mean) is saved; 3: adaptive tiers
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "ip", seed: int = 0, rerank: str | int | None = None,
-                 threads: int | None = None, simd: str | None = None, center: bool = True) -> None:
+                 threads: int | None = None, simd: str | None = None, center: bool = True,
+                 adaptive: bool = False) -> None:
         super().__init__(dim, bits, metric, seed, rerank, threads, simd, center)
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+        if adaptive and self.bits not in (1, 2, 4):
+            raise ValueError(f"adaptive tiers are fitted for 1, 2 or 4 bits, got bits={self.bits}")
+        self.adaptive = adaptive
+        self._planned = not adaptive  # whether the first batch has chosen the code (uniform or tiers)
+        self._tiered: TieredCodec | None = None
         self._store = _core.FlatStore(self.dim, self.bits, self._codec.codebook.centroids, simd or "")
+        self._stores = [self._store]  # one per tier (tier 0 holds the offsets)
+
+    @property
+    def tiers(self) -> list[tuple[int, int, int]] | None:
+        """The adaptive code's tiers as (first, stop, bits) over the PCA directions, or None for the uniform code."""
+        return None if self._tiered is None else [tuple(t) for t in self._tiered.plan.tiers]
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats, ids (the
-        slot -> id array and the id -> slot map) and the rerank tier. Codes still read from a memory-mapped
-        file (after `load`, before the first change) are the file's pages and count 0."""
+        """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats (and the tiers'
+        PCA basis), ids (the slot -> id array and the id -> slot map) and the rerank tier. Codes still read from a
+        memory-mapped file (after `load`, before the first change) are the file's pages and count 0."""
         with self._lock.read():
-            return {"codes": self._store.memory_bytes, **self._held_bytes()}
+            basis = 0 if self._tiered is None else self._tiered.plan.basis.nbytes
+            return {"codes": sum(s.memory_bytes for s in self._stores) + basis, **self._held_bytes()}
 
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "
-                f"rerank={self.rerank!r})")
+                f"rerank={self.rerank!r}{', tiers=' + str(self.tiers) if self._tiered else ''})")
+
+    # ------------------------------------------------------------------ adaptive tiers
+
+    def _fix_mean(self, vectors: np.ndarray) -> None:
+        super()._fix_mean(vectors)
+        if self._planned:
+            return
+        with self._lock.write():  # like the mean: settled before the first batch encodes
+            if not self._planned and not self._store.size:
+                plan = fit_plan(vectors, self._centre(), self.bits, "l2" if self.metric == "l2" else "ip", self.seed,
+                                self._simd, self.threads)
+                if plan is not None:
+                    self._use_plan(plan)
+            self._planned = True
+
+    def _use_plan(self, plan: TierPlan) -> None:
+        self._tiered = TieredCodec(plan, self.seed, self._simd)
+        self._stores = [_core.FlatStore(c.dim, c.bits, c.codebook.centroids, self._simd or "")
+                        for c in self._tiered.codecs]
+        self._store = self._stores[0]
+
+    def _encode(self, vectors: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        if self._tiered is None:
+            return super()._encode(vectors)
+        centred = vectors - self._centre()
+        return self._tiered.encode(centred, self.threads), self._rerank_rows_of(vectors), centred
+
+    def _floats_of(self, codes: Any, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._tiered is None:
+            return super()._floats_of(codes, centred)
+        factors = np.stack([c.norms * c.scales for c in codes], axis=1)  # (n, tiers)
+        return self._score_floats(factors, np.einsum("ij,ij->i", centred, centred), centred)
+
+    def _rotate_queries(self, centred: np.ndarray, threads: int) -> Any:
+        if self._tiered is None:
+            return super()._rotate_queries(centred, threads)
+        return self._tiered.rotate_queries(centred, threads)
+
+    def _decode_slots(self, slots: np.ndarray) -> np.ndarray:
+        if self._tiered is None:
+            return super()._decode_slots(slots)
+        div = np.float32(2.0 if self.metric == "l2" else 1.0)
+        codes = []
+        for store, codec in zip(self._stores, self._tiered.codecs):
+            packed = np.empty((len(slots), codec.row_bytes), dtype=np.uint8)
+            store.packed_rows(slots, packed)
+            codes.append(Codes("mse", codec.dim, codec.bits, codec.seed, codec.rotation.algorithm, SCALE, packed,
+                               store.a_of(slots) / div, np.ones(len(slots), dtype=np.float32)))
+        return self._tiered.decode(codes)
 
     # ------------------------------------------------------------------ store hooks
 
-    def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
+    def _native_search(self, rotated: Any, k: int, allowed: tuple[np.ndarray, int] | None,
                        scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
-        self._store.search(rotated, k, None if allowed is None else allowed[0], scores, slots, threads)
+        bits = None if allowed is None else allowed[0]
+        if self._tiered is None:
+            self._store.search(rotated, k, bits, scores, slots, threads)
+        else:
+            _core.tiered_search(self._stores, rotated, k, bits, scores, slots, threads)
 
-    def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    def _place(self, centred: np.ndarray, codes: Any, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         start = self._store.size
-        self._store.append(codes.packed, scale, offset)
-        return np.arange(start, start + len(codes), dtype=np.int64)
+        if self._tiered is None:
+            self._store.append(codes.packed, scale, offset)
+        else:
+            zeros = np.zeros_like(offset)  # only tier 0 keeps the offsets
+            for t, (store, part) in enumerate(zip(self._stores, codes)):
+                store.append(part.packed, np.ascontiguousarray(scale[:, t]), offset if t == 0 else zeros)
+        return np.arange(start, start + len(centred), dtype=np.int64)
 
     def _remove_existing(self, ids: np.ndarray) -> None:
         for one in ids.reshape(-1, 1):  # each freed slot takes the last row (O(1) per id); moves change slots
             slot, last = int(self._slot_of.get(one)[0]), self._store.size - 1
             if slot != last:
-                self._store.move(last, slot)
+                for store in self._stores:
+                    store.move(last, slot)
                 moved = int(self._ids[last])
                 self._ids[slot] = moved
                 self._rerank_rows[slot] = self._rerank_rows[last]
                 self._slot_of.set(np.array([moved]), np.array([slot]))
             self._ids[last] = -1
-            self._store.truncate(last)
+            for store in self._stores:
+                store.truncate(last)
         self._slot_of.discard(ids)
 
     def _store_reserve(self, n: int) -> None:
-        self._store.reserve(n)
-        self._mapped = None  # the store owns its storage now
+        for store in self._stores:
+            store.reserve(n)
+        self._mapped = None  # the stores own their storage now
+
+    def _settings(self) -> dict[str, Any]:
+        tiers = {} if self._tiered is None else {"tiers": [list(t) for t in self._tiered.plan.tiers]}
+        return {"adaptive": self.adaptive, "planned": self._planned, **tiers}
+
+    @classmethod
+    def _settings_from(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"adaptive": bool(meta.get("adaptive", False))}
 
     def _store_arrays(self) -> dict[str, np.ndarray]:
-        return {"codes": self._store.codes(), "a": self._store.a(), "b": self._store.b()}
+        arrays = {"codes": self._store.codes(), "a": self._store.a(), "b": self._store.b()}
+        if self._tiered is not None:
+            arrays["basis"] = self._tiered.plan.basis
+            for t, store in enumerate(self._stores[1:], start=1):
+                arrays[f"codes{t}"], arrays[f"a{t}"] = store.codes(), store.a()
+        return arrays
 
     def _restore_store(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n: int) -> None:
+        self._planned = bool(meta.get("planned", True))
+        if "tiers" in meta:
+            plan = TierPlan(np.array(arrays["basis"], dtype=np.float32),
+                            tuple((int(a), int(b), int(bits)) for a, b, bits in meta["tiers"]))
+            plan.check(self.dim)
+            self._use_plan(plan)
+        zeros = np.zeros(n, dtype=np.float32)
         self._store.attach(arrays["codes"], arrays["a"], arrays["b"], n)
-        self._mapped = arrays  # the store reads these (views of the file) until its first mutation
+        for t, store in enumerate(self._stores[1:], start=1):
+            store.attach(arrays[f"codes{t}"], arrays[f"a{t}"], zeros, n)
+        self._mapped = {**arrays, "zeros": zeros}  # the stores read these (views of the file) until a mutation
