@@ -231,7 +231,20 @@ def ours_recall(base: np.ndarray, query_sets: list[tuple[np.ndarray, np.ndarray]
     index.reserve(len(base))
     index.add(base)
     recalls = [recall_at_k(index.search(q, K)[1], gt, K) for q, gt in query_sets]
-    return {"bytes_per_vector": index.memory_usage()["codes"] / len(base), "recall": recalls}
+    basis = 0 if index.tiers is None else 4 * base.shape[1] ** 2  # per index, not per vector: reported apart
+    return {"bytes_per_vector": (index.memory_usage()["codes"] - basis) / len(base), "recall": recalls,
+            "tiers": index.tiers, "basis_bytes": basis}
+
+
+def ours_systems(base: np.ndarray, sets: list, bits: int, metric: str) -> dict[str, Any]:
+    """Ours uncentred, centred (the default), adaptive (tiers.py), and the last two averaged over rotation seeds."""
+    systems = {"ours uncentred": ours_recall(base, sets, bits, metric, center=False)}
+    for name, options in (("ours", {}), ("ours adaptive", {"adaptive": True})):
+        seeds = [ours_recall(base, sets, bits, metric, seed=s, **options) for s in SEEDS]
+        systems[name] = seeds[0]
+        systems[f"{name} seed mean"] = {"bytes_per_vector": max(r["bytes_per_vector"] for r in seeds),
+                                        "recall": np.mean([r["recall"] for r in seeds], axis=0).tolist()}
+    return systems
 
 
 def peer_recall(build: Any, base: np.ndarray, query_sets: list[tuple[np.ndarray, np.ndarray]],
@@ -263,11 +276,7 @@ def run_recall(quick: bool, datasets: list[str]) -> dict[str, Any]:
             base, q, gt = {"sift5k": load_sift5k, "mnist10k": load_mnist10k}[dataset]()
             metric, sets = "l2", [(q, gt)]
         for bits in RECALL_BITS:
-            systems = {"ours uncentred": ours_recall(base, sets, bits, metric, center=False),
-                       "ours": ours_recall(base, sets, bits, metric)}
-            seeds = [ours_recall(base, sets, bits, metric, seed=s) for s in SEEDS]
-            systems["ours seed mean"] = {"bytes_per_vector": seeds[0]["bytes_per_vector"],
-                                         "recall": np.mean([r["recall"] for r in seeds], axis=0).tolist()}
+            systems = ours_systems(base, sets, bits, metric)
             for name, build in progress(recall_peers(bits, metric), desc=f"{dataset} {bits}-bit"):
                 systems[name] = peer_recall(build, base, sets, metric)
             if dataset in PEER_SEEDED:
@@ -304,23 +313,33 @@ def recall_markdown(payload: dict[str, Any], machine: str) -> str:
              "(the peers are one run each with their own fixed or random rotation; on SIFT5k and MNIST10k they are "
              f"also averaged over {len(SEEDS)} rotations: FAISS's RR re-seeded, rabitqlib rebuilt, and the margin "
              "compares the seed means).\n",
-             "| data | bits | ours uncentred | ours | ours seed mean | " + " | ".join(peers) + " | margin vs best peer |",
-             "|---|---|---|---|---|" + "---|" * len(peers) + "---|"]
+             "Ours adaptive is FlatIndex(adaptive=True): the first batch's PCA and two tiers of different bit widths "
+             "in the same bytes (src/tqsearch/tiers.py), its bytes/vector without the (dim, dim) float32 basis each "
+             "index keeps once.\n",
+             "| data | bits | ours uncentred | ours | ours seed mean | ours adaptive | adaptive seed mean | "
+             + " | ".join(peers) + " | margin vs best peer: ours | adaptive |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(peers) + "---|---|"]
     for r in rows:
         sysd = r["systems"]
         by_peer = {re.sub(r"\d+(bit)?$", "", k).strip(): v for k, v in sysd.items() if not k.startswith("ours")}
         cell = lambda v: "–" if v is None or "error" in v else f"{v['recall']:.3f} ({v['bytes_per_vector']:.0f})"
-        ours = sysd["ours"]
         rivals = [(k, v) for k, v in by_peer.items() if "error" not in v]
-        best = max(rivals, key=lambda kv: kv[1]["recall"], default=None)
-        mean = sysd.get("ours seed mean", ours)
-        margin = "–" if best is None else (f"{ours['recall'] - best[1]['recall']:+.3f} (seed mean "
-                                           f"{mean['recall'] - best[1]['recall']:+.3f}) vs {best[0]} "
-                                           f"({best[1]['bytes_per_vector']:.0f} B)" + _seed_margin(mean, rivals))
-        lines.append(f"| {r['dataset']} | {r['bits']} | {cell(sysd['ours uncentred'])} | **{cell(ours)}** | "
-                     f"{cell(sysd.get('ours seed mean'))} | "
-                     + " | ".join(cell(by_peer.get(p)) for p in peers) + f" | {margin} |")
+        margins = [_margin(sysd.get(name), sysd.get(f"{name} seed mean"), rivals) for name in ("ours", "ours adaptive")]
+        lines.append(f"| {r['dataset']} | {r['bits']} | {cell(sysd['ours uncentred'])} | **{cell(sysd['ours'])}** | "
+                     f"{cell(sysd.get('ours seed mean'))} | **{cell(sysd.get('ours adaptive'))}** | "
+                     f"{cell(sysd.get('ours adaptive seed mean'))} | "
+                     + " | ".join(cell(by_peer.get(p)) for p in peers) + f" | {margins[0]} | {margins[1]} |")
     return "\n".join(lines)
+
+
+def _margin(ours: dict[str, Any] | None, mean: dict[str, Any] | None, rivals: list[tuple[str, dict[str, Any]]]) -> str:
+    """Ours (seed 0, and the seed mean) minus the best peer's recall, whatever its bytes."""
+    best = max(rivals, key=lambda kv: kv[1]["recall"], default=None)
+    if ours is None or best is None:
+        return "–"
+    mean = mean or ours
+    return (f"{ours['recall'] - best[1]['recall']:+.3f} (seed mean {mean['recall'] - best[1]['recall']:+.3f}) vs "
+            f"{best[0]} ({best[1]['bytes_per_vector']:.0f} B)" + _seed_margin(mean, rivals))
 
 
 def _with_earlier_rows(payload: dict[str, Any]) -> dict[str, Any]:

@@ -26,28 +26,35 @@ from flat_peers import Peer, Spec, load_dataset, measure, peer_specs
 
 K = 10
 OURS = [(1, None), (2, None), (4, None), (8, None), (2, "fp16"), (4, "fp16")]
+ADAPTIVE_BITS = (1, 2, 4)  # FlatIndex(adaptive=True) rows (tiers.py)
 RERANK_FACTORS = (1, 2, 3, 4, 6, 8)
 
 
 def tqsearch_peer(bits: int, rerank: str | None, factor: int | None, base: np.ndarray, metric: str,
-                  stack: contextlib.ExitStack) -> Peer:
+                  stack: contextlib.ExitStack, adaptive: bool = False) -> Peer:
     """Our FlatIndex as a peer of the harness (same build/search/recall measurement as everyone else)."""
-    index = tqsearch.FlatIndex(base.shape[1], bits, metric=metric, rerank=rerank)
+    index = tqsearch.FlatIndex(base.shape[1], bits, metric=metric, rerank=rerank, adaptive=adaptive)
     index.add(base)
-    usage = index.memory_usage
+    basis = 0 if index.tiers is None else 4 * base.shape[1] ** 2  # once per index: not a per-vector cost
+
+    def usage() -> dict[str, int]:
+        return index.memory_usage() | {"codes": index.memory_usage()["codes"] - basis}
 
     def search(q: np.ndarray, k: int, threads: int) -> np.ndarray:
         return index.search(q, k, rescore=factor, threads=threads)[1]
 
     note = "codes + per-vector floats (ids and rerank tier excluded; see params)"
     params = {"rerank": rerank, "rerank_factor": factor, "ids_bytes_per_vector": 8,
-              "rerank_bytes_per_vector": usage()["rerank"] / max(len(index), 1)}
+              "rerank_bytes_per_vector": usage()["rerank"] / max(len(index), 1), "tiers": index.tiers,
+              "basis_bytes": basis}
     return Peer(search, lambda: usage()["codes"] / len(index), note, params)
 
 
 def ours_specs() -> list[Spec]:
     specs = [Spec(f"tqsearch:{b}bit" + (f"+{r}" if r else ""), b, partial(tqsearch_peer, b, r, None)) for b, r in OURS]
     specs += [Spec(f"tqsearch:4bit+fp16x{f}", 4, partial(tqsearch_peer, 4, "fp16", f)) for f in RERANK_FACTORS]
+    specs += [Spec(f"tqsearch:{b}bit adaptive", b, partial(tqsearch_peer, b, None, None, adaptive=True))
+              for b in ADAPTIVE_BITS]
     return specs
 
 
@@ -77,11 +84,12 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {r["name"]: r for r in rows if r["dataset"] == "wordnet" and "error" not in r}
     out = []
     for bits, peer, recall_goal, speed_goal in ((4, "turbovec:4bit", 0.965, 1.6), (2, "turbovec:2bit", 0.88, 1.3)):
-        ours, theirs = by.get(f"tqsearch:{bits}bit"), by.get(peer)
-        if ours and theirs:
-            out.append({"target": f"{bits}-bit vs {peer}", "recall": ours[f"recall@{K}"], "recall_goal": recall_goal,
-                        "peer_recall": theirs[f"recall@{K}"], "qps_ratio": ours["qps"][1] / theirs["qps"][1],
-                        "qps_goal": speed_goal})
+        for mine in (f"tqsearch:{bits}bit", f"tqsearch:{bits}bit adaptive"):
+            ours, theirs = by.get(mine), by.get(peer)
+            if ours and theirs:
+                out.append({"target": f"{mine.split(':')[1]} vs {peer}", "recall": ours[f"recall@{K}"],
+                            "recall_goal": recall_goal, "peer_recall": theirs[f"recall@{K}"],
+                            "qps_ratio": ours["qps"][1] / theirs["qps"][1], "qps_goal": speed_goal})
     ours, rabitq = by.get("tqsearch:1bit"), by.get("faiss:RR,RaBitQfs1")
     if ours and rabitq:
         out.append({"target": "1-bit vs faiss:RR,RaBitQfs1", "recall": ours[f"recall@{K}"],

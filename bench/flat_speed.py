@@ -66,14 +66,16 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float]:
 
 
 def searchers(base: np.ndarray, bits: int, levels: list[str]) -> dict[str, Search]:
-    """name -> search(queries) for our kernel sets and (2 and 4 bits) turbovec, all built on `base`."""
+    """name -> search(queries) for our kernel sets (uniform and adaptive) and (2 and 4 bits) turbovec, all built on
+    `base`."""
     import tqsearch
 
     out: dict[str, Search] = {}
     for level in levels:
-        index = tqsearch.FlatIndex(base.shape[1], bits, metric="ip", simd=level)
-        index.add(base)
-        out[level] = lambda q, index=index: index.search(q, K, threads=1)
+        for adaptive in (False, True):  # the uniform code, and the tiers of tiers.py (a tiered scan)
+            index = tqsearch.FlatIndex(base.shape[1], bits, metric="ip", simd=level, adaptive=adaptive)
+            index.add(base)
+            out[level + (" adaptive" if adaptive else "")] = lambda q, index=index: index.search(q, K, threads=1)
     if bits in (2, 4):
         import turbovec
 

@@ -71,18 +71,16 @@ class TieredCodec:
         self.plan = plan
         self.codecs = [TurboQuantMSE(stop - start, bits, seed, scale=SCALE, simd=simd)
                        for start, stop, bits in plan.tiers]
+        # Each tier's columns of the basis: x @ slice gives its coordinates contiguous, dropped ones never computed.
+        self._slices = [np.ascontiguousarray(plan.basis[:, a:b]) for a, b, _ in plan.tiers]
 
     def encode(self, centred: np.ndarray, threads: int) -> list[Codes]:
         """Codes of (n, dim) centred rows, one Codes per tier."""
-        z = centred @ self.plan.basis
-        return [c.encode(np.ascontiguousarray(z[:, a:b]), threads)
-                for c, (a, b, _) in zip(self.codecs, self.plan.tiers)]
+        return [c.encode(centred @ p, threads) for c, p in zip(self.codecs, self._slices)]
 
     def rotate_queries(self, centred: np.ndarray, threads: int) -> list[np.ndarray]:
         """Each tier's rotated slice of (nq, dim) centred queries (checked float32 rows)."""
-        z = centred @ self.plan.basis
-        return [c.rotation.forward_checked(np.ascontiguousarray(z[:, a:b]), threads)
-                for c, (a, b, _) in zip(self.codecs, self.plan.tiers)]
+        return [c.rotation.forward_checked(centred @ p, threads) for c, p in zip(self.codecs, self._slices)]
 
     def decode(self, codes: list[Codes], threads: int | None = None) -> np.ndarray:
         """The centred rows the codes estimate (dropped directions: 0): <q, decode(x)> is the tiers' estimate."""
