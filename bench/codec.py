@@ -301,7 +301,8 @@ def _add_peer_seed_means(systems: dict[str, Any], base: np.ndarray, sets: list, 
 
 def recall_markdown(payload: dict[str, Any], machine: str) -> str:
     """The codec-recall section: one row per (dataset, bits), recall@10 (bytes/vector) per system."""
-    rows = payload["rows"]
+    order = [label for label, _, _ in QUERY_SETS]
+    rows = sorted(payload["rows"], key=lambda r: (order.index(r["dataset"]), r["bits"]))
     peers = list(dict.fromkeys(re.sub(r"\d+(bit)?$", "", k).strip() for r in rows for k in r["systems"]
                                if not k.startswith("ours")))
     lines = ["## Codec recall at equal bytes (bench/codec.py --recall)\n",
