@@ -34,6 +34,9 @@ def load_or_create(home: Path, given: dict[str, Any]) -> tuple[dict[str, Any], b
         return settings, True
     if given["dim"] is None:
         raise InvalidArgumentError(f"{home} holds no collection: pass dim to create one")
+    if given["index_options"].get("adaptive"):  # each shard's first batch would fit its own plan: scores apart
+        raise InvalidArgumentError("adaptive=True is per index; the shards of a sharded collection keep the "
+                                   "uniform code so their scores stay comparable")
     counts = {name: _collection._callers_input()(as_int)(1 if given[name] is None else given[name], name)
               for name in ("shards", "replicas")}
     settings = {"format": FORMAT, "version": VERSION, **counts, "shard": _collection.new_settings(given)}
