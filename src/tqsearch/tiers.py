@@ -26,7 +26,7 @@ from .quantizer import Codes, TurboQuantMSE
 __all__ = ["TierPlan", "TieredCodec", "fit_plan", "FIT_MIN_ROWS"]
 
 FIT_MIN_ROWS = 1024  # a first batch below this (or below 2 * dim rows) keeps the uniform code
-FIT_MAX_ROWS = 8192  # rows of the first batch the plan is fitted and measured on
+FIT_MAX_ROWS = 8192  # rows of the first batch (evenly spaced) the plan is fitted and measured on
 TIER_BITS = (1, 2, 4, 8)
 STEP = 8  # tier widths are multiples of this
 CANDIDATES = 4  # splits measured besides the uniform code
@@ -98,7 +98,8 @@ def fit_plan(rows: np.ndarray, mean: np.ndarray, bits: int, metric: str, seed: i
     dim = rows.shape[1]
     if len(rows) < max(FIT_MIN_ROWS, 2 * dim):
         return None
-    sample = (rows[:FIT_MAX_ROWS] - mean).astype(np.float32)
+    picked = np.linspace(0, len(rows) - 1, min(len(rows), FIT_MAX_ROWS)).astype(np.int64)  # a batch may be sorted
+    sample = (rows[picked] - mean).astype(np.float32)
     cov = sample.T.astype(np.float64) @ sample / len(sample)
     variances, vectors = np.linalg.eigh(cov)
     order = np.argsort(variances)[::-1]
@@ -143,14 +144,15 @@ def candidate_tiers(variances: np.ndarray, bits: int) -> list[tuple[tuple[int, i
 
 
 class _Probe:
-    """Recall@10 of estimated scores on a first batch: its first rows as queries against the rest, exact top-10
+    """Recall@10 of estimated scores on a first batch: every k-th row as a query against the rest, exact top-10
     by the index's metric on the centred rows (the mean's exact terms kept, as the index keeps them)."""
 
     K = 10
 
     def __init__(self, sample: np.ndarray, mean: np.ndarray, metric: str) -> None:
-        nq = min(PROBE_QUERIES, len(sample) // 8)
-        self.queries, self.base = sample[:nq], np.ascontiguousarray(sample[nq:])
+        asked = np.zeros(len(sample), dtype=bool)
+        asked[:: max(8, len(sample) // PROBE_QUERIES)] = True  # queries spread over the batch, the rest the base
+        self.queries, self.base = sample[asked], np.ascontiguousarray(sample[~asked])
         self.metric = metric
         self.offset = (-np.einsum("ij,ij->i", self.base, self.base) if metric == "l2"
                        else self.base @ mean).astype(np.float32)
