@@ -42,12 +42,13 @@ def test_adaptive_raises_recall_at_equal_bytes_on_the_bundled_corpus(corpus, bit
     assert recall[True] >= recall[False] + gain, recall  # measured: 2 bits 0.856 -> 0.901, 4 bits 0.955 -> 0.969
 
 
-def test_tiered_scan_is_exact_on_every_kernel_set(corpus, simd):
+@pytest.mark.parametrize("bits", [2, 4])  # tiers of 4 + 2 bits, and of 8 + 4 bits (three block layouts)
+def test_tiered_scan_is_exact_on_every_kernel_set(corpus, simd, bits):
     results = []
     for level in ("scalar", simd):
-        index = FlatIndex(384, 2, adaptive=True, simd=level)
+        index = FlatIndex(384, bits, adaptive=True, simd=level)
         index.add(corpus.vectors[:3000])
-        assert index.tiers is not None
+        assert index.tiers is not None and index.tiers[0][2] == 2 * bits
         results.append(index.search(corpus.queries[:50], 10, filter=np.arange(0, 3000, 3)))
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(results[0][0], results[1][0])
