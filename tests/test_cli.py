@@ -45,7 +45,7 @@ def test_demo_searches_the_bundled_corpus():
     report = run_demo(4, [], threads=1, out=out)
     assert report["bytes_per_vector"] == 200  # 384 * 4 / 8 code bytes + two floats (scale, exact <mean, x - mean>)
     assert report["recall_at_10"] >= 0.93
-    assert report["adaptive"]["tiers"] is not None and report["adaptive"]["recall_at_10"] >= 0.96  # 0.969 measured
+    assert report["adaptive"]["tiers"] is not None and report["adaptive"]["recall_at_10"] >= 0.96  # 0.967 measured
     text = out.getvalue()
     assert "bundled queries" in text and "recall@10" in text
     c = load_demo_corpus()

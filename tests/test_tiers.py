@@ -39,7 +39,7 @@ def test_adaptive_raises_recall_at_equal_bytes_on_the_bundled_corpus(corpus, bit
         size[adaptive] = _bytes_per_vector(index)
     assert index.tiers is not None and index.tiers[0][2] > bits  # more bits on the leading directions
     assert size[True] <= size[False]
-    assert recall[True] >= recall[False] + gain, recall  # measured: 2 bits 0.856 -> 0.901, 4 bits 0.955 -> 0.969
+    assert recall[True] >= recall[False] + gain, recall  # measured: 2 bits 0.856 -> 0.907, 4 bits 0.955 -> 0.967
 
 
 @pytest.mark.parametrize("bits", [2, 4])  # tiers of 4 + 2 bits, and of 8 + 4 bits (three block layouts)
