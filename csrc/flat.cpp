@@ -421,8 +421,9 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
             continue;
           }
           for (size_t q = 0; q < c.nq; ++q) {
-            s.k_->score_block(r + q * bv, bv, 1, m, &ch.shift[q], &ch.step[q], &ch.base[q], a,
-                              sums + q * kSpan + lane, &thresholds[q], term + q * kSpan + lane, masks);
+            const float* b = t == 0 ? s.b_from(first + lane) : sums + q * kSpan + lane;  // one tier: its offsets
+            s.k_->score_block(r + q * bv, bv, 1, m, &ch.shift[q], &ch.step[q], &ch.base[q], a, b, &thresholds[q],
+                              term + q * kSpan + lane, masks);
             found[q] |= masks[0] << lane;
           }
         }
