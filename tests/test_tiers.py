@@ -173,20 +173,21 @@ def test_sharded_collections_refuse_adaptive(tmp_path):
     assert not (tmp_path / "distributed.json").exists()
 
 
-def test_a_one_tier_plan_from_a_file_scores_like_its_decoded_vectors(corpus, tmp_path):
-    """fit_plan makes two tiers, but a file may hold any consecutive tiers: one tier over every direction is a
-    rotated uniform code, and its scores must still carry the offsets (<mu, x - mu>)."""
+@pytest.mark.parametrize("tiers", [((0, 384, 4),), ((0, 64, 8), (64, 192, 4), (192, 320, 2))], ids=["one", "three"])
+def test_plans_of_other_tier_counts_from_a_file_score_like_their_decoded_vectors(corpus, tmp_path, tiers):
+    """fit_plan makes two tiers, but a file may hold any consecutive tiers: one tier over every direction (a
+    rotated uniform code, whose scores must still carry the offsets <mu, x - mu>), or three."""
     x, q = corpus.vectors[:2000], corpus.queries[:10]
     index = FlatIndex(384, 4, adaptive=True)
     index.add(x)
     meta, arrays = index._state()
     index = FlatIndex(384, 4, adaptive=True)
     index._mean, index._planned = np.asarray(arrays["mean"]), True
-    index._use_plan(TierPlan(np.asarray(arrays["basis"]), ((0, 384, 4),)))
+    index._use_plan(TierPlan(np.asarray(arrays["basis"]), tiers))
     index.add(x)
     index.save(tmp_path / "one.tqs")
     loaded = FlatIndex.load(tmp_path / "one.tqs")
-    assert loaded.tiers == [(0, 384, 4)]
+    assert loaded.tiers == list(tiers)
     scores, ids = loaded.search(q, 10)
     unique, where = np.unique(ids, return_inverse=True)
     est = np.einsum("qd,qkd->qk", q, loaded.reconstruct(unique)[where.reshape(ids.shape)])
