@@ -35,10 +35,7 @@ def tqsearch_peer(bits: int, rerank: str | None, factor: int | None, base: np.nd
     """Our FlatIndex as a peer of the harness (same build/search/recall measurement as everyone else)."""
     index = tqsearch.FlatIndex(base.shape[1], bits, metric=metric, rerank=rerank, adaptive=adaptive)
     index.add(base)
-    basis = 0 if index.tiers is None else 4 * base.shape[1] ** 2  # once per index: not a per-vector cost
-
-    def usage() -> dict[str, int]:
-        return index.memory_usage() | {"codes": index.memory_usage()["codes"] - basis}
+    usage = index.memory_usage  # "codes" excludes the adaptive basis, kept once per index ("basis")
 
     def search(q: np.ndarray, k: int, threads: int) -> np.ndarray:
         return index.search(q, k, rescore=factor, threads=threads)[1]
@@ -46,7 +43,7 @@ def tqsearch_peer(bits: int, rerank: str | None, factor: int | None, base: np.nd
     note = "codes + per-vector floats (ids and rerank tier excluded; see params)"
     params = {"rerank": rerank, "rerank_factor": factor, "ids_bytes_per_vector": 8,
               "rerank_bytes_per_vector": usage()["rerank"] / max(len(index), 1), "tiers": index.tiers,
-              "basis_bytes": basis}
+              "basis_bytes": usage()["basis"]}
     return Peer(search, lambda: usage()["codes"] / len(index), note, params)
 
 

@@ -67,8 +67,6 @@ class FlatStore {
   // keeps them alive and unchanged (e.g. a read-only memory map). The first mutation copies them.
   void attach(const uint8_t* codes, size_t code_size, const float* a, const float* b, size_t n);
   bool attached() const { return attached_; }
-  // Vectors per block of this store's layout (16 or 32; 1 for kRows).
-  size_t block_vectors() const { return layout_ == Layout::Rows ? 1 : block_vectors_; }
   struct Chunk;  // a chunk of queries prepared for the layout (flat.cpp)
 
  private:
@@ -114,8 +112,8 @@ class FlatStore {
 // Exhaustive search over the sum of several stores' scores (the tiers of an adaptive FlatIndex): the score of
 // slot i is the sum over tiers t of a_t[i] * <q_t, c_t,i> plus tier 0's b[i] (the other tiers' offsets are not
 // read), each tier's term rounded as its own scan's (score-inl.h) and added in tier order, so every kernel set
-// returns identical scores. Every tier holds the same slots in a blocked layout (1, 2, 4 or 8 bits); queries[t]: nq x dim rows of
-// tier t's rotated queries. Results as FlatStore::search.
+// returns identical scores. Every tier holds the same slots in a blocked layout (1, 2, 4 or 8 bits); queries[t]:
+// nq x dim rows of tier t's rotated queries. Results as FlatStore::search.
 void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector<const float*>& queries, size_t nq,
                    size_t k, const uint64_t* allowed, float* scores, int64_t* slots, int threads,
                    const InterruptCheck& interrupted);

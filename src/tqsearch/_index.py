@@ -166,12 +166,15 @@ class CodeIndex:
 
     def _decode_slots(self, slots: np.ndarray) -> np.ndarray:
         """The centred vectors the codes of these slots estimate (the read lock is held)."""
-        packed = np.empty((len(slots), self._codec.row_bytes), dtype=np.uint8)
-        self._store.packed_rows(slots, packed)
-        norms = self._store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
-        codes = Codes("mse", self.dim, self.bits, self.seed, self._codec.rotation.algorithm, SCALE, packed, norms,
-                      np.ones(len(slots), dtype=np.float32))
-        return self._codec.decode(codes)
+        return self._codec.decode(self._codes_at(self._store, self._codec, slots))
+
+    def _codes_at(self, store: Any, codec: TurboQuantMSE, slots: np.ndarray) -> Codes:
+        """The Codes of `codec` held by a native store at these slots (norm = the score factor a, less the l2 2x)."""
+        packed = np.empty((len(slots), codec.row_bytes), dtype=np.uint8)
+        store.packed_rows(slots, packed)
+        norms = store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
+        return Codes("mse", codec.dim, codec.bits, codec.seed, codec.rotation.algorithm, SCALE, packed, norms,
+                     np.ones(len(slots), dtype=np.float32))
 
     def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
                threads: int | None = None, ef: int | None = None, rescore: int | None = None,
@@ -356,7 +359,11 @@ class CodeIndex:
 
     def _encode(self, vectors: np.ndarray) -> tuple[Codes, np.ndarray, np.ndarray]:
         centred = vectors - self._centre()
-        return self._codec.encode(centred, self.threads), self._rerank_rows_of(vectors), centred
+        return self._codes_of(centred), self._rerank_rows_of(vectors), centred
+
+    def _codes_of(self, centred: np.ndarray) -> Codes:
+        """The codes of rows x - mu."""
+        return self._codec.encode(centred, self.threads)
 
     def _rotate_queries(self, centred: np.ndarray, threads: int) -> np.ndarray:
         """Centred queries (checked float32 rows) as the native search takes them."""

@@ -44,10 +44,10 @@ def _adaptive(corpus, bits: int, threads: int | None, out: TextIO) -> dict:
     t0 = time.perf_counter()
     index.add(x)
     build = time.perf_counter() - t0
-    _, ids = index.search(corpus.queries, _K, threads=threads)
-    recall = float(np.mean([len(set(f) & set(g[:_K])) / _K for f, g in zip(ids, corpus.gt_ids)]))
+    recall = _recall(index.search(corpus.queries, _K, threads=threads)[1], corpus)
     print(f"adaptive=True (tiers {index.tiers}, same bytes/vector plus one {x.shape[1]}x{x.shape[1]} basis): "
-          f"recall@{_K} {recall:.3f}, built in {build * 1000:.0f} ms (PCA and plan fitted on the first batch)", file=out)
+          f"recall@{_K} {recall:.3f}, built in {build * 1000:.0f} ms (PCA and plan fitted on the first batch)",
+          file=out)
     return {"recall_at_10": recall, "tiers": index.tiers, "build_s": build}
 
 
@@ -56,10 +56,15 @@ def _quality(index: FlatIndex, corpus, threads: int | None, out: TextIO) -> dict
     t0 = time.perf_counter()
     _, ids = index.search(corpus.queries, _K, threads=threads)
     qps = len(corpus.queries) / (time.perf_counter() - t0)
-    recall = float(np.mean([len(set(f) & set(g[:_K])) / _K for f, g in zip(ids, corpus.gt_ids)]))
+    recall = _recall(ids, corpus)
     print(f"recall@{_K} vs exact search over {len(corpus.queries)} bundled queries: {recall:.3f}; "
           f"{qps:,.0f} queries/s", file=out)
     return {"recall_at_10": recall, "qps": qps}
+
+
+def _recall(ids: np.ndarray, corpus) -> float:
+    """recall@10 of found ids against the corpus's exact top 10 of each bundled query."""
+    return float(np.mean([len(set(f) & set(g[:_K])) / _K for f, g in zip(ids, corpus.gt_ids)]))
 
 
 def _show(index: FlatIndex, corpus, queries: Sequence[str], out: TextIO) -> None:

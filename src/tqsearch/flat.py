@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._index import SCALE, CodeIndex
+from ._index import CodeIndex
 from .params import SearchParams
-from .quantizer import Codes
 from .tiers import TieredCodec, TierPlan, fit_plan
 
 __all__ = ["FlatIndex"]
@@ -55,12 +54,13 @@ class FlatIndex(CodeIndex):
         return None if self._tiered is None else [tuple(t) for t in self._tiered.plan.tiers]
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats (and the tiers'
-        PCA basis), ids (the slot -> id array and the id -> slot map) and the rerank tier. Codes still read from a
-        memory-mapped file (after `load`, before the first change) are the file's pages and count 0."""
+        """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats, the adaptive
+        tiers' PCA basis (once per index; 0 for the uniform code), ids (the slot -> id array and the id -> slot map)
+        and the rerank tier. Codes still read from a memory-mapped file (after `load`, before the first change) are
+        the file's pages and count 0."""
         with self._lock.read():
             basis = 0 if self._tiered is None else self._tiered.plan.basis.nbytes
-            return {"codes": sum(s.memory_bytes for s in self._stores) + basis, **self._held_bytes()}
+            return {"codes": sum(s.memory_bytes for s in self._stores), "basis": basis, **self._held_bytes()}
 
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "
@@ -86,11 +86,8 @@ class FlatIndex(CodeIndex):
                         for c in self._tiered.codecs]
         self._store = self._stores[0]
 
-    def _encode(self, vectors: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
-        if self._tiered is None:
-            return super()._encode(vectors)
-        centred = vectors - self._centre()
-        return self._tiered.encode(centred, self.threads), self._rerank_rows_of(vectors), centred
+    def _codes_of(self, centred: np.ndarray) -> Any:
+        return super()._codes_of(centred) if self._tiered is None else self._tiered.encode(centred, self.threads)
 
     def _floats_of(self, codes: Any, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._tiered is None:
@@ -106,14 +103,7 @@ class FlatIndex(CodeIndex):
     def _decode_slots(self, slots: np.ndarray) -> np.ndarray:
         if self._tiered is None:
             return super()._decode_slots(slots)
-        div = np.float32(2.0 if self.metric == "l2" else 1.0)
-        codes = []
-        for store, codec in zip(self._stores, self._tiered.codecs):
-            packed = np.empty((len(slots), codec.row_bytes), dtype=np.uint8)
-            store.packed_rows(slots, packed)
-            codes.append(Codes("mse", codec.dim, codec.bits, codec.seed, codec.rotation.algorithm, SCALE, packed,
-                               store.a_of(slots) / div, np.ones(len(slots), dtype=np.float32)))
-        return self._tiered.decode(codes)
+        return self._tiered.decode([self._codes_at(s, c, slots) for s, c in zip(self._stores, self._tiered.codecs)])
 
     # ------------------------------------------------------------------ store hooks
 

@@ -45,11 +45,6 @@ class TierPlan:
     basis: np.ndarray
     tiers: tuple[tuple[int, int, int], ...]
 
-    @property
-    def code_bytes(self) -> int:
-        """Packed code bytes per vector over all tiers."""
-        return sum(((stop - start) * bits + 7) // 8 for start, stop, bits in self.tiers)
-
     def check(self, dim: int) -> None:
         """ValueError unless the plan fits vectors of `dim` (a file's plan is checked on load)."""
         if self.basis.shape != (dim, dim) or not np.isfinite(self.basis).all():
