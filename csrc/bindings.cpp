@@ -385,6 +385,7 @@ NB_MODULE(_core, m) {
       .def_prop_ro("size", &tq::FlatStore::size)
       .def("a_of", &a_of<tq::FlatStore>, arr("slots"))
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
+      .def_prop_ro("lut_layout", &tq::FlatStore::lut_layout)
       .def_prop_ro("memory_bytes", &tq::FlatStore::memory_bytes)
       .def("reserve", &tq::FlatStore::reserve, "n"_a)
       .def(

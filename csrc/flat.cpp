@@ -11,6 +11,7 @@ namespace tq {
 namespace {
 
 constexpr size_t kQueryChunk = 8;  // queries sharing one pass over the codes (the kernels' limit)
+constexpr size_t kLutBlocks = 4;   // kLut blocks per kernel call (the AVX-512 kernel shares each table load by two)
 
 }  // namespace
 
@@ -115,7 +116,7 @@ uint8_t* FlatStore::code_byte(size_t slot, size_t j, int* shift) const {
   if (layout_ == Layout::Lut) {
     const size_t m = j / sub_dims_;
     *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
-    return block + (m / 4) * 64 + (m % 4) * 16 + v % 16;
+    return block + (m / 4) * 64 + (k_->lut_layout == 2 ? (v % 16) * 4 + m % 4 : (m % 4) * 16 + v % 16);
   }
   if (layout_ == Layout::I8Dot8) {
     *shift = 0;
@@ -258,11 +259,11 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
   for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(int32_t((partial[i] / unit + magic) - magic));
 }
 
-void FlatStore::block_raw(const Chunk& c, size_t blk, uint32_t* raw) const {
+void FlatStore::block_raw(const Chunk& c, size_t blk, size_t count, uint32_t* raw) const {
   const uint8_t* block = codes_ptr_ + blk * block_bytes_;
   int32_t* dots = reinterpret_cast<int32_t*>(raw);
   if (layout_ == Layout::Lut)
-    k_->lut_block(block, chunks_, c.lut.data(), chunks_ * 64, c.nq, raw);
+    k_->lut_block(block, count, chunks_, c.lut.data(), chunks_ * 64, c.nq, raw);
   else if (layout_ == Layout::I8Dot)
     k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
   else
@@ -273,22 +274,29 @@ void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1,
                      TopK* tops) const {
   const size_t bv = block_vectors_;
   if (layout_ == Layout::Rows) return scan_rows(queries, c.q0, c.nq, b0 * bv, std::min(n_, b1 * bv), allowed, tops);
-  alignas(64) uint32_t raw[kQueryChunk * 32];
+  const size_t group = layout_ == Layout::Lut ? kLutBlocks : 1;  // blocks per kernel call
+  alignas(64) uint32_t raw[kLutBlocks * kQueryChunk * 32];
   float thresholds[kQueryChunk], scores[kQueryChunk * 32];
   uint32_t masks[kQueryChunk];
-  for (size_t blk = b0; blk < b1; ++blk) {
-    const uint64_t bits = allowed_bits(allowed, blk * bv, bv);
-    if (!bits) continue;
-    block_raw(c, blk, raw);
-    const size_t end = std::min(bv, n_ - blk * bv), first = blk * bv;
-    for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
-    k_->score_block(reinterpret_cast<const int32_t*>(raw), bv, c.nq, end, c.shift.data(), c.step.data(),
-                    c.base.data(), a_ptr_ + first, b_from(first), thresholds, scores, masks);
-    for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
-      for (uint32_t hits = masks[t] & uint32_t(bits); hits; hits &= hits - 1) {
-        const int v = __builtin_ctz(hits);
-        tops[t].push(scores[t * 32 + v], int64_t(first + size_t(v)));
-      }
+  uint64_t bits[kLutBlocks];
+  for (size_t g0 = b0; g0 < b1; g0 += group) {
+    const size_t count = std::min(group, b1 - g0);
+    bool any = false;
+    for (size_t i = 0; i < count; ++i) any |= (bits[i] = allowed_bits(allowed, (g0 + i) * bv, bv)) != 0;
+    if (!any) continue;
+    block_raw(c, g0, count, raw);
+    for (size_t i = 0; i < count; ++i) {
+      if (!bits[i]) continue;
+      const size_t first = (g0 + i) * bv, end = std::min(bv, n_ - first);
+      for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
+      k_->score_block(reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv, bv, c.nq, end, c.shift.data(),
+                      c.step.data(), c.base.data(), a_ptr_ + first, b_from(first), thresholds, scores, masks);
+      for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
+        for (uint32_t hits = masks[t] & uint32_t(bits[i]); hits; hits &= hits - 1) {
+          const int v = __builtin_ctz(hits);
+          tops[t].push(scores[t * 32 + v], int64_t(first + size_t(v)));
+        }
+    }
   }
 }
 
@@ -353,7 +361,7 @@ size_t FlatStore::queries_per_chunk() const {
   // The kLut tables of a chunk stay within kLutBytes (about L1) at large dimensions (measured at 784 dims,
   // 2 bits: 5 queries of 6 KB beat 8 by ~8% on AVX-512).
   constexpr size_t kLutBytes = size_t(32) << 10;
-  return layout_ == Layout::Lut ? std::clamp<size_t>(kLutBytes / (chunks_ * 64), 1, kQueryChunk) : kQueryChunk;
+  return layout_ == Layout::Lut ? std::clamp<size_t>(kLutBytes / (chunks_ * 64), 1, k_->lut_queries) : kQueryChunk;
 }
 
 void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
@@ -410,7 +418,7 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
         const FlatStore::Chunk& ch = c.tiers[t];
         const size_t bv = s.block_vectors_;
         for (size_t lane = 0; lane < width; lane += bv) {
-          s.block_raw(ch, (first + lane) / bv, raw);
+          s.block_raw(ch, (first + lane) / bv, 1, raw);
           const size_t m = std::min(bv, width - lane);
           const float* a = s.a_ptr_ + first + lane;
           const int32_t* r = reinterpret_cast<const int32_t*>(raw);

@@ -5,10 +5,12 @@
 // dim 4g + k%4 and, in its high nibble, that of vector 8 + k/4. A 64-byte load thus yields two groups
 // whose decoded bytes feed one int8 dot-product instruction per group for all 16 vectors.
 // Layout kLut (1- and 2-bit codes, FastScan-style): blocks of 32 vectors; the codes of 4/bits consecutive
-// dims form one 4-bit sub-quantizer index ("nibble"). Chunk c of a block is 64 bytes, one 16-byte lane per
-// sub-quantizer 4c..4c+3; byte i of lane L holds the nibble of vector i (low) and of vector 16 + i
-// (high). Per query, each sub-quantizer gets a 16-entry u8 table (its partial inner products, rounded
-// with one scale and a per-table offset), so one byte shuffle scores 64 (vector, sub-quantizer) pairs.
+// dims form one 4-bit sub-quantizer index ("nibble"). Chunk c of a block is 64 bytes covering sub-quantizers
+// 4c..4c+3, in the byte order the kernel set reads (Kernels::lut_layout): in lut layout 1, byte 16L + i holds the
+// nibble of sub-quantizer 4c + L for vector i (low) and vector 16 + i (high), one 128-bit lane per sub-quantizer
+// (AVX2 and scalar); in layout 2, byte 4i + L holds it, so a vector's four nibbles share one 32-bit lane
+// (AVX-512). Per query, each sub-quantizer gets a 16-entry u8 table (its partial inner products, rounded with one
+// scale and a per-table offset), so one byte shuffle or permute scores 64 (vector, sub-quantizer) pairs.
 // Layout kI8Dot8 (8-bit codes): blocks of 16 vectors, groups of 4 dims, 64 bytes per group: byte 4v + t is
 // the code of vector v at dim 4g + t; scanned like kI8Dot through a 256-entry decode table.
 // Layout kRows (3, 5, 6, 7 bits): the packed rows of pack-inl.h, scanned by decode + float dot.
@@ -40,6 +42,7 @@ class FlatStore {
   float a_at(size_t slot) const { return a_ptr_[slot]; }
   size_t dim() const { return dim_; }
   size_t row_bytes() const { return row_bytes_; }
+  int lut_layout() const { return k_->lut_layout; }  // the byte order of kLut blocks (1 or 2, see above)
   size_t code_size() const { return code_bytes(n_); }
   // Bytes of owned storage held, growth slack included (attached views count 0: they are the caller's).
   size_t memory_bytes() const { return codes_.capacity() + sizeof(float) * (a_.capacity() + b_.capacity()); }
@@ -84,8 +87,9 @@ class FlatStore {
   void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut u8 tables
   // Queries per chunk: as many as the kernels take, fewer when kLut tables would outgrow L1.
   size_t queries_per_chunk() const;
-  // The kernel's raw sums of block blk for a chunk's queries (blocked layouts; query t's at raw + t * width).
-  void block_raw(const Chunk& c, size_t blk, uint32_t* raw) const;
+  // The kernel's raw sums of blocks blk.. blk + count - 1 for a chunk's queries (blocked layouts; count > 1 only in
+  // kLut): block b's query t's at raw + (b * nq + t) * width.
+  void block_raw(const Chunk& c, size_t blk, size_t count, uint32_t* raw) const;
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t).
   void scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }

@@ -410,6 +410,55 @@ def test_small_first_batch_or_center_false_leaves_the_index_uncentred():
         FlatIndex(16, 4, center="yes")
 
 
+@pytest.mark.parametrize("name, queries", [("flat_v3_2bit", "q"), ("flat_v3_1bit", "q"), ("flat_v3_adaptive", "qy")])
+@pytest.mark.parametrize("simd", tqsearch.available_simd_levels())
+@pytest.mark.parametrize("mmap", [True, False])
+def test_version_3_files_of_1_and_2_bits_load_in_every_lut_layout(name, queries, simd, mmap, tmp_path):
+    """Files made by the version-3 code (1- and 2-bit blocks in lut layout 1; a 2-bit tier in the adaptive one) search
+    and decode exactly as they did there with every kernel set, whichever layout it reads, and save again."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    want = np.load(data / "index_v3_expected.npz")
+    index = FlatIndex.load(data / f"{name}.tqs", mmap=mmap, simd=simd)
+    index.save(tmp_path / "again.tqs")
+    for loaded in (index, FlatIndex.load(tmp_path / "again.tqs", simd=simd)):
+        scores, ids = loaded.search(want[queries], 10)
+        np.testing.assert_array_equal(ids, want[f"{name}_ids"])
+        np.testing.assert_array_equal(scores, want[f"{name}_scores"])
+        np.testing.assert_array_equal(loaded.reconstruct(loaded.ids[:7]), want[f"{name}_recon"])
+    assert (index.tiers is not None) == (name == "flat_v3_adaptive")
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+@pytest.mark.parametrize("saved_with", tqsearch.available_simd_levels())
+def test_files_move_between_kernel_sets_of_either_lut_layout(bits, saved_with, tmp_path):
+    """A file saved by one kernel set (lut layout 1 on scalar/avx2, 2 on avx512) loads on every other one, mapped or
+    read, and returns the same scores; edits after loading keep working."""
+    x, q = _off_centre(700, 40), _off_centre(9, 40)
+    index = FlatIndex(40, bits, metric="l2", simd=saved_with)
+    index.add(x)
+    index.remove([5, 11])
+    index.save(tmp_path / "a.tqs")
+    want = index.search(q, 10)
+    for level in tqsearch.available_simd_levels():
+        for mmap in (True, False):
+            loaded = FlatIndex.load(tmp_path / "a.tqs", mmap=mmap, simd=level)
+            for got, expected in zip(loaded.search(q, 10), want):
+                np.testing.assert_array_equal(got, expected)
+            far = x[:3] + np.array([[50.0], [-50.0], [100.0]], dtype=np.float32)  # new nearest neighbours
+            loaded.add(far)
+            assert loaded.search(far, 1)[1][:, 0].tolist() == [700, 701, 702]
+
+
+def test_an_unknown_lut_layout_is_a_format_error(tmp_path):
+    index = FlatIndex(16, 2)
+    index.add(_off_centre(40, 16))
+    meta, arrays = index._state()
+    with pytest.raises(FileFormatError, match="lut layout"):
+        FlatIndex._from_state({**meta, "lut_layout": 3}, arrays, "test")
+
+
 @pytest.mark.parametrize("name", ["flat_v1_l2", "hnsw_v1_ip"])
 def test_version_1_index_files_load_and_search_identically(name):
     from pathlib import Path

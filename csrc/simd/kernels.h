@@ -64,11 +64,16 @@ struct Kernels {
   // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic.
   void (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
-  // One 32-vector block of the kLut layout (flat.h), `chunks` chunks of 64 bytes, against nq <= 8 queries'
-  // u8 tables (64 bytes per chunk, query t at luts + t * stride):
-  // out[t*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(v, m)]. Exact.
-  void (*lut_block)(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
-                    uint32_t* out);
+  // `nblocks` consecutive 32-vector blocks of the kLut layout (flat.h), `chunks` chunks of 64 bytes each, against
+  // nq <= 8 queries' u8 tables (64 bytes per chunk, query t at luts + t * stride):
+  // out[(b*nq + t)*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(b, v, m)]. Exact.
+  void (*lut_block)(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
+                    size_t nq, uint32_t* out);
+  // Queries lut_block scores best in one pass over the codes (a kLut scan's query chunk), 1..8.
+  size_t lut_queries;
+  // The byte order of kLut chunks this table's lut_block reads (flat.h): 1 (sub-quantizer-major, for per-lane byte
+  // shuffles) or 2 (vector-major, for 64-entry byte permutes). A store keeps its codes in its kernels' order.
+  int lut_layout;
   // One 16-vector block of the kI8Dot8 layout (flat.h, 8-bit codes, 64 bytes per 4-dim group) against
   // nq <= 8 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
@@ -93,7 +98,8 @@ struct Kernels {
 // checks against the member names and order, and static_asserts complete() on it.
 constexpr bool complete(const Kernels& k) {
   return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
-         k.dot_many && k.dot_i8_block && k.lut_block && k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_u8i8;
+         k.dot_many && k.dot_i8_block && k.lut_block && k.lut_queries && k.lut_layout &&
+         k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_u8i8;
 }
 
 extern const Kernels kKernelsScalar;

@@ -358,12 +358,17 @@ inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* lut
   }
 }
 
-// Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers.
-inline void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
-                      uint32_t* out) {
-  size_t t = 0;
-  for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, out + t * 32);
-  if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, out + t * 32);
+// Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers. Reads
+// lut layout 1 (flat.h), whose 128-bit lanes are one sub-quantizer each, as vpshufb's per-lane tables need.
+inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
+                      size_t nq, uint32_t* out) {
+  for (size_t b = 0; b < nblocks; ++b) {
+    const uint8_t* block = blocks + b * chunks * 64;
+    uint32_t* o = out + b * nq * 32;
+    size_t t = 0;
+    for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, o + t * 32);
+    if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, o + t * 32);
+  }
 }
 
 // score_block, 8 lanes at a time (a partial tail through the scalar formula, which rounds the same).

@@ -451,36 +451,55 @@ void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   by_nq(nq, [&](auto q) { dot_i8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
-// kLut block with VBMI: a constant byte permute turns each chunk's (sub-quantizer, vector) nibble order
-// into (vector, sub-quantizer), so after the 64-entry table lookup (vpermb, four tables side by side)
-// vpdpbusd against ones adds the four sub-quantizers of every vector into its int32 lane. Up to four
-// queries share each load and split of the codes.
-template <int NQ>
-void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
-  alignas(64) uint8_t tr[64], lane[64];
-  for (int k = 0; k < 64; ++k) {
-    tr[k] = uint8_t(16 * (k % 4) + k / 4);  // byte 4i + L <- byte 16L + i
-    lane[k] = uint8_t((k % 4) << 4);        // ... which looks up table L
-  }
-  const __m512i perm = _mm512_load_si512(tr), tables = _mm512_load_si512(lane);
-  const __m512i low = _mm512_set1_epi8(15), ones = _mm512_set1_epi8(1);
-  __m512i lo_acc[NQ], hi_acc[NQ];
-  for (int t = 0; t < NQ; ++t) lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+// kLut blocks with VBMI, lut layout 2 (flat.h): byte 4i + L of a chunk holds sub-quantizer 4c + L of vectors i (low
+// nibble) and 16 + i (high), so one ternary-logic op makes each nibble a 64-entry table index (nibble + 16 L: the
+// chunk's four tables side by side), vpermb looks all 64 up, and vpdpbusd against ones adds each vector's four into
+// its int32 lane. NB blocks share every table load and NQ queries every split of the codes (6 x 2 keeps the 24
+// accumulators, the indices and the constants within the 32 registers). Block b's sums for query t go to
+// out + b * out_stride + t * 32.
+template <int NQ, int NB>
+void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t stride, size_t out_stride,
+              uint32_t* out) {
+  const __m512i tables = _mm512_set1_epi32(0x30201000), low = _mm512_set1_epi8(15), ones = _mm512_set1_epi8(1);
+  __m512i acc[NQ][2 * NB];
+  for (int t = 0; t < NQ; ++t)
+    for (int j = 0; j < 2 * NB; ++j) acc[t][j] = _mm512_setzero_si512();
+  const size_t block_bytes = chunks * 64;
   for (size_t c = 0; c < chunks; ++c) {
-    const __m512i x = _mm512_loadu_si512(block + c * 64);
-    const __m512i il = _mm512_or_si512(_mm512_permutexvar_epi8(perm, _mm512_and_si512(x, low)), tables);
-    const __m512i ih =
-        _mm512_or_si512(_mm512_permutexvar_epi8(perm, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)), tables);
+    __m512i idx[2 * NB];
+    for (int b = 0; b < NB; ++b) {
+      const __m512i x = _mm512_loadu_si512(blocks + b * block_bytes + c * 64);
+      idx[2 * b] = _mm512_ternarylogic_epi64(x, low, tables, 0xEA);  // (x & low) | tables
+      idx[2 * b + 1] = _mm512_ternarylogic_epi64(_mm512_srli_epi16(x, 4), low, tables, 0xEA);
+    }
     for (int t = 0; t < NQ; ++t) {
       const __m512i lut = _mm512_loadu_si512(luts + t * stride + c * 64);
-      lo_acc[t] = dpbusd(lo_acc[t], _mm512_permutexvar_epi8(il, lut), ones);
-      hi_acc[t] = dpbusd(hi_acc[t], _mm512_permutexvar_epi8(ih, lut), ones);
+      for (int j = 0; j < 2 * NB; ++j) acc[t][j] = dpbusd(acc[t][j], _mm512_permutexvar_epi8(idx[j], lut), ones);
     }
   }
-  for (int t = 0; t < NQ; ++t) {
-    _mm512_storeu_si512(out + t * 32, lo_acc[t]);
-    _mm512_storeu_si512(out + t * 32 + 16, hi_acc[t]);
-  }
+  for (int b = 0; b < NB; ++b)
+    for (int t = 0; t < NQ; ++t) {
+      _mm512_storeu_si512(out + b * out_stride + t * 32, acc[t][2 * b]);
+      _mm512_storeu_si512(out + b * out_stride + t * 32 + 16, acc[t][2 * b + 1]);
+    }
+}
+
+constexpr size_t kLutQueries = 6;
+
+void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
+               uint32_t* out) {
+  for (size_t b = 0; b < nblocks; b += 2)
+    for (size_t t = 0; t < nq; t += kLutQueries) {
+      const uint8_t *codes = blocks + b * chunks * 64, *tables = luts + t * stride;
+      uint32_t* o = out + (b * nq + t) * 32;
+      by_nq(std::min(kLutQueries, nq - t), [&](auto q) {
+        constexpr int kNQ = std::min<int>(decltype(q)::value, kLutQueries);
+        if (nblocks - b >= 2)
+          lut_pass<kNQ, 2>(codes, chunks, tables, stride, nq * 32, o);
+        else
+          lut_pass<kNQ, 1>(codes, chunks, tables, stride, nq * 32, o);
+      });
+    }
 }
 
 // kI8Dot8 block: the 256-entry decode is two 128-entry vpermi2b lookups chosen by the code's top bit.
@@ -556,10 +575,6 @@ int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
   return _mm512_reduce_add_epi32(acc);
 }
 
-void lut_block(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq, uint32_t* out) {
-  by_nq(nq, [&](auto q) { lut_block_nq<decltype(q)::value>(block, chunks, luts, stride, out); });
-}
-
 }  // namespace
 }  // namespace avx512
 
@@ -579,6 +594,8 @@ constexpr Kernels kKernelsAVX512 = {
     .encode = avx512::encode,
     .dot_i8_block = avx512::dot_i8_block,
     .lut_block = avx512::lut_block,
+    .lut_queries = avx512::kLutQueries,
+    .lut_layout = 2,
     .dot_u8_block = avx512::dot_u8_block,
     .score_block = avx512::score_block,
     .dot_row4 = avx512::dot_row4,

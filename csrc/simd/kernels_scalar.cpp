@@ -110,20 +110,22 @@ void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* quer
   dot_block_scalar(groups, queries, nq, table, out, [&](size_t v, size_t g, size_t j) { return block[g * 64 + v * 4 + j]; });
 }
 
-// kLut reference: chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low nibble) and i + 16.
-void lut_block_scalar(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
-                      uint32_t* out) {
-  for (size_t t = 0; t < nq; ++t)
-  for (size_t v = 0; v < 32; ++v) {
-    const uint8_t* lut = luts + t * stride;
-    uint32_t s = 0;
-    for (size_t c = 0; c < chunks; ++c)
-      for (size_t lane = 0; lane < 4; ++lane) {
-        const uint8_t byte = block[c * 64 + lane * 16 + v % 16];
-        s += lut[c * 64 + lane * 16 + (v < 16 ? byte & 15 : byte >> 4)];
+// kLut reference, lut layout 1 (flat.h): chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low
+// nibble) and i + 16.
+void lut_block_scalar(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
+                      size_t nq, uint32_t* out) {
+  for (size_t b = 0; b < nblocks; ++b)
+    for (size_t t = 0; t < nq; ++t)
+      for (size_t v = 0; v < 32; ++v) {
+        const uint8_t *block = blocks + b * chunks * 64, *lut = luts + t * stride;
+        uint32_t s = 0;
+        for (size_t c = 0; c < chunks; ++c)
+          for (size_t lane = 0; lane < 4; ++lane) {
+            const uint8_t byte = block[c * 64 + lane * 16 + v % 16];
+            s += lut[c * 64 + lane * 16 + (v < 16 ? byte & 15 : byte >> 4)];
+          }
+        out[(b * nq + t) * 32 + v] = s;
       }
-    out[t * 32 + v] = s;
-  }
 }
 
 void score_block_scalar(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
@@ -166,6 +168,8 @@ constexpr Kernels kKernelsScalar = {
     .encode = nullptr,
     .dot_i8_block = dot_i8_block_scalar,
     .lut_block = lut_block_scalar,
+    .lut_queries = 8,
+    .lut_layout = 1,
     .dot_u8_block = dot_u8_block_scalar,
     .score_block = score_block_scalar,
     .dot_row4 = dot_row4_scalar,

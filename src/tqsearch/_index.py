@@ -244,11 +244,12 @@ class CodeIndex:
             _format.write(path, self._MAGIC, self._VERSION, *self._state())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> CodeIndex:
-        """Read a file written by `save`; raises FileFormatError for foreign, truncated or corrupt files."""
+    def load(cls, path: str | os.PathLike, mmap: bool = True, simd: str | None = None) -> CodeIndex:
+        """Read a file written by `save`; raises FileFormatError for foreign, truncated or corrupt files. simd: the
+        kernel set to search with, as the constructor's (None: the process default)."""
         source = os.fspath(path)
         _, meta, arrays = _format.unpack(_format.read_file(path, mmap), cls._MAGIC, cls._VERSION, source)
-        return cls._from_state(meta, arrays, source)
+        return cls._from_state(meta, arrays, source, simd)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The file's header fields and arrays (also embedded by MultiVectorIndex)."""
@@ -260,11 +261,12 @@ class CodeIndex:
         return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._rerank_rows[:size], **mean}
 
     @classmethod
-    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> CodeIndex:
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], source: str,
+                    simd: str | None = None) -> CodeIndex:
         """The index described by `_state`'s output; FileFormatError when it is inconsistent."""
         try:
             index = cls(int(meta["dim"]), int(meta["bits"]), meta["metric"], int(meta["seed"]), meta["rerank"],
-                        center=bool(meta.get("center", True)), **cls._settings_from(meta))
+                        simd=simd, center=bool(meta.get("center", True)), **cls._settings_from(meta))
             if meta["rotation"] != index._codec.rotation.algorithm or meta["scale"] != SCALE:
                 raise FileFormatError(f"{source}: made with rotation {meta['rotation']!r} / scale {meta['scale']!r}, "
                                       "which this version does not read")

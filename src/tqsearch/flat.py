@@ -19,6 +19,16 @@ from .tiers import TieredCodec, TierPlan, fit_plan
 __all__ = ["FlatIndex"]
 
 
+def _lut_relayout(codes: np.ndarray, layout: int) -> np.ndarray:
+    """1- or 2-bit blocks rewritten from the other lut layout into `layout` (csrc/flat.h): byte 16 L + i of each
+    64-byte chunk in layout 1 is byte 4 i + L in layout 2."""
+    codes = np.asarray(codes, dtype=np.uint8).reshape(-1)
+    if codes.size % 64:
+        raise ValueError(f"{codes.size} code bytes are not whole 64-byte chunks")
+    shape = (-1, 4, 16) if layout == 2 else (-1, 16, 4)
+    return np.ascontiguousarray(codes.reshape(shape).transpose(0, 2, 1)).reshape(-1)
+
+
 class FlatIndex(CodeIndex):
     """Exhaustive (brute-force) search over b-bit TurboQuant codes, numpy in and out.
 
@@ -32,7 +42,7 @@ class FlatIndex(CodeIndex):
     where that measures better on the batch (tiers.py; bits 1, 2 or 4); `tiers` says what it chose.
     """
 
-    _MAGIC, _VERSION = b"TQFLAT01", 3  # 2: the centre (mean) is saved; 3: adaptive tiers
+    _MAGIC, _VERSION = b"TQFLAT01", 4  # 2: the centre (mean) is saved; 3: adaptive tiers; 4: "lut_layout" 1 or 2
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "ip", seed: int = 0, rerank: str | int | None = None,
                  threads: int | None = None, simd: str | None = None, center: bool = True,
@@ -147,7 +157,7 @@ class FlatIndex(CodeIndex):
 
     def _settings(self) -> dict[str, Any]:
         tiers = {} if self._tiered is None else {"tiers": [list(t) for t in self._tiered.plan.tiers]}
-        return {"adaptive": self.adaptive, "planned": self._planned, **tiers}
+        return {"adaptive": self.adaptive, "planned": self._planned, "lut_layout": self._store.lut_layout, **tiers}
 
     @classmethod
     def _settings_from(cls, meta: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +178,13 @@ class FlatIndex(CodeIndex):
                             tuple((int(a), int(b), int(bits)) for a, b, bits in meta["tiers"]))
             plan.check(self.dim)
             self._use_plan(plan)
+        layout, stored = self._store.lut_layout, meta.get("lut_layout", 1)  # files before version 4 hold order 1
+        if stored not in (1, 2):
+            raise ValueError(f"unknown lut layout {stored!r}")
+        if stored != layout:
+            codecs = [self._codec] if self._tiered is None else self._tiered.codecs
+            arrays = {**arrays, **{f"codes{t or ''}": _lut_relayout(arrays[f"codes{t or ''}"], layout)
+                                   for t, codec in enumerate(codecs) if codec.bits <= 2}}
         zeros = np.zeros(n, dtype=np.float32)
         self._store.attach(arrays["codes"], arrays["a"], arrays["b"], n)
         for t, store in enumerate(self._stores[1:], start=1):

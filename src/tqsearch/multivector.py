@@ -42,7 +42,8 @@ class MultiVectorIndex:
     arrays; ids are int64 as in the other indexes. Searches run at once, writes exclusively (_rwlock.py).
     """
 
-    _MAGIC, _VERSION = b"TQMULTI1", 2  # 2: the FDE index saves its centre (version 1 loads uncentred)
+    _MAGIC, _VERSION = b"TQMULTI1", 3  # 2: the FDE index saves its centre (version 1 loads uncentred); 3: a flat
+    # FDE index of 1-2 bits holds lut layout 2 (flat.py)
 
     def __init__(self, dim: int, bits: int = 4, fde: FDEEncoder | None = None, index: str = "hnsw",
                  token_bits: int = 4, seed: int = 0, threads: int | None = None, simd: str | None = None,
