@@ -451,6 +451,19 @@ def test_files_move_between_kernel_sets_of_either_lut_layout(bits, saved_with, t
             assert loaded.search(far, 1)[1][:, 0].tolist() == [700, 701, 702]
 
 
+def test_a_file_rewritten_into_the_other_lut_layout_counts_its_codes(tmp_path):
+    """A memory-mapped load reads the file's pages (0 bytes held), unless its 1-2 bit codes had to be rewritten
+    for the loading kernel set: then they are the index's memory and memory_usage says so."""
+    levels = tqsearch.available_simd_levels()
+    index = FlatIndex(40, 2, simd=levels[0])
+    index.add(_off_centre(300, 40))
+    index.save(tmp_path / "a.tqs")
+    layouts = {level: FlatIndex(8, 2, simd=level)._store.lut_layout for level in levels}
+    for level in levels:
+        codes = FlatIndex.load(tmp_path / "a.tqs", simd=level).memory_usage()["codes"]
+        assert codes == 0 if layouts[level] == layouts[levels[0]] else codes >= 300 * 10  # 10 code bytes a vector
+
+
 def test_an_unknown_lut_layout_is_a_format_error(tmp_path):
     index = FlatIndex(16, 2)
     index.add(_off_centre(40, 16))

@@ -181,12 +181,14 @@ class FlatIndex(CodeIndex):
         layout, stored = self._store.lut_layout, meta.get("lut_layout", 1)  # files before version 4 hold order 1
         if stored not in (1, 2):
             raise ValueError(f"unknown lut layout {stored!r}")
-        if stored != layout:
-            codecs = [self._codec] if self._tiered is None else self._tiered.codecs
-            arrays = {**arrays, **{f"codes{t or ''}": _lut_relayout(arrays[f"codes{t or ''}"], layout)
-                                   for t, codec in enumerate(codecs) if codec.bits <= 2}}
+        codecs = [self._codec] if self._tiered is None else self._tiered.codecs
+        rewritten = {f"codes{t or ''}": _lut_relayout(arrays[f"codes{t or ''}"], layout)
+                     for t, codec in enumerate(codecs) if codec.bits <= 2 and stored != layout}
+        arrays = {**arrays, **rewritten}
         zeros = np.zeros(n, dtype=np.float32)
         self._store.attach(arrays["codes"], arrays["a"], arrays["b"], n)
         for t, store in enumerate(self._stores[1:], start=1):
             store.attach(arrays[f"codes{t}"], arrays[f"a{t}"], zeros, n)
         self._mapped = {**arrays, "zeros": zeros}  # the stores read these (views of the file) until a mutation
+        if rewritten:  # not the file's pages: the stores own rewritten codes, and memory_usage counts them
+            self._store_reserve(n)
