@@ -30,6 +30,7 @@ FlatStore::FlatStore(size_t dim, int bits, const std::vector<float>& centroids, 
     block_vectors_ = 32;
     block_bytes_ = chunks_ * 64;
   }
+  if (layout_ != Layout::Rows) index_dims();
   refresh();
 }
 
@@ -109,40 +110,53 @@ void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, c
   attached_ = true;
 }
 
-uint8_t* FlatStore::code_byte(size_t slot, size_t j, int* shift) const {
-  // The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h.
-  uint8_t* block = const_cast<uint8_t*>(codes_ptr_) + (slot / block_vectors_) * block_bytes_;
-  const size_t v = slot % block_vectors_;
-  if (layout_ == Layout::Lut) {
-    const size_t m = j / sub_dims_;
-    *shift = (v < 16 ? 0 : 4) + bits_ * int(j % sub_dims_);
-    return block + (m / 4) * 64 + (k_->lut_layout == 2 ? (v % 16) * 4 + m % 4 : (m % 4) * 16 + v % 16);
+// The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h are dim_byte_[j] + slot_byte(v) and
+// dim_shift_[j] + slot_shift(v) for the slot's position v in its block: tables over j, filled once.
+void FlatStore::index_dims() {
+  dim_byte_.resize(dim_);
+  dim_shift_.resize(dim_);
+  for (size_t j = 0; j < dim_; ++j) {
+    const size_t m = j / std::max<size_t>(sub_dims_, 1);
+    if (layout_ == Layout::Lut) {
+      dim_byte_[j] = uint32_t((m / 4) * 64 + (k_->lut_layout == 2 ? m % 4 : (m % 4) * 16));
+      dim_shift_[j] = uint8_t(bits_ * int(j % sub_dims_));
+    } else {  // kI8Dot: 32 bytes per group, kI8Dot8: 64
+      dim_byte_[j] = uint32_t((j / 4) * (layout_ == Layout::I8Dot ? 32 : 64) + j % 4);
+      dim_shift_[j] = 0;
+    }
   }
-  if (layout_ == Layout::I8Dot8) {
-    *shift = 0;
-    return block + (j / 4) * 64 + v * 4 + j % 4;
-  }
-  *shift = v < 8 ? 0 : 4;  // kI8Dot
-  return block + (j / 4) * 32 + (v % 8) * 4 + j % 4;
+}
+
+size_t FlatStore::slot_byte(size_t v) const {
+  if (layout_ == Layout::Lut) return k_->lut_layout == 2 ? (v % 16) * 4 : v % 16;
+  return layout_ == Layout::I8Dot ? (v % 8) * 4 : v * 4;
+}
+
+int FlatStore::slot_shift(size_t v) const {
+  if (layout_ == Layout::Lut) return v < 16 ? 0 : 4;
+  return layout_ == Layout::I8Dot && v >= 8 ? 4 : 0;
 }
 
 void FlatStore::set_code(size_t slot, const uint8_t* idx) {
   if (layout_ == Layout::Rows) return k_->pack(idx, dim_, bits_, codes_.data() + slot * row_bytes_);
+  const size_t v = slot % block_vectors_;
+  uint8_t* base = codes_.data() + (slot / block_vectors_) * block_bytes_ + slot_byte(v);
   const unsigned mask = (1u << bits_) - 1;
+  const int shift = slot_shift(v);
   for (size_t j = 0; j < dim_; ++j) {
-    int shift;
-    uint8_t* byte = code_byte(slot, j, &shift);
-    *byte = uint8_t((*byte & ~(mask << shift)) | (unsigned(idx[j]) << shift));
+    uint8_t& byte = base[dim_byte_[j]];
+    const int at = dim_shift_[j] + shift;
+    byte = uint8_t((byte & ~(mask << at)) | (unsigned(idx[j]) << at));
   }
 }
 
 void FlatStore::get_code(size_t slot, uint8_t* idx) const {
   if (layout_ == Layout::Rows) return k_->unpack(codes_ptr_ + slot * row_bytes_, dim_, bits_, idx);
+  const size_t v = slot % block_vectors_;
+  const uint8_t* base = codes_ptr_ + (slot / block_vectors_) * block_bytes_ + slot_byte(v);
   const unsigned mask = (1u << bits_) - 1;
-  for (size_t j = 0; j < dim_; ++j) {
-    int shift;
-    idx[j] = uint8_t((*code_byte(slot, j, &shift) >> shift) & mask);
-  }
+  const int shift = slot_shift(v);
+  for (size_t j = 0; j < dim_; ++j) idx[j] = uint8_t((base[dim_byte_[j]] >> (dim_shift_[j] + shift)) & mask);
 }
 
 void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* b, size_t n) {

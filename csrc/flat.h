@@ -93,7 +93,9 @@ class FlatStore {
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t).
   void scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
-  uint8_t* code_byte(size_t slot, size_t dim, int* shift) const;  // blocked layouts only
+  void index_dims();  // blocked layouts: where each dim's code sits in a block (dim_byte_, dim_shift_)
+  size_t slot_byte(size_t v) const;  // ... and where the v-th vector of a block does
+  int slot_shift(size_t v) const;
   void scan_rows(const float* queries, size_t q0, size_t nq, size_t r0, size_t r1, const uint64_t* allowed,
                  TopK* tops) const;
 
@@ -102,6 +104,8 @@ class FlatStore {
   int bits_;
   Layout layout_;
   CodeScorer scorer_;           // tables, query rounding and the padded centroids
+  std::vector<uint32_t> dim_byte_;  // blocked layouts, per dim: byte offset in a block (for its first vector)
+  std::vector<uint8_t> dim_shift_;  // ... and bit offset
   // Owned storage, sized to the capacity cap_ (in vectors; slack zero-filled, so it is resident and counted)
   // while n_ vectors are in use. b_ stays empty while every offset is +0.0 (the ip and cosine metrics).
   AlignedVector<uint8_t> codes_;
