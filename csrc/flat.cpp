@@ -240,31 +240,48 @@ FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) 
   return c;
 }
 
-void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base) const {
-  // Float partial inner product of every sub-quantizer value, then one u8 rounding with a shared step
-  // and a per-table offset, so integer sums map back to float with one multiply-add.
-  const size_t tables = chunks_ * 4, mask = (size_t(1) << bits_) - 1;
-  const float* centroids = scorer_.centroids();
-  std::vector<float> partial(tables * 16);
-  float widest = 0, offsets = 0;
+namespace {
+
+// The float tables of prepare_lut for codes of kBits bits (sub-quantizers of 4 / kBits dims): entry n of table m is
+// the sum over the table's sub-dims s (from 0 up, starting at +0.0) of q_j * c[value of s in n], then the table's
+// minimum is removed (and added to *offsets, table by table) and the widest range kept. With the widths known at
+// compile time every table unrolls into independent sums.
+template <int kBits>
+void lut_floats(const float* q, size_t dim, const float* centroids, size_t tables, float* partial, float* widest,
+                float* offsets) {
+  constexpr int kSub = 4 / kBits, kMask = (1 << kBits) - 1;
   for (size_t m = 0; m < tables; ++m) {
-    // Entry n is the sum over the table's sub-dims s (from 0 up, starting at +0.0) of q_j * c[value of s in
-    // n]; sixteen independent sums, where building them by doubling chained every add through memory.
-    float* e = partial.data() + m * 16, prod[4][4];  // sub_dims_ <= 4 values of 2^bits <= 4 each
-    for (size_t s = 0; s < sub_dims_; ++s) {
-      const size_t j = m * sub_dims_ + s;
-      for (size_t v = 0; v <= mask; ++v) prod[s][v] = (j < dim_ ? q[j] : 0.0f) * centroids[v];
+    float prod[kSub][kMask + 1], e[16];
+    for (int s = 0; s < kSub; ++s) {
+      const size_t j = m * kSub + size_t(s);
+      for (int v = 0; v <= kMask; ++v) prod[s][v] = (j < dim ? q[j] : 0.0f) * centroids[v];
     }
-    for (size_t n = 0; n < 16; ++n) {
+    for (int n = 0; n < 16; ++n) {
       float sum = 0.0f;
-      for (size_t s = 0; s < sub_dims_; ++s) sum = sum + prod[s][(n >> (bits_ * s)) & mask];
+      for (int s = 0; s < kSub; ++s) sum = sum + prod[s][(n >> (kBits * s)) & kMask];
       e[n] = sum;
     }
-    const float lo = *std::min_element(e, e + 16), hi = *std::max_element(e, e + 16);
-    widest = std::max(widest, hi - lo);
-    for (size_t nib = 0; nib < 16; ++nib) e[nib] -= lo;
-    offsets += lo;
+    float lo = e[0], hi = e[0];
+    for (int n = 1; n < 16; ++n) {
+      lo = std::min(lo, e[n]);
+      hi = std::max(hi, e[n]);
+    }
+    *widest = std::max(*widest, hi - lo);
+    for (int n = 0; n < 16; ++n) partial[m * 16 + size_t(n)] = e[n] - lo;
+    *offsets += lo;
   }
+}
+
+}  // namespace
+
+void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base) const {
+  // Float partial inner products of every sub-quantizer value, then one u8 rounding with a shared step
+  // and a per-table offset, so integer sums map back to float with one multiply-add.
+  const size_t tables = chunks_ * 4;
+  std::vector<float> partial(tables * 16);
+  float widest = 0, offsets = 0;
+  (bits_ == 1 ? lut_floats<1> : lut_floats<2>)(q, dim_, scorer_.centroids(), tables, partial.data(), &widest,
+                                               &offsets);
   *step = widest > 0 ? widest / 255.0f : 1.0f;
   *base = offsets;
   // Round half to even as std::lrint does (default rounding mode), inline so the loop vectorizes: adding and
