@@ -321,7 +321,7 @@ void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1,
       const size_t first = (g0 + i) * bv, end = std::min(bv, n_ - first);
       for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
       k_->score_block(reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv, bv, c.nq, end, c.shift.data(),
-                      c.step.data(), c.base.data(), a_ptr_ + first, b_from(first), thresholds, scores, masks);
+                      c.step.data(), c.base.data(), a_ptr_ + first, b_from(first), 0, thresholds, scores, masks);
       for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
         for (uint32_t hits = masks[t] & uint32_t(bits[i]); hits; hits &= hits - 1) {
           const int v = __builtin_ctz(hits);
@@ -455,16 +455,15 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
           const int32_t* r = reinterpret_cast<const int32_t*>(raw);
           if (t < last) {
             s.k_->score_block(r, bv, c.nq, m, ch.shift.data(), ch.step.data(), ch.base.data(), a,
-                              t == 0 ? s.b_from(first + lane) : kZeroOffsets, lowest, (t == 0 ? sums : term) + lane,
+                              t == 0 ? s.b_from(first + lane) : kZeroOffsets, 0, lowest, (t == 0 ? sums : term) + lane,
                               masks);
             continue;
           }
-          for (size_t q = 0; q < c.nq; ++q) {
-            const float* b = t == 0 ? s.b_from(first + lane) : sums + q * kSpan + lane;  // one tier: its offsets
-            s.k_->score_block(r + q * bv, bv, 1, m, &ch.shift[q], &ch.step[q], &ch.base[q], a, b, &thresholds[q],
-                              term + q * kSpan + lane, masks);
-            found[q] |= masks[0] << lane;
-          }
+          const bool alone = t == 0;  // one tier: its own offsets; else each query's running sum
+          s.k_->score_block(r, bv, c.nq, m, ch.shift.data(), ch.step.data(), ch.base.data(), a,
+                            alone ? s.b_from(first + lane) : sums + lane, alone ? 0 : kSpan, thresholds, term + lane,
+                            masks);
+          for (size_t q = 0; q < c.nq; ++q) found[q] |= masks[q] << lane;
         }
         if (t > 0 && t < last)
           for (size_t q = 0; q < c.nq; ++q)

@@ -79,12 +79,12 @@ struct Kernels {
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
   // One block's raw sums for nq <= 8 queries (query t's at raw + t * width, width 16 or 32), one call per
-  // block: for v < n <= width, scores[t*32 + v] = a[v] * ((float(raw) - shift[t]) * step[t] + base[t]) + b[v]
-  // (simd/score-inl.h, no FMA) and masks[t] = the lanes with scores >= thresholds[t]. raw: int32 or uint32
-  // bits below 2^24.
+  // block: for v < n <= width, scores[t*32 + v] = a[v] * ((float(raw) - shift[t]) * step[t] + base[t]) + b_t[v]
+  // (simd/score-inl.h, no FMA), b_t = b + t * b_stride (0: one b for all), and masks[t] = the lanes with
+  // scores >= thresholds[t]. raw: int32 or uint32 bits below 2^24.
   void (*score_block)(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
-                      const float* base, const float* a, const float* b, const float* thresholds, float* scores,
-                      uint32_t* masks);
+                      const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
+                      float* scores, uint32_t* masks);
   // One packed 4-bit row (pack-inl.h: byte i holds dims 2i, 2i+1) against a query laid out per 64-byte
   // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
   // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.

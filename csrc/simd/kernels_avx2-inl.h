@@ -373,10 +373,11 @@ inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, cons
 
 // score_block, 8 lanes at a time (a partial tail through the scalar formula, which rounds the same).
 inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
-                        const float* base, const float* a, const float* b, const float* thresholds, float* scores,
-                        uint32_t* masks) {
+                        const float* base, const float* a, const float* b_all, size_t b_stride, const float* thresholds,
+                        float* scores, uint32_t* masks) {
   for (size_t t = 0; t < nq; ++t) {
     const int32_t* r = raw + t * width;
+    const float* b = b_all + t * b_stride;
     float* s = scores + t * 32;
     const __m256 vshift = _mm256_set1_ps(shift[t]), vstep = _mm256_set1_ps(step[t]), vbase = _mm256_set1_ps(base[t]);
     const __m256 vthr = _mm256_set1_ps(thresholds[t]);

@@ -526,8 +526,8 @@ void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
 }
 
 void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
-                 const float* base, const float* a, const float* b, const float* thresholds, float* scores,
-                 uint32_t* masks) {
+                 const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
+                 float* scores, uint32_t* masks) {
   __m512 va[2], vb[2];
   __mmask16 live[2];
   for (int h = 0; h < 2; ++h) {
@@ -543,7 +543,8 @@ void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const fl
       const __m512 x = _mm512_add_ps(
           _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(r), _mm512_set1_ps(shift[t])), _mm512_set1_ps(step[t])),
           _mm512_set1_ps(base[t]));
-      const __m512 s = _mm512_add_ps(_mm512_mul_ps(va[h], x), vb[h]);
+      const __m512 off = b_stride ? _mm512_maskz_loadu_ps(live[h], b + t * b_stride + 16 * h) : vb[h];
+      const __m512 s = _mm512_add_ps(_mm512_mul_ps(va[h], x), off);
       _mm512_mask_storeu_ps(scores + t * 32 + 16 * h, live[h], s);
       mask |= uint32_t(_mm512_mask_cmp_ps_mask(live[h], s, _mm512_set1_ps(thresholds[t]), _CMP_GE_OQ)) << (16 * h);
     }

@@ -129,10 +129,11 @@ void lut_block_scalar(const uint8_t* blocks, size_t nblocks, size_t chunks, cons
 }
 
 void score_block_scalar(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
-                        const float* base, const float* a, const float* b, const float* thresholds, float* scores,
-                        uint32_t* masks) {
+                        const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
+                        float* scores, uint32_t* masks) {
   for (size_t t = 0; t < nq; ++t)
-    masks[t] = score_lanes(raw + t * width, n, shift[t], step[t], base[t], a, b, thresholds[t], scores + t * 32);
+    masks[t] = score_lanes(raw + t * width, n, shift[t], step[t], base[t], a, b + t * b_stride, thresholds[t],
+                           scores + t * 32);
 }
 
 int32_t dot_row4_scalar(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
