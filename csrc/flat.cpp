@@ -116,8 +116,8 @@ void FlatStore::index_dims() {
   dim_byte_.resize(dim_);
   dim_shift_.resize(dim_);
   for (size_t j = 0; j < dim_; ++j) {
-    const size_t m = j / std::max<size_t>(sub_dims_, 1);
     if (layout_ == Layout::Lut) {
+      const size_t m = j / sub_dims_;  // the sub-quantizer (nibble) holding dim j
       dim_byte_[j] = uint32_t((m / 4) * 64 + (k_->lut_layout == 2 ? m % 4 : (m % 4) * 16));
       dim_shift_[j] = uint8_t(bits_ * int(j % sub_dims_));
     } else {  // kI8Dot: 32 bytes per group, kI8Dot8: 64
