@@ -398,7 +398,6 @@ inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, c
   }
 }
 
-// BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).
 // u8 x s8 pair sums (vpmaddubsw) stay below int16 saturation because |q| <= 63.
 inline int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
@@ -416,10 +415,10 @@ inline int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* quer
     const int8_t* q = query + (i / 64) * 128 + i % 64;
     const __m256i lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low));
     const __m256i hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
-    const __m256i pairs = _mm256_add_epi16(
-        _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))),
-        _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64))));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+    // Each pair sum fits int16 (2 * 255 * 63); two added need not, so each is widened to int32 first.
+    const __m256i even = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+    const __m256i odd = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64)));
+    acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(even, ones), _mm256_madd_epi16(odd, ones)));
   }
   __m128i r = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
   r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4E));
@@ -442,6 +441,7 @@ inline int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
   return _mm_cvtsi128_si32(r);
 }
 
+// BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).
 inline uint64_t byte_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
 
 inline void pack(const uint8_t* idx, size_t n, int bits, uint8_t* out) {
