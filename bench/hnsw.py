@@ -1,8 +1,8 @@
 """HNSW benchmark: tqsearch HNSWIndex vs hnswlib, FAISS HNSW, tqdb and rabitqlib graphs, one process, same data.
 
 Data: WordNet MiniLM (116,659 x 384, gloss queries, inner product), k=10. Ours: HNSWIndex (M=16,
-ef_construction=200) at 4 bits, 4 bits + rerank "fp16" and rerank=8 (default factor 2), 5 and 6
-bits. Peers and their settings: see bench/hnsw_peers.py. Per index: build time on 1 and on all
+ef_construction=200) at 4 bits, 4 bits with adaptive tiers (the same bytes), 4 bits + rerank "fp16" and
+rerank=8 (default factor 2), 5 and 6 bits. Peers and their settings: see bench/hnsw_peers.py. Per index: build time on 1 and on all
 cores, bytes/vector including the graph, and a one-thread recall@10 vs QPS curve over ef (batch of
 all queries, best of --repeat per ef). Also filtered search of our 4-bit index (random 1%, 10%,
 50% of the ids allowed, seeded; exact top-10 among the allowed rows) and the issue's targets.
@@ -48,11 +48,11 @@ from hnsw_peers import EFS, Graph, GraphSpec, measure_graph, peer_specs
 
 K = 10
 M, EF_CONSTRUCTION = 16, 200
-OURS = [(4, None), (4, "fp16"), (4, 8), (5, None), (6, None)]
+OURS = [(4, None, False), (4, None, True), (4, "fp16", False), (4, 8, False), (5, None, False), (6, None, False)]
 FILTER_FRACTIONS = (0.01, 0.10, 0.50)
 FILTER_EFS = (64, 128)
 FILTER_SEED = 0
-FILTERED = ("tqsearch:4bit", "tqsearch:4bit+fp16")  # the indexes whose filtered search is measured
+FILTERED = ("tqsearch:4bit", "tqsearch:4bit,adaptive", "tqsearch:4bit+fp16")  # the indexes whose filtered search is measured
 BAND = (0.90, 0.98)  # target 1: recall range where hnswlib is compared
 FULL_QUERIES = 1000
 
@@ -60,11 +60,11 @@ FULL_QUERIES = 1000
 # ----------------------------------------------------------------------------- our index
 
 
-def tqsearch_graph(bits: int, rerank: str | int | None, base: np.ndarray, metric: str, threads: int,
+def tqsearch_graph(bits: int, rerank: str | int | None, adaptive: bool, base: np.ndarray, metric: str, threads: int,
                    stack: contextlib.ExitStack) -> Graph:
     """Our HNSWIndex built on `threads` cores, searched on one."""
     index = tqsearch.HNSWIndex(base.shape[1], bits, metric=metric, rerank=rerank, M=M,
-                               ef_construction=EF_CONSTRUCTION, threads=threads)
+                               ef_construction=EF_CONSTRUCTION, threads=threads, adaptive=adaptive)
     index.add(base)
 
     def search(q: np.ndarray, k: int, ef: int) -> np.ndarray:
@@ -72,7 +72,7 @@ def tqsearch_graph(bits: int, rerank: str | int | None, base: np.ndarray, metric
         return index.search(q, k, ef=ef, threads=1)[1]
 
     usage = index.memory_usage()
-    params = {"M": M, "ef_construction": EF_CONSTRUCTION, "rerank": rerank,
+    params = {"M": M, "ef_construction": EF_CONSTRUCTION, "rerank": rerank, "tiers": index.tiers,
               "rerank_factor": "library default (2 at 4 bits); beam >= k * factor" if rerank else None,
               "memory_usage": usage}
     note = "sum(memory_usage().values()) / n: codes + per-vector floats + graph links + int64 ids + rerank tier"
@@ -80,13 +80,13 @@ def tqsearch_graph(bits: int, rerank: str | int | None, base: np.ndarray, metric
 
 
 def ours_specs() -> list[GraphSpec]:
-    """Our configurations: 4-bit, 4-bit + rerank (fp16, 8-bit), 5-bit, 6-bit."""
-    def label(bits: int, rerank: str | int | None) -> str:
-        """tqsearch:4bit, tqsearch:4bit+fp16, tqsearch:4bit+rerank8, ..."""
+    """Our configurations: 4-bit, 4-bit adaptive, 4-bit + rerank (fp16, 8-bit), 5-bit, 6-bit."""
+    def label(bits: int, rerank: str | int | None, adaptive: bool) -> str:
+        """tqsearch:4bit, tqsearch:4bit,adaptive, tqsearch:4bit+fp16, tqsearch:4bit+rerank8, ..."""
         suffix = "" if rerank is None else "+fp16" if rerank == "fp16" else f"+rerank{rerank}"
-        return f"tqsearch:{bits}bit{suffix}"
+        return f"tqsearch:{bits}bit{suffix}{',adaptive' if adaptive else ''}"
 
-    return [GraphSpec(label(b, r), b, "tqsearch", partial(tqsearch_graph, b, r)) for b, r in OURS]
+    return [GraphSpec(label(b, r, a), b, "tqsearch", partial(tqsearch_graph, b, r, a)) for b, r, a in OURS]
 
 
 # ----------------------------------------------------------------------------- filtered search
@@ -241,6 +241,19 @@ def target_build(by: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return _target(name, goal, f"{a:.1f} s vs {b:.1f} s ({a / b:.2f}x)", a <= b, ours_s=a, faiss_s=b)
 
 
+def target_codes_only(by: dict[str, dict[str, Any]], goal: float = 0.97) -> dict[str, Any]:
+    """(5) a 4-bit index without a rerank tier reaches recall@10 >= goal at some ef."""
+    name = "4-bit, codes only (no rerank tier)"
+    rows = [r for n, r in by.items() if n.startswith("tqsearch:4bit") and "+" not in n]
+    if not rows:
+        return _target(name, f"recall@10 >= {goal}", "missing tqsearch:4bit", None)
+    best = {r["name"]: max(r["curve"], key=lambda p: p[f"recall@{K}"]) for r in rows}
+    text = "; ".join(f"{n}: {p[f'recall@{K}']:.4f} at ef={p['ef']} ({p['qps']:,.0f} QPS, "
+                     f"{by[n]['bytes_per_vector']:,.0f} B/vec)" for n, p in best.items())
+    return _target(name, f"recall@10 >= {goal} at some ef", text,
+                   any(p[f"recall@{K}"] >= goal for p in best.values()), best=best)
+
+
 def target_filtered(rows: list[dict[str, Any]], goal: float = 0.95) -> dict[str, Any]:
     """(4) filtered recall@10 >= 0.95 at 1%, 10% and 50% allowed (best of the measured efs), per index."""
     name = "filtered recall@10 (1%, 10%, 50% allowed)"
@@ -255,9 +268,10 @@ def target_filtered(rows: list[dict[str, Any]], goal: float = 0.95) -> dict[str,
 
 
 def targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """Evaluate the issue's four targets on one run's rows."""
+    """Evaluate the issues' targets on one run's rows."""
     by = {r["name"]: r for r in payload["rows"] if "error" not in r}
-    return [target_speed(by), target_rerank(by), target_build(by), target_filtered(payload["filtered"])]
+    return [target_speed(by), target_rerank(by), target_build(by), target_filtered(payload["filtered"]),
+            target_codes_only(by)]
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -271,7 +285,8 @@ def markdown(payload: dict[str, Any]) -> str:
              f"Each index is built on {_cores(s['build_threads'])} (build s), and the 1-core build is "
              "searched on 1 core: a batch of all queries per ef, best of "
              f"{s['repeat']}. bytes/vec = everything held per vector, graph included (ours: codes, floats, links, "
-             "ids, rerank tier). Ours: M=16, ef_construction=200; `+fp16`/`+rerank8` re-score k*2 candidates. "
+             "ids, rerank tier). Ours: M=16, ef_construction=200; `,adaptive`: adaptive=True (the first batch's PCA "
+             "splits the same bytes into tiers, tiers.py); `+fp16`/`+rerank8` re-score k*2 candidates. "
              "Peer settings: bench/hnsw_peers.py (FAISS keeps its defaults, efConstruction=40).\n"),
              "![hnsw](hnsw.png)\n"]
     lines += _summary_table(payload["rows"], s["build_threads"]) + [""] + _curve_table(payload["rows"]) + [""]

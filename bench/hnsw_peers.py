@@ -47,7 +47,7 @@ from common import Timer, pinned, recall_at_k
 from flat_peers import THREADS, Peer, Unsupported, _best_of, _ids_array
 from peers import _faiss_details, _short_faiss_error
 
-EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
 GraphSearch = Callable[[np.ndarray, int, int], np.ndarray]  # (queries, k, ef) -> ids (nq, k) int64, one thread
 

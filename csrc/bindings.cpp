@@ -140,12 +140,12 @@ nb::ndarray<nb::numpy, float> to_numpy(std::vector<float> v) { return owned_arra
 nb::ndarray<nb::numpy, uint8_t> to_numpy_u8(std::vector<uint8_t> v) { return owned_array(std::move(v)); }
 nb::ndarray<nb::numpy, uint32_t> to_numpy_u32(std::vector<uint32_t> v) { return owned_array(std::move(v)); }
 
-// The per-slot score factor a of a store (FlatStore or HnswGraph) for the given slots.
-template <class Store>
-nb::ndarray<nb::numpy, float> a_of(const Store& s, const In<int64_t, Vec>& slots) {
-  check_slots(slots, s.size());
+// The per-slot score factor a of a store of `size` slots for the given slots, read by at(slot).
+template <class At>
+nb::ndarray<nb::numpy, float> a_of(const In<int64_t, Vec>& slots, size_t size, At&& at) {
+  check_slots(slots, size);
   std::vector<float> out(slots.shape(0));
-  for (size_t i = 0; i < out.size(); ++i) out[i] = s.a_at(size_t(slots(i)));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = at(size_t(slots(i)));
   return to_numpy(std::move(out));
 }
 
@@ -383,7 +383,12 @@ NB_MODULE(_core, m) {
           },
           "dim"_a, "bits"_a, arr("centroids"), "simd"_a = "")
       .def_prop_ro("size", &tq::FlatStore::size)
-      .def("a_of", &a_of<tq::FlatStore>, arr("slots"))
+      .def(
+          "a_of",
+          [](const tq::FlatStore& st, const In<int64_t, Vec>& slots) {
+            return a_of(slots, st.size(), [&](size_t slot) { return st.a_at(slot); });
+          },
+          arr("slots"))
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
       .def_prop_ro("lut_layout", &tq::FlatStore::lut_layout)
       .def_prop_ro("memory_bytes", &tq::FlatStore::memory_bytes)
@@ -457,14 +462,26 @@ NB_MODULE(_core, m) {
   nb::class_<tq::HnswGraph>(m, "HnswGraph")
       .def(
           "__init__",
-          [](tq::HnswGraph* self, size_t dim, int bits, const In<float, Vec>& centroids, size_t M,
-             size_t ef_construction, uint64_t seed, float decode_div, const std::string& simd) {
-            new (self) tq::HnswGraph(dim, bits, to_vector(centroids), M, ef_construction, seed, decode_div,
-                                     pick(simd));
+          [](tq::HnswGraph* self, const std::vector<size_t>& dims, const std::vector<int>& bits,
+             const std::vector<In<float, Vec>>& centroids, size_t M, size_t ef_construction, uint64_t seed,
+             float decode_div, const std::string& simd) {
+            TQ_CHECK(!dims.empty() && bits.size() == dims.size() && centroids.size() == dims.size(),
+                     "one dim, bit width and codebook per tier is needed");
+            std::vector<tq::CodeTier> tiers;
+            for (size_t t = 0; t < dims.size(); ++t) tiers.push_back({dims[t], bits[t], to_vector(centroids[t])});
+            new (self) tq::HnswGraph(tiers, M, ef_construction, seed, decode_div, pick(simd));
           },
-          "dim"_a, "bits"_a, arr("centroids"), "M"_a, "ef_construction"_a, "seed"_a, "decode_div"_a, "simd"_a = "")
+          "dims"_a, "bits"_a, "centroids"_a, "M"_a, "ef_construction"_a, "seed"_a, "decode_div"_a, "simd"_a = "")
       .def_prop_ro("size", &tq::HnswGraph::size)
-      .def("a_of", &a_of<tq::HnswGraph>, arr("slots"))
+      .def_prop_ro("tiers", &tq::HnswGraph::tiers)
+      .def_prop_ro("row_bytes", &tq::HnswGraph::row_bytes)
+      .def(
+          "a_of",
+          [](const tq::HnswGraph& g, const In<int64_t, Vec>& slots, size_t tier) {
+            TQ_CHECK(tier < g.tiers(), "tier " + str(tier) + " is out of range for " + str(g.tiers()) + " tiers");
+            return a_of(slots, g.size(), [&](size_t slot) { return g.a_at(slot, tier); });
+          },
+          arr("slots"), "tier"_a = 0)
       .def_prop_ro("entry", &tq::HnswGraph::entry)
       .def_prop_ro("max_level", &tq::HnswGraph::max_level)
       .def_prop_ro("memory_bytes", &tq::HnswGraph::memory_bytes)
@@ -483,7 +500,7 @@ NB_MODULE(_core, m) {
             const size_t n = packed.shape(0);
             check_cols(packed.shape(1), g.row_bytes(), "packed");
             check_shape(rotated, n, g.dim(), "rotated");
-            check_rows(a.shape(0), n, "a");
+            check_rows(a.shape(0), n * g.tiers(), "a (one per row and tier)");
             check_rows(b.shape(0), n, "b");
             check_rows(slots.shape(0), n, "slots");
             check_threads(threads);
@@ -530,7 +547,7 @@ NB_MODULE(_core, m) {
           [](tq::HnswGraph& g, const In<uint8_t, Vec>& codes, const In<float, Vec>& a, const In<float, Vec>& b,
              const In<uint8_t, Vec>& levels, const In<uint8_t, Vec>& deleted, const In<uint32_t, Vec>& level0,
              const In<uint32_t, Vec>& upper, size_t n, int64_t entry, int max_level) {
-            TQ_CHECK(codes.shape(0) == n * g.row_bytes() && a.shape(0) == n && b.shape(0) == n &&
+            TQ_CHECK(codes.shape(0) == n * g.row_bytes() && a.shape(0) == n * g.tiers() && b.shape(0) == n &&
                          levels.shape(0) == n && deleted.shape(0) == n &&
                          level0.shape(0) == n * (g.max_links0() + 1),
                      "stored graph arrays have inconsistent sizes");

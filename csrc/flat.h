@@ -30,6 +30,7 @@
 #include "parallel.h"
 #include "scorer.h"
 #include "simd/kernels.h"
+#include "topk.h"
 
 namespace tq {
 

@@ -37,14 +37,21 @@ struct HnswGraph::Scratch {
   VisitedPool::Lease visited;
   std::vector<uint8_t> idx;
   std::vector<uint32_t> nbrs;
-  QueryI8 query, base;
-  std::vector<QueryI8> kept;  // select(): the kept candidates as queries
+  Query query, base;
+  std::vector<Query> kept;  // select(): the kept candidates as queries
 };
 
-HnswGraph::HnswGraph(size_t dim, int bits, const std::vector<float>& centroids, size_t M, size_t ef_construction,
-                     uint64_t seed, float decode_div, const Kernels* kernels)
-    : scorer_(dim, bits, centroids, kernels), dim_(dim), row_bytes_(scorer_.row_bytes()), M_(M),
-      ef_construction_(ef_construction), decode_div_(decode_div), seed_(seed), locks_(1 << 12) {
+HnswGraph::HnswGraph(const std::vector<CodeTier>& tiers, size_t M, size_t ef_construction, uint64_t seed,
+                     float decode_div, const Kernels* kernels)
+    : M_(M), ef_construction_(ef_construction), decode_div_(decode_div), seed_(seed), locks_(1 << 12) {
+  TQ_CHECK(!tiers.empty(), "a graph's code needs at least one tier");
+  for (const CodeTier& t : tiers) {
+    scorers_.emplace_back(t.dim, t.bits, t.centroids, kernels);
+    query_at_.push_back(dim_);
+    row_at_.push_back(row_bytes_);
+    dim_ += t.dim;
+    row_bytes_ += scorers_.back().row_bytes();
+  }
   TQ_CHECK(M >= 2 && M <= 256, "M must be in 2..256");
   TQ_CHECK(ef_construction >= 1, "ef_construction must be >= 1");
   TQ_CHECK(std::isfinite(decode_div) && decode_div > 0, "decode_div must be a positive number");
@@ -68,18 +75,31 @@ size_t HnswGraph::memory_bytes() const {
 
 // ------------------------------------------------------------------ scoring
 
-void HnswGraph::prepare_node(size_t slot, QueryI8& q, Scratch& s) const {
-  scorer_.prepare_row(row(slot), a_[slot] / decode_div_, q, s.idx.data());
+void HnswGraph::prepare(const float* rotated, Query& q) const {
+  q.resize(tiers());
+  for (size_t t = 0; t < tiers(); ++t) scorers_[t].prepare(rotated + query_at_[t], q[t]);
 }
 
-float HnswGraph::score(const QueryI8& q, size_t slot, Scratch& s) const {
-  return scorer_.score_row(q, row(slot), a_[slot], b_[slot], s.idx.data());
+void HnswGraph::prepare_node(size_t slot, Query& q, Scratch& s) const {
+  q.resize(tiers());
+  for (size_t t = 0; t < tiers(); ++t)
+    scorers_[t].prepare_row(row(slot) + row_at_[t], a_at(slot, t) / decode_div_, q[t], s.idx.data());
+}
+
+// tiered_search's sum (flat.h): each later tier's term takes the running score as its offset, so it is a * x
+// rounded and then added, as there.
+float HnswGraph::score(const Query& q, size_t slot, Scratch& s) const {
+  const float* a = a_.data() + slot * tiers();
+  float out = scorers_[0].score_row(q[0], row(slot), a[0], b_[slot], s.idx.data());
+  for (size_t t = 1; t < tiers(); ++t)
+    out = scorers_[t].score_row(q[t], row(slot) + row_at_[t], a[t], out, s.idx.data());
+  return out;
 }
 
 // ------------------------------------------------------------------ traversal
 
 template <bool Locked>
-uint32_t HnswGraph::greedy(const QueryI8& q, uint32_t cur, int level, Scratch& s) const {
+uint32_t HnswGraph::greedy(const Query& q, uint32_t cur, int level, Scratch& s) const {
   float best = score(q, cur, s);
   for (bool moved = true; moved;) {
     moved = false;
@@ -102,7 +122,7 @@ uint32_t HnswGraph::greedy(const QueryI8& q, uint32_t cur, int level, Scratch& s
 }
 
 template <bool Locked>
-std::vector<HnswGraph::Scored> HnswGraph::search_layer(const QueryI8& q, uint32_t entry, size_t ef, int level,
+std::vector<HnswGraph::Scored> HnswGraph::search_layer(const Query& q, uint32_t entry, size_t ef, int level,
                                                        const uint64_t* allowed, int64_t self, Scratch& s) const {
   auto eligible = [&](uint32_t w) { return int64_t(w) != self && !deleted_[w] && tq::allowed(allowed, w); };
   std::priority_queue<Scored> cands;                                      // best first
@@ -171,7 +191,7 @@ void HnswGraph::grow(size_t n, bool exact) {
   const size_t cap = exact ? n : std::min<size_t>(std::numeric_limits<uint32_t>::max(),
                                                    std::max({n, cap_ + cap_ / 4, cap_ + 16}));
   resize_exact(codes_, cap * row_bytes_);
-  resize_exact(a_, cap);
+  resize_exact(a_, cap * tiers());
   resize_exact(b_, cap);
   resize_exact(levels_, cap);
   resize_exact(deleted_, cap);
@@ -216,7 +236,7 @@ void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a,
   for (size_t i = 0; i < n; ++i) {
     const size_t slot = size_t(slots[i]);
     std::copy(packed + i * row_bytes_, packed + (i + 1) * row_bytes_, codes_.begin() + slot * row_bytes_);
-    a_[slot] = a[i];
+    std::copy_n(a + i * tiers(), tiers(), a_.begin() + slot * tiers());
     b_[slot] = b[i];
     deleted_[slot] = 0;
     if (slot >= n_) {  // a new slot draws its level; a reused one keeps its own (as hnswlib does)
@@ -245,7 +265,7 @@ void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a,
 }
 
 void HnswGraph::insert(uint32_t v, const float* rotated, Scratch& s) {
-  scorer_.prepare(rotated, s.query);
+  prepare(rotated, s.query);
   const int level = levels_[v];
   uint32_t cur;
   int top;
@@ -327,19 +347,20 @@ void HnswGraph::remove(size_t slot) {
 
 // ------------------------------------------------------------------ search
 
-std::vector<HnswGraph::Scored> HnswGraph::flat(const QueryI8& q, size_t k, const uint64_t* allowed,
+// Every allowed live slot scored (a filter costs one word test per 64 slots).
+std::vector<HnswGraph::Scored> HnswGraph::flat(const Query& q, size_t k, const uint64_t* allowed,
                                                Scratch& s) const {
   TopK top(k);
-  const auto live = [&](size_t r0, size_t m) {  // allowed and not deleted
+  for (size_t r0 = 0; r0 < n_; r0 += 64) {
     uint64_t keep = allowed_bits(allowed, r0, 64);
-    if (m < 64) keep &= (uint64_t(1) << m) - 1;
-    for (uint64_t bits = keep; bits; bits &= bits - 1) {
-      const size_t i = size_t(__builtin_ctzll(bits));
-      if (deleted_[r0 + i]) keep &= ~(uint64_t(1) << i);
+    if (n_ - r0 < 64) keep &= (uint64_t(1) << (n_ - r0)) - 1;
+    for (; keep; keep &= keep - 1) {
+      const size_t r = r0 + size_t(__builtin_ctzll(keep));
+      if (deleted_[r]) continue;
+      const float sc = score(q, r, s);
+      if (sc >= top.threshold()) top.push(sc, int64_t(r));
     }
-    return keep;
-  };
-  scorer_.scan(q, codes_.data(), n_, a_.data(), b_.data(), 0, live, top, s.idx.data());
+  }
   std::vector<float> scores(k);
   std::vector<int64_t> slots(k);
   top.write(scores.data(), slots.data());
@@ -363,7 +384,7 @@ void HnswGraph::search(const float* queries, size_t nq, size_t k, size_t ef, con
     for (size_t i = b0; i < b1; ++i) {
       std::vector<Scored> found;
       if (max_level_ >= 0) {
-        scorer_.prepare(queries + i * dim_, s.query);
+        prepare(queries + i * dim_, s.query);
         if (!scan) {
           uint32_t cur = entry_;
           for (int lev = max_level_; lev > 0; --lev) cur = greedy<false>(s.query, cur, lev, s);
@@ -429,7 +450,7 @@ void HnswGraph::restore(const uint8_t* codes, const float* a, const float* b, co
   grow(n, true);
   n_ = n;
   std::copy_n(codes, n * row_bytes_, codes_.begin());
-  std::copy_n(a, n, a_.begin());
+  std::copy_n(a, n * tiers(), a_.begin());
   std::copy_n(b, n, b_.begin());
   std::copy_n(levels, n, levels_.begin());
   std::copy_n(deleted, n, deleted_.begin());

@@ -1,6 +1,6 @@
 // The code scorer: one place that turns a rotated query and packed code rows into scores, shared by
-// FlatStore (flat.h), HnswGraph (hnsw.h), ChamferScorer (multivector.h) and the partitioned scan, as
-// FAISS's DistanceComputer / InvertedListScanner split serves its flat, graph and IVF indexes.
+// FlatStore (flat.h), HnswGraph (hnsw.h) and ChamferScorer (multivector.h), as FAISS's DistanceComputer
+// serves its flat and graph indexes.
 //
 // Score of a row with per-vector floats (a, b) for a rotated query q': a * <q', c> + b, c the centroids
 // of the row's code (flat.h). The inner product is computed exactly in integers:
@@ -29,7 +29,6 @@
 
 #include "simd/kernels.h"
 #include "simd/score-inl.h"
-#include "topk.h"
 
 namespace tq {
 
@@ -113,25 +112,6 @@ class CodeScorer {
     float out;
     score_lanes(&raw, 1, float(q.offset), q.unit, 0.0f, &a, &b, -std::numeric_limits<float>::infinity(), &out);
     return out;
-  }
-
-  // The batch entry (FAISS's InvertedListScanner::scan_codes): offers rows [0, n) of a run of packed rows
-  // (row i at rows + i * row_bytes, floats a[i], b[i]) to top as slots first + i. live(r0, m) returns the
-  // mask of rows r0 .. r0 + m - 1 (m <= 64) that may be returned; only those are scored, so a sparse
-  // filter costs one word test per 64 rows.
-  template <class Live>
-  void scan(const QueryI8& q, const uint8_t* rows, size_t n, const float* a, const float* b, size_t first,
-            Live&& live, TopK& top, uint8_t* idx) const {
-    for (size_t r0 = 0; r0 < n; r0 += 64) {
-      const size_t m = n - r0 < 64 ? n - r0 : 64;
-      uint64_t keep = live(r0, m);
-      if (m < 64) keep &= (uint64_t(1) << m) - 1;
-      for (; keep; keep &= keep - 1) {
-        const size_t r = r0 + size_t(__builtin_ctzll(keep));
-        const float sc = score_row(q, rows + r * row_bytes_, a[r], b[r], idx);
-        if (sc >= top.threshold()) top.push(sc, int64_t(first + r));
-      }
-    }
   }
 
  private:

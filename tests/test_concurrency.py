@@ -58,8 +58,9 @@ def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: t
 
 @pytest.mark.parametrize("cls, params, adaptive",
                          [(FlatIndex, SearchParams(), False), (FlatIndex, SearchParams(), True),
-                          (HNSWIndex, SearchParams(exhaustive=True), False), (HNSWIndex, SearchParams(ef=32), False)],
-                         ids=["flat", "flat-adaptive", "hnsw-scan", "hnsw-walk"])
+                          (HNSWIndex, SearchParams(exhaustive=True), False), (HNSWIndex, SearchParams(ef=32), False),
+                          (HNSWIndex, SearchParams(ef=32), True)],
+                         ids=["flat", "flat-adaptive", "hnsw-scan", "hnsw-walk", "hnsw-adaptive"])
 def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive):
     if adaptive:  # variance falling along the axes, so the first batch splits the code into tiers
         x = unit_rows(STABLE, DIM, seed=1) / np.arange(1, DIM + 1, dtype=np.float32)

@@ -40,7 +40,7 @@ def flat_store(bits: int = BITS) -> _core.FlatStore:
 
 
 def graph() -> _core.HnswGraph:
-    g = _core.HnswGraph(DIM, BITS, cent(), 8, 20, 1, 1.0)
+    g = _core.HnswGraph([DIM], [BITS], [cent()], 8, 20, 1, 1.0)
     x = np.random.default_rng(1).standard_normal((N, DIM)).astype(np.float32)
     g.add(x, rows(N), f32(N), np.zeros(N, np.float32), np.arange(N, dtype=np.int64), 1)
     return g
@@ -137,13 +137,16 @@ def test_flat_store_search_accepts_the_exact_bounds(bits):
 # ------------------------------------------------------------------ HnswGraph
 
 GRAPH_VALUE_ERRORS = {
-    "ctor M 1": lambda: _core.HnswGraph(DIM, 4, cent(), 1, 20, 1, 1.0),
-    "ctor M 257": lambda: _core.HnswGraph(DIM, 4, cent(), 257, 20, 1, 1.0),
-    "ctor ef_construction 0": lambda: _core.HnswGraph(DIM, 4, cent(), 8, 0, 1, 1.0),
-    "ctor decode_div 0": lambda: _core.HnswGraph(DIM, 4, cent(), 8, 20, 1, 0.0),
-    "ctor decode_div nan": lambda: _core.HnswGraph(DIM, 4, cent(), 8, 20, 1, math.nan),
-    "ctor bits 0": lambda: _core.HnswGraph(DIM, 0, cent(0), 8, 20, 1, 1.0),
-    "ctor zero centroids": lambda: _core.HnswGraph(DIM, 4, np.zeros(16, np.float32), 8, 20, 1, 1.0),
+    "ctor M 1": lambda: _core.HnswGraph([DIM], [4], [cent()], 1, 20, 1, 1.0),
+    "ctor M 257": lambda: _core.HnswGraph([DIM], [4], [cent()], 257, 20, 1, 1.0),
+    "ctor ef_construction 0": lambda: _core.HnswGraph([DIM], [4], [cent()], 8, 0, 1, 1.0),
+    "ctor decode_div 0": lambda: _core.HnswGraph([DIM], [4], [cent()], 8, 20, 1, 0.0),
+    "ctor decode_div nan": lambda: _core.HnswGraph([DIM], [4], [cent()], 8, 20, 1, math.nan),
+    "ctor bits 0": lambda: _core.HnswGraph([DIM], [0], [cent(0)], 8, 20, 1, 1.0),
+    "ctor zero centroids": lambda: _core.HnswGraph([DIM], [4], [np.zeros(16, np.float32)], 8, 20, 1, 1.0),
+    "ctor no tiers": lambda: _core.HnswGraph([], [], [], 8, 20, 1, 1.0),
+    "ctor tier lists differ": lambda: _core.HnswGraph([DIM, DIM], [4], [cent()], 8, 20, 1, 1.0),
+    "ctor second tier bits 9": lambda: _core.HnswGraph([DIM, DIM], [4, 9], [cent(), cent()], 8, 20, 1, 1.0),
     "add narrow packed": lambda g: g.add(f32(2, DIM), rows(2, ROW - 1), f32(2), f32(2), np.array([N, N + 1]), 1),
     "add narrow rotated": lambda g: g.add(f32(2, DIM - 1), rows(2), f32(2), f32(2), np.array([N, N + 1]), 1),
     "add rotated rows": lambda g: g.add(f32(3, DIM), rows(2), f32(2), f32(2), np.array([N, N + 1]), 1),
@@ -163,6 +166,7 @@ GRAPH_VALUE_ERRORS = {
     "packed_rows narrow out": lambda g: g.packed_rows(np.arange(N, dtype=np.int64), np.empty((N, 2), np.uint8)),
     "packed_rows slot == size": lambda g: g.packed_rows(np.array([N]), np.empty((1, ROW), np.uint8)),
     "a_of slot == size": lambda g: g.a_of(np.array([0, N])),
+    "a_of tier 1 of 1": lambda g: g.a_of(np.array([0]), 1),
     "deleted slot huge": lambda g: g.deleted(10**9),
     "remove slot == size": lambda g: g.remove(N),
     "restore sizes": lambda g: g.restore(rows(1, ROW)[0], f32(2), f32(2), np.zeros(2, np.uint8), np.zeros(2, np.uint8),
@@ -464,3 +468,19 @@ def test_hnsw_graph_reserve_is_bounded_and_keeps_results():
         graph_.add(x, rows(50, seed=3), f32(50), np.zeros(50, np.float32), np.arange(N, N + 50, dtype=np.int64), 1)
     assert all(np.array_equal(v, ref.arrays()[k]) for k, v in g.arrays().items())
     assert np.array_equal(graph_search(g, candidates=N + 50)[1], graph_search(ref, candidates=N + 50)[1])
+
+
+def test_a_tiered_graph_takes_one_a_per_row_and_tier():
+    g = _core.HnswGraph([DIM, 8], [BITS, 8], [cent(), cent(8)], 8, 20, 1, 1.0)
+    width = ROW + 8
+    x = f32(N, DIM + 8)
+    with pytest.raises(ValueError, match="a \\(one per row and tier\\)"):
+        g.add(x, rows(N, width), f32(N), f32(N), np.arange(N, dtype=np.int64), 1)
+    a = np.arange(2 * N, dtype=np.float32).reshape(N, 2)  # row i: tier 0's a, then tier 1's
+    g.add(x, rows(N, width), a.ravel(), f32(N), np.arange(N, dtype=np.int64), 1)
+    np.testing.assert_array_equal(g.a_of(np.arange(N), 1), a[:, 1])
+    np.testing.assert_array_equal(g.arrays()["a"], a.ravel())
+    with pytest.raises(ValueError, match="inconsistent sizes"):
+        g.restore(*(g.arrays()[k] if k != "a" else a[:, 0].copy() for k in
+                    ("codes", "a", "b", "levels", "deleted", "level0", "upper")), N, g.entry, g.max_level)
+    assert g.size == N

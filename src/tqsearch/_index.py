@@ -12,6 +12,10 @@ per-query constant; -||q - x||^2 = 2 <q - mu, x - mu> - ||x - mu||^2 - ||q - mu|
 the index (version 2 files); older files load with mu = 0, which scores exactly as before. For "cosine"
 rows and queries are normalised first: mu is the mean of the unit rows and the scores stay cosines. The
 rerank tier and collections' stored vectors are kept uncentred: exact re-scoring does not involve mu.
+
+Adaptive tiers (tiers.py): with `adaptive`, the first batch may also fix a tier plan, and the codes are then one
+code per tier (each with its own scale; the offset stays one float). Codes, queries and decoding go through
+`_codecs()`, the uniform codec or the tiers' codecs, in tier order.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ._validate import as_bits, as_choice, as_ids, as_int, as_matrix, as_threads
 from .errors import ConflictError, FileFormatError
 from .params import DEFAULT_PARAMS, SearchParams, search_params
 from .quantizer import Codes, TurboQuantMSE, centre_of
+from .tiers import TieredCodec, TierPlan, fit_plan
 
 METRICS = ("ip", "cosine", "l2")
 SCALE = "unbiased"  # unbiased inner products keep l2 ranking right when norms differ
@@ -47,17 +52,22 @@ class CodeIndex:
     relevance_model: relevance.RelevanceModel = relevance.DEFAULT  # what min_relevance reads (assignable)
 
     def __init__(self, dim: int, bits: int, metric: str, seed: int, rerank: str | int | None,
-                 threads: int | None, simd: str | None, center: bool = True) -> None:
+                 threads: int | None, simd: str | None, center: bool = True, adaptive: bool = False) -> None:
         self.metric = as_choice(metric, "metric", METRICS)
-        if not isinstance(center, bool):
-            raise TypeError(f"center must be True or False, got {center!r}")
-        self.center = center
+        for name, flag in (("center", center), ("adaptive", adaptive)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        self.center, self.adaptive = center, adaptive
         if rerank not in (None, "fp16", 8):
             raise ValueError(f"rerank must be None, 'fp16' or 8, got {rerank!r}")
         self.rerank = rerank
         self.threads = as_threads(threads)
         self._simd = simd
         self._codec = TurboQuantMSE(dim, as_bits(bits), seed, scale=SCALE, simd=simd)
+        if adaptive and self.bits not in (1, 2, 4):
+            raise ValueError(f"adaptive tiers are fitted for 1, 2 or 4 bits, got bits={self.bits}")
+        self._planned = not adaptive  # whether the first batch has chosen the code (uniform or tiers)
+        self._tiered: TieredCodec | None = None
         self._rerank_codec = TurboQuantMSE(dim, 8, seed, scale="lsq", simd=simd) if rerank == 8 else None
         self._ids = np.empty(0, dtype=np.int64)  # slot -> id (-1: free slot)
         self._slot_of = IdMap()  # id -> slot
@@ -86,6 +96,11 @@ class CodeIndex:
 
     def __contains__(self, id_: object) -> bool:
         return id_ in self._slot_of
+
+    @property
+    def tiers(self) -> list[tuple[int, int, int]] | None:
+        """The adaptive code's tiers as (first, stop, bits) over the PCA directions, or None for the uniform code."""
+        return None if self._tiered is None else [tuple(t) for t in self._tiered.plan.tiers]
 
     @property
     def mean(self) -> np.ndarray | None:
@@ -152,8 +167,10 @@ class CodeIndex:
             self._rerank_rows = grow(self._rerank_rows, n, exact=True)
 
     def _held_bytes(self) -> dict[str, int]:
-        """Bytes held for ids (slot -> id array and the id -> slot map) and the rerank tier, at capacity."""
-        return {"ids": self._ids.nbytes + self._slot_of.nbytes(), "rerank": self._rerank_rows.nbytes}
+        """Bytes held for the adaptive tiers' PCA basis (once per index; 0 for the uniform code), ids (slot -> id
+        array and the id -> slot map) and the rerank tier, at capacity."""
+        basis = 0 if self._tiered is None else self._tiered.plan.basis.nbytes
+        return {"basis": basis, "ids": self._ids.nbytes + self._slot_of.nbytes(), "rerank": self._rerank_rows.nbytes}
 
     # ------------------------------------------------------------------ queries
 
@@ -166,15 +183,14 @@ class CodeIndex:
 
     def _decode_slots(self, slots: np.ndarray) -> np.ndarray:
         """The centred vectors the codes of these slots estimate (the read lock is held)."""
-        return self._codec.decode(self._codes_at(self._store, self._codec, slots))
+        codes = self._tier_codes(slots)
+        return self._codec.decode(codes[0]) if self._tiered is None else self._tiered.decode(codes)
 
-    def _codes_at(self, store: Any, codec: TurboQuantMSE, slots: np.ndarray) -> Codes:
-        """The Codes of `codec` held by a native store at these slots (norm = the score factor a, less the l2 2x)."""
-        packed = np.empty((len(slots), codec.row_bytes), dtype=np.uint8)
-        store.packed_rows(slots, packed)
-        norms = store.a_of(slots) / np.float32(2.0 if self.metric == "l2" else 1.0)
-        return Codes("mse", codec.dim, codec.bits, codec.seed, codec.rotation.algorithm, SCALE, packed, norms,
-                     np.ones(len(slots), dtype=np.float32))
+    def _codes_from(self, codec: TurboQuantMSE, packed: np.ndarray, a: np.ndarray) -> Codes:
+        """The Codes of `codec` for stored packed rows with score factors a (norm = a, less the l2 2x)."""
+        norms = a / np.float32(2.0 if self.metric == "l2" else 1.0)
+        return Codes("mse", codec.dim, codec.bits, codec.seed, codec.rotation.algorithm, SCALE,
+                     np.ascontiguousarray(packed), norms, np.ones(len(packed), dtype=np.float32))
 
     def search(self, queries: object, k: int, filter: object = None, params: SearchParams | None = None, *,
                threads: int | None = None, ef: int | None = None, rescore: int | None = None,
@@ -256,9 +272,13 @@ class CodeIndex:
         size = self._store.size
         meta = {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
                 "rotation": self._codec.rotation.algorithm, "scale": SCALE, "rerank": self.rerank,
-                "n": size, "next_id": self._next_id, "center": self.center, **self._settings()}
-        mean = {} if self._mean is None else {"mean": self._mean}
-        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._rerank_rows[:size], **mean}
+                "n": size, "next_id": self._next_id, "center": self.center, "adaptive": self.adaptive,
+                "planned": self._planned, **self._settings()}
+        extra = {} if self._mean is None else {"mean": self._mean}
+        if self._tiered is not None:
+            meta["tiers"] = [list(t) for t in self._tiered.plan.tiers]
+            extra["basis"] = self._tiered.plan.basis
+        return meta, {**self._store_arrays(), "ids": self._ids[:size], "extra": self._rerank_rows[:size], **extra}
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], source: str,
@@ -266,11 +286,13 @@ class CodeIndex:
         """The index described by `_state`'s output; FileFormatError when it is inconsistent."""
         try:
             index = cls(int(meta["dim"]), int(meta["bits"]), meta["metric"], int(meta["seed"]), meta["rerank"],
-                        simd=simd, center=bool(meta.get("center", True)), **cls._settings_from(meta))
+                        simd=simd, center=bool(meta.get("center", True)), adaptive=bool(meta.get("adaptive", False)),
+                        **cls._settings_from(meta))
             if meta["rotation"] != index._codec.rotation.algorithm or meta["scale"] != SCALE:
                 raise FileFormatError(f"{source}: made with rotation {meta['rotation']!r} / scale {meta['scale']!r}, "
                                       "which this version does not read")
             n = int(meta["n"])
+            index._restore_plan(meta, arrays)
             index._restore_store(meta, arrays, n)
             index._mean = _stored_mean(arrays, index.dim, n)
         except (KeyError, TypeError, ValueError) as e:
@@ -289,19 +311,28 @@ class CodeIndex:
 
     # ------------------------------------------------------------------ subclass hooks
 
-    def _native_search(self, rotated: np.ndarray, k: int, allowed: tuple[np.ndarray, int] | None,
+    def _native_search(self, rotated: list[np.ndarray], k: int, allowed: tuple[np.ndarray, int] | None,
                        scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
-        """Fill scores/slots (nq, k) with each rotated query's best k live slots (k <= the allowed count);
-        allowed: (bitset over slots, number of allowed live slots) or None for all."""
+        """Fill scores/slots (nq, k) with each query's best k live slots (k <= the allowed count); rotated: the
+        queries as `_rotate_queries` gives them; allowed: (bitset over slots, number of allowed live slots) or None
+        for all."""
         raise NotImplementedError
 
-    def _place(self, centred: np.ndarray, codes: Codes, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """Store encoded rows of `centred` (x - mu) with their score floats (score = scale * <q', c> + offset);
-        returns their slots."""
+    def _place(self, centred: np.ndarray, codes: list[Codes], scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Store encoded rows of `centred` (x - mu), one Codes per tier, with their score floats (score = sum over
+        tiers of scale * <q', c>, plus offset); returns their slots."""
         raise NotImplementedError
 
     def _remove_existing(self, ids: np.ndarray) -> None:
         """Delete ids known to be present (int64, distinct; the write lock is held)."""
+        raise NotImplementedError
+
+    def _new_store(self) -> None:
+        """Replace the (empty) native store by one for `_codecs()` (the constructor's, or a plan's tiers)."""
+        raise NotImplementedError
+
+    def _tier_codes(self, slots: np.ndarray) -> list[Codes]:
+        """The stored codes of these slots, one Codes per codec of `_codecs()` (`_codes_from`)."""
         raise NotImplementedError
 
     def _settings(self) -> dict[str, Any]:
@@ -341,12 +372,37 @@ class CodeIndex:
             self._mean = m.copy()
 
     def _fix_mean(self, vectors: np.ndarray) -> None:
-        """Fix the centre on the first add (first_center) unless one is fixed already."""
-        if self._mean is not None:
+        """Fix the centre on the first add (first_center) unless one is fixed already, then, for an adaptive
+        index, the code: the tiers fit_plan finds on that batch, or the uniform code."""
+        if self._mean is not None and self._planned:
             return
-        with self._lock.write():  # the batch encodes outside the lock: settle the mean before it does
+        with self._lock.write():  # the batch encodes outside the lock: settle mean and code before it does
             if self._mean is None:
                 self._mean = first_center(vectors, self.dim, self.center)
+            if not self._planned and not self._store.size:
+                plan = fit_plan(vectors, self._mean, self.bits, "l2" if self.metric == "l2" else "ip", self.seed,
+                                self._simd, self.threads)
+                if plan is not None:
+                    self._use_plan(plan)
+            self._planned = True
+
+    def _use_plan(self, plan: TierPlan) -> None:
+        """Code with the tiers of `plan` from now on (the store is still empty)."""
+        self._tiered = TieredCodec(plan, self.seed, self._simd)
+        self._new_store()
+
+    def _restore_plan(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """The saved plan state (files before adaptive tiers: planned, uniform)."""
+        self._planned = bool(meta.get("planned", True))
+        if "tiers" in meta:
+            plan = TierPlan(np.array(arrays["basis"], dtype=np.float32),
+                            tuple((int(a), int(b), int(bits)) for a, b, bits in meta["tiers"]))
+            plan.check(self.dim)
+            self._use_plan(plan)
+
+    def _codecs(self) -> list[TurboQuantMSE]:
+        """The codecs of the stored code, in tier order: the uniform codec alone, or the tiers' codecs."""
+        return [self._codec] if self._tiered is None else self._tiered.codecs
 
     def _centre(self) -> np.ndarray:
         """The mean, zeros before the first add."""
@@ -359,17 +415,21 @@ class CodeIndex:
             return -np.einsum("ij,ij->i", centred, centred)
         return q @ self._centre()
 
-    def _encode(self, vectors: np.ndarray) -> tuple[Codes, np.ndarray, np.ndarray]:
+    def _encode(self, vectors: np.ndarray) -> tuple[list[Codes], np.ndarray, np.ndarray]:
         centred = vectors - self._centre()
         return self._codes_of(centred), self._rerank_rows_of(vectors), centred
 
-    def _codes_of(self, centred: np.ndarray) -> Codes:
-        """The codes of rows x - mu."""
-        return self._codec.encode(centred, self.threads)
+    def _codes_of(self, centred: np.ndarray) -> list[Codes]:
+        """The codes of rows x - mu, one Codes per codec of `_codecs()`."""
+        if self._tiered is None:
+            return [self._codec.encode(centred, self.threads)]
+        return self._tiered.encode(centred, self.threads)
 
-    def _rotate_queries(self, centred: np.ndarray, threads: int) -> np.ndarray:
-        """Centred queries (checked float32 rows) as the native search takes them."""
-        return self._codec.rotation.forward_checked(centred, threads)
+    def _rotate_queries(self, centred: np.ndarray, threads: int) -> list[np.ndarray]:
+        """Centred queries (checked float32 rows) rotated for each codec of `_codecs()`."""
+        if self._tiered is None:
+            return [self._codec.rotation.forward_checked(centred, threads)]
+        return self._tiered.rotate_queries(centred, threads)
 
     def _score_floats(self, factor: np.ndarray, sq_norms: np.ndarray,
                       centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -381,11 +441,15 @@ class CodeIndex:
             scale, offset = factor, centred @ self._centre()
         return np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(offset, np.float32)
 
-    def _floats_of(self, codes: Codes, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (scale, offset) of encoded rows."""
-        return self._score_floats(codes.norms * codes.scales, np.square(codes.norms), centred)
+    def _floats_of(self, codes: list[Codes], centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (scale, offset) of encoded rows: scale (n,) for the uniform code, (n, tiers) for tiers."""
+        if self._tiered is None:
+            return self._score_floats(codes[0].norms * codes[0].scales, np.square(codes[0].norms), centred)
+        factors = np.stack([c.norms * c.scales for c in codes], axis=1)
+        return self._score_floats(factors, np.einsum("ij,ij->i", centred, centred), centred)
 
-    def _append(self, vectors: np.ndarray, encoded: tuple[Codes, np.ndarray, np.ndarray], ids: np.ndarray) -> None:
+    def _append(self, vectors: np.ndarray, encoded: tuple[list[Codes], np.ndarray, np.ndarray],
+                ids: np.ndarray) -> None:
         codes, rerank_rows, centred = encoded
         slots = self._place(centred, codes, *self._floats_of(codes, centred))
         size = self._store.size

@@ -14,7 +14,7 @@ import numpy as np
 from . import _core
 from ._index import CodeIndex
 from .params import SearchParams
-from .tiers import TieredCodec, TierPlan, fit_plan
+from .quantizer import Codes
 
 __all__ = ["FlatIndex"]
 
@@ -47,21 +47,8 @@ class FlatIndex(CodeIndex):
     def __init__(self, dim: int, bits: int = 4, metric: str = "ip", seed: int = 0, rerank: str | int | None = None,
                  threads: int | None = None, simd: str | None = None, center: bool = True,
                  adaptive: bool = False) -> None:
-        super().__init__(dim, bits, metric, seed, rerank, threads, simd, center)
-        if not isinstance(adaptive, bool):
-            raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
-        if adaptive and self.bits not in (1, 2, 4):
-            raise ValueError(f"adaptive tiers are fitted for 1, 2 or 4 bits, got bits={self.bits}")
-        self.adaptive = adaptive
-        self._planned = not adaptive  # whether the first batch has chosen the code (uniform or tiers)
-        self._tiered: TieredCodec | None = None
-        self._store = _core.FlatStore(self.dim, self.bits, self._codec.codebook.centroids, simd or "")
-        self._stores = [self._store]  # one per tier (tier 0 holds the offsets)
-
-    @property
-    def tiers(self) -> list[tuple[int, int, int]] | None:
-        """The adaptive code's tiers as (first, stop, bits) over the PCA directions, or None for the uniform code."""
-        return None if self._tiered is None else [tuple(t) for t in self._tiered.plan.tiers]
+        super().__init__(dim, bits, metric, seed, rerank, threads, simd, center, adaptive)
+        self._new_store()
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats, the adaptive
@@ -69,71 +56,41 @@ class FlatIndex(CodeIndex):
         and the rerank tier. Codes still read from a memory-mapped file (after `load`, before the first change) are
         the file's pages and count 0."""
         with self._lock.read():
-            basis = 0 if self._tiered is None else self._tiered.plan.basis.nbytes
-            return {"codes": sum(s.memory_bytes for s in self._stores), "basis": basis, **self._held_bytes()}
+            return {"codes": sum(s.memory_bytes for s in self._stores), **self._held_bytes()}
 
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "
                 f"rerank={self.rerank!r}{', tiers=' + str(self.tiers) if self._tiered else ''})")
 
-    # ------------------------------------------------------------------ adaptive tiers
-
-    def _fix_mean(self, vectors: np.ndarray) -> None:
-        super()._fix_mean(vectors)
-        if self._planned:
-            return
-        with self._lock.write():  # like the mean: settled before the first batch encodes
-            if not self._planned and not self._store.size:
-                plan = fit_plan(vectors, self._centre(), self.bits, "l2" if self.metric == "l2" else "ip", self.seed,
-                                self._simd, self.threads)
-                if plan is not None:
-                    self._use_plan(plan)
-            self._planned = True
-
-    def _use_plan(self, plan: TierPlan) -> None:
-        self._tiered = TieredCodec(plan, self.seed, self._simd)
-        self._stores = [_core.FlatStore(c.dim, c.bits, c.codebook.centroids, self._simd or "")
-                        for c in self._tiered.codecs]
-        self._store = self._stores[0]
-
-    def _codes_of(self, centred: np.ndarray) -> Any:
-        return super()._codes_of(centred) if self._tiered is None else self._tiered.encode(centred, self.threads)
-
-    def _floats_of(self, codes: Any, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._tiered is None:
-            return super()._floats_of(codes, centred)
-        factors = np.stack([c.norms * c.scales for c in codes], axis=1)  # (n, tiers)
-        return self._score_floats(factors, np.einsum("ij,ij->i", centred, centred), centred)
-
-    def _rotate_queries(self, centred: np.ndarray, threads: int) -> Any:
-        if self._tiered is None:
-            return super()._rotate_queries(centred, threads)
-        return self._tiered.rotate_queries(centred, threads)
-
-    def _decode_slots(self, slots: np.ndarray) -> np.ndarray:
-        if self._tiered is None:
-            return super()._decode_slots(slots)
-        return self._tiered.decode([self._codes_at(s, c, slots) for s, c in zip(self._stores, self._tiered.codecs)])
-
     # ------------------------------------------------------------------ store hooks
 
-    def _native_search(self, rotated: Any, k: int, allowed: tuple[np.ndarray, int] | None,
+    def _native_search(self, rotated: list[np.ndarray], k: int, allowed: tuple[np.ndarray, int] | None,
                        scores: np.ndarray, slots: np.ndarray, threads: int, params: SearchParams) -> None:
         bits = None if allowed is None else allowed[0]
         if self._tiered is None:
-            self._store.search(rotated, k, bits, scores, slots, threads)
+            self._store.search(rotated[0], k, bits, scores, slots, threads)
         else:
             _core.tiered_search(self._stores, rotated, k, bits, scores, slots, threads)
 
-    def _place(self, centred: np.ndarray, codes: Any, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    def _place(self, centred: np.ndarray, codes: list[Codes], scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         start = self._store.size
-        if self._tiered is None:
-            self._store.append(codes.packed, scale, offset)
-        else:
-            zeros = np.zeros_like(offset)  # only tier 0 keeps the offsets
-            for t, (store, part) in enumerate(zip(self._stores, codes)):
-                store.append(part.packed, np.ascontiguousarray(scale[:, t]), offset if t == 0 else zeros)
+        scales = scale.reshape(len(scale), -1)  # (n, tiers)
+        zeros = np.zeros_like(offset)  # only tier 0 keeps the offsets
+        for t, (store, part) in enumerate(zip(self._stores, codes)):
+            store.append(part.packed, np.ascontiguousarray(scales[:, t]), offset if t == 0 else zeros)
         return np.arange(start, start + len(centred), dtype=np.int64)
+
+    def _new_store(self) -> None:
+        self._stores = [_core.FlatStore(c.dim, c.bits, c.codebook.centroids, self._simd or "") for c in self._codecs()]
+        self._store = self._stores[0]  # tier 0 holds the offsets
+
+    def _tier_codes(self, slots: np.ndarray) -> list[Codes]:
+        codes = []
+        for store, codec in zip(self._stores, self._codecs()):
+            packed = np.empty((len(slots), codec.row_bytes), dtype=np.uint8)
+            store.packed_rows(slots, packed)
+            codes.append(self._codes_from(codec, packed, store.a_of(slots)))
+        return codes
 
     def _remove_existing(self, ids: np.ndarray) -> None:
         for one in ids.reshape(-1, 1):  # each freed slot takes the last row (O(1) per id); moves change slots
@@ -156,34 +113,20 @@ class FlatIndex(CodeIndex):
         self._mapped = None  # the stores own their storage now
 
     def _settings(self) -> dict[str, Any]:
-        tiers = {} if self._tiered is None else {"tiers": [list(t) for t in self._tiered.plan.tiers]}
-        return {"adaptive": self.adaptive, "planned": self._planned, "lut_layout": self._store.lut_layout, **tiers}
-
-    @classmethod
-    def _settings_from(cls, meta: dict[str, Any]) -> dict[str, Any]:
-        return {"adaptive": bool(meta.get("adaptive", False))}
+        return {"lut_layout": self._store.lut_layout}
 
     def _store_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"codes": self._store.codes(), "a": self._store.a(), "b": self._store.b()}
-        if self._tiered is not None:
-            arrays["basis"] = self._tiered.plan.basis
-            for t, store in enumerate(self._stores[1:], start=1):
-                arrays[f"codes{t}"], arrays[f"a{t}"] = store.codes(), store.a()
+        for t, store in enumerate(self._stores[1:], start=1):
+            arrays[f"codes{t}"], arrays[f"a{t}"] = store.codes(), store.a()
         return arrays
 
     def _restore_store(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n: int) -> None:
-        self._planned = bool(meta.get("planned", True))
-        if "tiers" in meta:
-            plan = TierPlan(np.array(arrays["basis"], dtype=np.float32),
-                            tuple((int(a), int(b), int(bits)) for a, b, bits in meta["tiers"]))
-            plan.check(self.dim)
-            self._use_plan(plan)
         layout, stored = self._store.lut_layout, meta.get("lut_layout", 1)  # files before version 4 hold order 1
         if stored not in (1, 2):
             raise ValueError(f"unknown lut layout {stored!r}")
-        codecs = [self._codec] if self._tiered is None else self._tiered.codecs
         rewritten = {f"codes{t or ''}": _lut_relayout(arrays[f"codes{t or ''}"], layout)
-                     for t, codec in enumerate(codecs) if codec.bits <= 2 and stored != layout}
+                     for t, codec in enumerate(self._codecs()) if codec.bits <= 2 and stored != layout}
         arrays = {**arrays, **rewritten}
         zeros = np.zeros(n, dtype=np.float32)
         self._store.attach(arrays["codes"], arrays["a"], arrays["b"], n)
