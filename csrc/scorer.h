@@ -97,9 +97,10 @@ class CodeScorer {
   void decode_u8(const uint8_t* row, uint8_t* out, uint8_t* idx) const;
 
   // The exact integer sum of one packed row against a prepare()d query. idx: dim bytes of scratch
-  // (unused at 4 bits).
+  // (unused at 4 and 8 bits, which have row kernels).
   int32_t raw_row(const QueryI8& q, const uint8_t* row, uint8_t* idx) const {
     if (bits_ == 4) return k_->dot_row4(row, row_bytes_, q.q.data(), table_);
+    if (bits_ == 8) return k_->dot_row8(row, dim_, q.q.data(), table_);
     k_->unpack(row, dim_, bits_, idx);
     int32_t raw = 0;
     for (size_t j = 0; j < dim_; ++j) raw += int32_t(q.q[j]) * table_[idx[j]];

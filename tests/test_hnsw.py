@@ -260,16 +260,18 @@ def test_every_kernel_set_returns_the_same_results(simd, corpus):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("dim", [72, 112, 192, 384])
-def test_4bit_row_scores_are_exact_on_every_kernel_set(simd, dim):
-    """Rows whose 4-bit codes fill part of a 64-byte chunk, and queries concentrated on few dims: the AVX2 row kernel
-    once summed two pair sums in 16 bits, which overflows (4 x 255 x 63 > 32767) and changed scores and graphs."""
+def test_row_scores_are_exact_on_every_kernel_set(simd, dim, bits):
+    """Rows that fill part of a 64-byte chunk (the row kernels' masked tails), and queries concentrated on few dims:
+    the AVX2 4-bit row kernel once summed two pair sums in 16 bits, which overflows (4 x 255 x 63 > 32767) and
+    changed scores and graphs."""
     rng = np.random.default_rng(dim)
     x = rng.standard_normal((300, dim)).astype(np.float32)
     q = rng.standard_normal((20, dim)).astype(np.float32)
     q[:, : dim // 8] *= 20  # a few dominant dims: several query bytes near +-63 side by side
-    ref = HNSWIndex(dim, 4, simd="scalar", threads=1)
-    other = HNSWIndex(dim, 4, simd=simd, threads=1)
+    ref = HNSWIndex(dim, bits, simd="scalar", threads=1)
+    other = HNSWIndex(dim, bits, simd=simd, threads=1)
     ref.add(x)
     other.add(x)
     np.testing.assert_array_equal(other._store.arrays()["level0"], ref._store.arrays()["level0"])

@@ -157,8 +157,10 @@ def test_a_collection_keeps_its_tiers_across_reopen_and_compaction(corpus, tmp_p
     recall = np.mean([len({int(i) for i in h["ids"]} & set(g[:10])) / 10 for h, g in zip(want, corpus.gt_ids)])
     assert recall >= 0.88  # codes only (no stored vectors); all queries: flat 0.907, hnsw 0.902, uniform 0.856
     c.close()
-    c = tqsearch.open(tmp_path / "c")
-    assert c._index.tiers == tiers and [h["ids"] for h in c.query(corpus.queries[:40], 10)] == [h["ids"] for h in want]
+    c = tqsearch.open(tmp_path / "c")  # replays the log: a graph built again on 2 threads may link differently
+    got = c.query(corpus.queries[:40], 10)
+    same = np.mean([len(set(g["ids"]) & set(w["ids"])) / 10 for g, w in zip(got, want)])
+    assert c._index.tiers == tiers and (same == 1.0 if kind == "flat" else same >= 0.97), same
     c.upsert(["extra"], corpus.vectors[:1])
     c.compact()
     c.close()

@@ -89,6 +89,8 @@ struct Kernels {
   // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
   // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.
   int32_t (*dot_row4)(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table);
+  // One 8-bit row of n codes against a plain int8 query (|q| <= 63): sum over j < n of q[j] * table[row[j]]. Exact.
+  int32_t (*dot_row8)(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* table);
   // sum over j < n of a[j] * b[j] for n a multiple of 64 and |b| <= 63 (decoded tokens against an int8 query). Exact.
   int32_t (*dot_u8i8)(const uint8_t* a, const int8_t* b, size_t n);
 };
@@ -99,7 +101,7 @@ struct Kernels {
 constexpr bool complete(const Kernels& k) {
   return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
          k.dot_many && k.dot_i8_block && k.lut_block && k.lut_queries && k.lut_layout &&
-         k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_u8i8;
+         k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_row8 && k.dot_u8i8;
 }
 
 extern const Kernels kKernelsScalar;

@@ -174,6 +174,7 @@ constexpr Kernels kKernelsScalar = {
     .dot_u8_block = dot_u8_block_scalar,
     .score_block = score_block_scalar,
     .dot_row4 = dot_row4_scalar,
+    .dot_row8 = dot_row8_loop,
     .dot_u8i8 = dot_u8i8_scalar,
 };
 static_assert(complete(kKernelsScalar), "the scalar kernel table is incomplete");

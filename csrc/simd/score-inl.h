@@ -9,6 +9,13 @@ namespace {
 
 // scores[v] = a[v] * ((float(raw[v]) - shift) * step + base) + b[v] for v < n; bit v set when
 // scores[v] >= threshold. raw and shift are integers below 2^24, so the subtraction is exact.
+// Kernels::dot_row8 as a loop: the reference, and AVX2's (which has no 256-entry byte lookup).
+inline int32_t dot_row8_loop(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* table) {
+  int32_t s = 0;
+  for (size_t j = 0; j < n; ++j) s += int32_t(query[j]) * table[row[j]];
+  return s;
+}
+
 inline uint32_t score_lanes(const int32_t* raw, size_t n, float shift, float step, float base, const float* a,
                             const float* b, float threshold, float* scores) {
   uint32_t mask = 0;
