@@ -33,6 +33,7 @@ from common import (  # before numpy: common sets BLAS threads first
     exact_knn,
     finish_plot,
     load_wordnet,
+    machine_info,
     pinned,
     progress,
     recall_at_k,
@@ -48,7 +49,8 @@ from hnsw_peers import EFS, Graph, GraphSpec, measure_graph, peer_specs
 
 K = 10
 M, EF_CONSTRUCTION = 16, 200
-OURS = [(4, None, False), (4, None, True), (4, "fp16", False), (4, 8, False), (5, None, False), (6, None, False)]
+OURS = [(4, None, False), (4, None, True), (4, "fp16", False), (4, 8, False), (5, None, False),
+        (6, None, False)]  # (bits, rerank, adaptive)
 FILTER_FRACTIONS = (0.01, 0.10, 0.50)
 FILTER_EFS = (64, 128)
 FILTER_SEED = 0
@@ -135,7 +137,8 @@ def run(limit: int | None, queries: int, repeat: int, skip_peers: bool,
                  else None)
         rows.append(measure_graph(spec, base, xq, gt, "ip", K, EFS, repeat, extra))
     found = [r.pop("filtered") for r in rows if "filtered" in r]
-    settings = {"dataset": "wordnet_minilm gloss", "n": len(base), "dim": base.shape[1], "queries": len(xq), "k": K,
+    settings = {"dataset": "wordnet_minilm gloss", "cpu": machine_info()["cpu"], "simd": tqsearch.simd_level(),
+                "n": len(base), "dim": base.shape[1], "queries": len(xq), "k": K,
                 "metric": "ip", "efs": list(EFS), "repeat": repeat, "build_threads": list(THREADS),
                 "search_threads": 1, "filter": {"fractions": list(FILTER_FRACTIONS), "efs": list(FILTER_EFS),
                                                 "seed": FILTER_SEED, "kind": "int64 id array"},
@@ -287,7 +290,8 @@ def markdown(payload: dict[str, Any]) -> str:
              f"{s['repeat']}. bytes/vec = everything held per vector, graph included (ours: codes, floats, links, "
              "ids, rerank tier). Ours: M=16, ef_construction=200; `,adaptive`: adaptive=True (the first batch's PCA "
              "splits the same bytes into tiers, tiers.py); `+fp16`/`+rerank8` re-score k*2 candidates. "
-             "Peer settings: bench/hnsw_peers.py (FAISS keeps its defaults, efConstruction=40).\n"),
+             "Peer settings: bench/hnsw_peers.py (FAISS keeps its defaults, efConstruction=40). "
+             f"CPU: {s.get('cpu', '?')}, kernel set {s.get('simd', '?')}.\n"),
              "![hnsw](hnsw.png)\n"]
     lines += _summary_table(payload["rows"], s["build_threads"]) + [""] + _curve_table(payload["rows"]) + [""]
     lines += _filtered_table(payload["filtered"]) + [""] + _targets_table(payload["targets"])
