@@ -1,7 +1,7 @@
 """memory_usage() accounts for what the index really holds: OS-level RSS growth while adding vectors with
 user-supplied int64 ids matches it within 10%, growth slack included, with and without reserve();
-MultiVectorIndex per token (200,000 tokens in documents of 20); an adaptive FlatIndex, tiers and basis
-included.
+MultiVectorIndex per token (200,000 tokens in documents of 20); an adaptive FlatIndex and HNSWIndex, tiers
+and basis included.
 
 Each case runs in a fresh subprocess, so memory held by other tests (or by the allocator on their
 behalf) does not blur the measurement; RSS is read from /proc/self/statm after gc.collect() and _core.trim_heap(), and the
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent("""
             return tqsearch.FlatIndex(384, 4, adaptive=kind == "flat-adaptive"), 384
         if kind == "multivector":  # n counts tokens: documents of 20 tokens, FDEs in a flat index
             return tqsearch.MultiVectorIndex(64, 4, index="flat"), 64
-        return tqsearch.HNSWIndex(64, 4, M=8, ef_construction=40), 64
+        return tqsearch.HNSWIndex(64, 4, M=8, ef_construction=40, adaptive=kind == "hnsw-adaptive"), 64
 
     def fill(index, dim, count, rng):
         for start in range(0, count, batch):
@@ -55,8 +55,8 @@ SCRIPT = textwrap.dedent("""
                 index.search([rng.standard_normal((5, dim), dtype=np.float32)], 5)
             else:
                 rows = rng.standard_normal((m, dim), dtype=np.float32)
-                if kind == "flat-adaptive":  # variance falling over the axes: the first batch splits into tiers
-                    rows /= np.sqrt(np.arange(1, dim + 1, dtype=np.float32))
+                if kind.endswith("adaptive"):  # variance falling over the axes: the first batch splits into tiers
+                    rows /= np.arange(1, dim + 1, dtype=np.float32) ** (0.5 if kind == "flat-adaptive" else 1.0)
                 index.add(rows, ids=ids)
                 index.search(rng.standard_normal((2, dim), dtype=np.float32), 5)
 
@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent("""
     warm, dim = make()  # one-off costs first: imports, thread pools, tables, allocator arenas
     # An adaptive index's warm-up takes a first batch as large as the real one's: the plan fit and OpenBLAS keep
     # one-off workspaces (~45 MB in all, measured) sized by the first large batch, which are not the index's.
-    fill(warm, dim, 2 * batch if kind == "multivector" else batch if kind == "flat-adaptive" else 2000, rng)
+    fill(warm, dim, 2 * batch if kind == "multivector" else batch if kind.endswith("adaptive") else 2000, rng)
     del warm
     base = rss()
     index, dim = make()
@@ -87,10 +87,11 @@ def measure(kind: str, n: int, batch: int, reserve: bool) -> tuple[int, dict[str
 @pytest.mark.parametrize("kind,n,batch,reserve", [("flat", 200_000, 50_000, False), ("flat", 200_000, 50_000, True),
                                                   ("hnsw", 300_000, 50_000, False), ("hnsw", 300_000, 50_000, True),
                                                   ("multivector", 200_000, 20_000, False),
-                                                  ("flat-adaptive", 200_000, 50_000, False)])
+                                                  ("flat-adaptive", 200_000, 50_000, False),
+                                                  ("hnsw-adaptive", 200_000, 50_000, False)])
 def test_rss_growth_matches_memory_usage(kind: str, n: int, batch: int, reserve: bool) -> None:
     rss, usage, tiers = measure(kind, n, batch, reserve)
-    assert (tiers is not None) == (kind == "flat-adaptive")  # the adaptive case holds tiers and their basis
+    assert (tiers is not None) == kind.endswith("adaptive")  # the adaptive cases hold tiers and their basis
     total = sum(usage.values())
     assert abs(rss - total) <= 0.10 * total, (
         f"{kind} n={n} reserve={reserve}: RSS grew {rss / n:.1f} B/vector, memory_usage() says "
