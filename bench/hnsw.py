@@ -2,10 +2,11 @@
 
 Data: WordNet MiniLM (116,659 x 384, gloss queries, inner product), k=10. Ours: HNSWIndex (M=16,
 ef_construction=200) at 4 bits, 4 bits with adaptive tiers (the same bytes), 4 bits + rerank "fp16" and
-rerank=8 (default factor 2), 5 and 6 bits. Peers and their settings: see bench/hnsw_peers.py. Per index: build time on 1 and on all
-cores, bytes/vector including the graph, and a one-thread recall@10 vs QPS curve over ef (batch of
-all queries, best of --repeat per ef). Also filtered search of our 4-bit index (random 1%, 10%,
-50% of the ids allowed, seeded; exact top-10 among the allowed rows) and the issue's targets.
+rerank=8 (default factor 2), 5 and 6 bits. Peers and their settings: see bench/hnsw_peers.py. Per
+index: build time on 1 and on all cores, bytes/vector including the graph, and a one-thread recall@10 vs
+QPS curve over ef (batch of all queries, best of --repeat per ef). Also filtered search of our 4-bit
+indexes (random 1%, 10%, 50% of the ids allowed, seeded; exact top-10 among the allowed rows) and the
+issues' targets.
 Writes bench/results/hnsw.json, docs/hnsw.png and the "hnsw" section of docs/benchmarks.md.
 
     python bench/hnsw.py                                          # full run
@@ -54,7 +55,7 @@ OURS = [(4, None, False), (4, None, True), (4, "fp16", False), (4, 8, False), (5
 FILTER_FRACTIONS = (0.01, 0.10, 0.50)
 FILTER_EFS = (64, 128)
 FILTER_SEED = 0
-FILTERED = ("tqsearch:4bit", "tqsearch:4bit,adaptive", "tqsearch:4bit+fp16")  # the indexes whose filtered search is measured
+FILTERED = ("tqsearch:4bit", "tqsearch:4bit,adaptive", "tqsearch:4bit+fp16")  # filtered search measured on these
 BAND = (0.90, 0.98)  # target 1: recall range where hnswlib is compared
 FULL_QUERIES = 1000
 

@@ -51,9 +51,8 @@ class HnswGraph {
   size_t dim() const { return dim_; }
   size_t tiers() const { return scorers_.size(); }
   float a_at(size_t slot, size_t tier) const { return a_[slot * tiers() + tier]; }
-  // Bytes per packed row (the tiers' rows side by side); tier_row_at(t): where tier t's part starts.
+  // Bytes per packed row (the tiers' rows side by side).
   size_t row_bytes() const { return row_bytes_; }
-  size_t tier_row_at(size_t tier) const { return row_at_[tier]; }
   size_t max_links0() const { return 2 * M_; }
   int64_t entry() const { return max_level_ >= 0 ? int64_t(entry_) : -1; }
   int max_level() const { return max_level_; }
