@@ -1,7 +1,6 @@
 // AVX2 + FMA kernel table (compiled with -mavx2 -mfma only in this translation unit).
 #include "simd/kernels.h"
 #include "simd/kernels_avx2-inl.h"
-#include "simd/score-inl.h"
 
 namespace tq {
 

@@ -503,18 +503,28 @@ void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8
     }
 }
 
-// kI8Dot8 block: the 256-entry decode is two 128-entry vpermi2b lookups chosen by the code's top bit.
+// A 256-entry u8 decode table held in four registers: decode() is two 128-entry vpermi2b lookups, picked per
+// byte by the code's top bit.
+struct Table256 {
+  explicit Table256(const uint8_t* table)
+      : t0(_mm512_loadu_si512(table)), t1(_mm512_loadu_si512(table + 64)), t2(_mm512_loadu_si512(table + 128)),
+        t3(_mm512_loadu_si512(table + 192)) {}
+  __m512i decode(__m512i codes) const {
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), _mm512_permutex2var_epi8(t0, codes, t1),
+                                  _mm512_permutex2var_epi8(t2, codes, t3));
+  }
+  __m512i t0, t1, t2, t3;
+};
+
+// kI8Dot8 block: each 64-byte group decoded through Table256.
 template <int NQ>
 void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table, int32_t* out) {
-  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
-  const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  const Table256 tbl(table);
   const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
   __m512i acc[NQ];
   for (int t = 0; t < NQ; ++t) acc[t] = _mm512_setzero_si512();
   for (size_t g = 0; g < groups; ++g) {
-    const __m512i x = _mm512_loadu_si512(block + g * 64);
-    const __m512i d = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(t0, x, t1),
-                                             _mm512_permutex2var_epi8(t2, x, t3));
+    const __m512i d = tbl.decode(_mm512_loadu_si512(block + g * 64));
     for (int t = 0; t < NQ; ++t) acc[t] = dpbusd(acc[t], d, _mm512_set1_epi32(q32[size_t(t) * groups + g]));
   }
   for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
@@ -570,18 +580,14 @@ int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, cons
   return _mm512_reduce_add_epi32(acc);
 }
 
-// One 8-bit row: 64 codes at a time decode through the 256-byte table held in four registers (two vpermi2b
-// for codes below and from 128, picked by the code's top bit) and meet the query in one vpdpbusd; the tail
-// is a masked load of codes and query (dead lanes meet a zero query byte).
+// One 8-bit row: 64 codes at a time decode through Table256 and meet the query in one vpdpbusd; the tail is a
+// masked load of codes and query (dead lanes meet a zero query byte).
 int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* table) {
-  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
-  const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  const Table256 tbl(table);
   __m512i acc = _mm512_setzero_si512();
   for (size_t j = 0; j < n; j += 64) {
     const __mmask64 live = n - j >= 64 ? ~__mmask64(0) : (__mmask64(1) << (n - j)) - 1;
-    const __m512i c = _mm512_maskz_loadu_epi8(live, row + j);
-    const __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), _mm512_permutex2var_epi8(t0, c, t1),
-                                             _mm512_permutex2var_epi8(t2, c, t3));
+    const __m512i v = tbl.decode(_mm512_maskz_loadu_epi8(live, row + j));
     acc = _mm512_dpbusd_epi32(acc, v, _mm512_maskz_loadu_epi8(live, query + j));
   }
   return _mm512_reduce_add_epi32(acc);
