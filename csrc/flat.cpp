@@ -212,25 +212,25 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
 // a * ((raw - shift) * step + base) + b (simd/score-inl.h), with per-query shift, step and base.
 struct FlatStore::Chunk {
   size_t q0 = 0, nq = 0;
-  AlignedVector<int8_t> q7;    // kI8Dot(8): queries rounded to 7 bits, groups2_ * 4 values each
+  AlignedVector<int8_t> q7;    // kI8Dot(8): queries rounded to int8 (scorer.h), groups2_ * 4 values each
   AlignedVector<uint8_t> lut;  // kLut: u8 tables, chunks_ * 64 bytes per query
-  std::vector<float> shift, step, base;
+  std::vector<int32_t> shift;
+  std::vector<float> step, base;
 };
 
 FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) const {
   Chunk c;
   c.q0 = q0;
   c.nq = nq;
-  c.shift.assign(nq, 0.0f);
+  c.shift.assign(nq, 0);
   c.step.assign(nq, 1.0f);
   c.base.assign(nq, 0.0f);
   if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8) {
     const size_t width = groups2_ * 4;
     c.q7.assign(nq * width, 0);
     for (size_t t = 0; t < nq; ++t) {
-      int32_t offset;  // removed exactly, before any rounding (score-inl.h)
-      scorer_.prepare_into(queries + (q0 + t) * dim_, c.q7.data() + t * width, &c.step[t], &offset);
-      c.shift[t] = float(offset);
+      // the offset is removed exactly, before any rounding (score-inl.h)
+      scorer_.prepare_into(queries + (q0 + t) * dim_, c.q7.data() + t * width, &c.step[t], &c.shift[t]);
     }
   } else if (layout_ == Layout::Lut) {
     c.lut.resize(nq * chunks_ * 64);

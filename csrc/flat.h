@@ -12,14 +12,15 @@
 // (AVX-512). Per query, each sub-quantizer gets a 16-entry u8 table (its partial inner products, rounded with one
 // scale and a per-table offset), so one byte shuffle or permute scores 64 (vector, sub-quantizer) pairs.
 // Layout kI8Dot8 (8-bit codes): blocks of 16 vectors, groups of 4 dims, 64 bytes per group: byte 4v + t is
-// the code of vector v at dim 4g + t; scanned like kI8Dot through a 256-entry decode table.
+// the code of vector v at dim 4g + t; scanned like kI8Dot through 256-entry decode tables (two value planes).
 // Layout kRows (3, 5, 6, 7 bits): the packed rows of pack-inl.h, scanned by decode + float dot.
 //
 // Score of slot i for a rotated query q': a_i * <q', c_i> + b_i, where c_i are the centroids of its
 // code and (a_i, b_i) are per-vector floats chosen by the caller (e.g. ||x|| s and 0 for inner product);
 // while every b_i is +0.0 none is stored. Storage grows by at most 1.25x (or exactly, via reserve).
-// In kI8Dot(8) the inner product is computed exactly in integers from q' rounded to 7 bits (per query)
-// and the centroids rounded to 8 bits, so every kernel set returns identical scores; the rounding, the
+// In kI8Dot(8) the inner product is computed exactly in integers from q' rounded to int8 (per query) and
+// the centroids rounded to 8 bits (4-bit codes) or about 13 (8-bit codes), so every kernel set returns identical
+// scores; the rounding, the
 // tables and the filter test come from the shared code scorer (scorer.h), the blocked layouts are this
 // store's own.
 #pragma once

@@ -82,7 +82,7 @@ void count_sketch(const float* in, size_t n, size_t in_dim, const uint32_t* slot
 }
 
 ChamferScorer::ChamferScorer(size_t dim, int bits, const std::vector<float>& centroids, const Kernels* kernels)
-    : scorer_(dim, bits, centroids, kernels), padded_((dim + 63) / 64 * 64), k_(kernels) {}
+    : scorer_(dim, bits, centroids, kernels), padded_((dim + 63) / 64 * 64) {}
 
 void ChamferScorer::score(const TokenRows& docs, const float* queries, const int64_t* qoff, size_t nq,
                           const int64_t* cand, size_t c, float* scores, int threads,
@@ -104,7 +104,7 @@ void ChamferScorer::score(const TokenRows& docs, const float* queries, const int
   for (size_t t = 0; t < tokens; ++t)
     scorer_.prepare_into(queries + t * dim, q8.data() + t * padded_, &unit[t], &offset[t]);
   parallel_for(nq * c, 8, threads, interrupted, [&](size_t lo, size_t hi) {
-    std::vector<uint8_t> idx(dim), row(padded_, 0);
+    std::vector<uint8_t> idx(dim), row(scorer_.planes() * padded_, 0);
     std::vector<float> best;
     for (size_t p = lo; p < hi; ++p) {
       const int64_t d = cand[p];
@@ -115,10 +115,10 @@ void ChamferScorer::score(const TokenRows& docs, const float* queries, const int
       const size_t q = p / c, q0 = size_t(qoff[q]), nt = size_t(qoff[q + 1]) - q0;
       best.assign(nt, -std::numeric_limits<float>::infinity());
       for (int64_t t = docs.starts[d]; t < docs.starts[d] + docs.counts[d]; ++t) {
-        scorer_.decode_u8(docs.codes + size_t(t) * row_bytes, row.data(), idx.data());
+        scorer_.decode_u8(docs.codes + size_t(t) * row_bytes, row.data(), padded_, idx.data());
         const float a = docs.a[t];
         for (size_t i = 0; i < nt; ++i) {
-          const int32_t raw = k_->dot_u8i8(row.data(), q8.data() + (q0 + i) * padded_, padded_);
+          const int32_t raw = scorer_.raw_decoded(row.data(), padded_, q8.data() + (q0 + i) * padded_, padded_);
           best[i] = std::max(best[i], a * (float(raw - offset[q0 + i]) * unit[q0 + i]));
         }
       }

@@ -43,7 +43,7 @@ struct TokenRows {
 };
 
 // Chamfer (sum over query tokens of the best token score) over TurboQuant token codes. Each rotated query
-// token is rounded to int8 and every candidate token decoded to the u8 centroid table once (both by the
+// token is rounded to int8 and every candidate token decoded to its u8 value plane(s) once (both by the
 // shared code scorer, scorer.h), so scores are exact integer dot products and identical on every kernel set.
 class ChamferScorer {
  public:
@@ -59,7 +59,6 @@ class ChamferScorer {
  private:
   CodeScorer scorer_;
   size_t padded_;  // dim rounded up to 64 (Kernels::dot_u8i8)
-  const Kernels* k_;
 };
 
 }  // namespace tq

@@ -8,19 +8,20 @@
 namespace tq {
 namespace {
 
-// Rounds q to 7-bit integers (|q| <= 63 keeps the AVX2 pair sums below int16 saturation) and writes dim j
-// at out[pos(j)]. With code tables holding 128 + round(c / centroid_unit), the score of a code is
-// (raw - *offset) * *unit, raw being the integer dot product of out with the table entries.
+// Rounds q to integers |q| <= range (63 for tables of u8 values, where it keeps AVX2's u8 x s8 pair sums below
+// int16 saturation; 127 for the two-plane 8-bit tables, scorer.h) and writes dim j at out[pos(j)]. With tables
+// holding zero + round(c / centroid_unit), the score of a code is (raw - *offset) * *unit, raw being the integer
+// dot product of out with the table values.
 template <class Pos>
-void round_query(const float* q, size_t dim, float centroid_unit, int8_t* out, Pos pos, float* unit,
-                 int32_t* offset) {
+void round_query(const float* q, size_t dim, int range, int32_t zero, float centroid_unit, int8_t* out, Pos pos,
+                 float* unit, int32_t* offset) {
   float qmax = 0;
   for (size_t j = 0; j < dim; ++j) qmax = std::max(qmax, std::fabs(q[j]));
-  const float s = qmax > 0 ? 63.0f / qmax : 0.0f;
+  const float s = qmax > 0 ? float(range) / qmax : 0.0f;
   int32_t sum = 0;
   for (size_t j = 0; j < dim; ++j) sum += out[pos(j)] = int8_t(std::lrint(q[j] * s));
   *unit = qmax > 0 ? centroid_unit / s : 0.0f;
-  *offset = 128 * sum;  // the tables store centroids shifted by +128
+  *offset = zero * sum;  // the tables store centroids shifted by +zero
 }
 
 }  // namespace

@@ -28,6 +28,22 @@ def run_threads(writers: list[threading.Thread], readers: list[threading.Thread]
         t.join()
 
 
+def int8_estimate(rq: np.ndarray, idx: np.ndarray, centroids: np.ndarray, bits: int) -> np.ndarray:
+    """<q', c[idx]> as the int8 scans of scorer.h compute it, in numpy: (nq, n) for rotated queries rq (nq, dim) and
+    code indices idx (n, dim). 4 bits: u8 values 128 + round(127 c / max|c|), |q| <= 63; 8 bits: values
+    W + round(W c / max|c|), W = min(4095, 2^31 // (254 dim + 1)), |q| <= 127."""
+    c = centroids.astype(np.float64)
+    cmax = np.abs(c).max()
+    dim = idx.shape[1]
+    steps = min(4095, 2**31 // (2 * 127 * dim + 1)) if bits == 8 else 127
+    zero, reach = (steps, 127) if bits == 8 else (128, 63)
+    table = zero + np.rint(steps * c / cmax)
+    s = reach / np.abs(rq).max(axis=1, keepdims=True)
+    q = np.rint(rq * s)
+    dots = q @ table[idx].T - zero * q.sum(axis=1, keepdims=True)
+    return dots * (np.float32(cmax / steps) / s)
+
+
 def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
     """n random unit vectors in R^dim (uniform on the sphere)."""
     x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)

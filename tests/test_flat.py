@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import int8_estimate
 
 import tqsearch
 from tqsearch import FileFormatError, FlatIndex, HNSWIndex, SearchParams, _core
@@ -24,13 +25,8 @@ def brute_force_scores(index: FlatIndex, queries: np.ndarray) -> np.ndarray:
     mu = index.mean  # codes hold x - mu, queries are centred too (_index.py)
     rq = index._codec.rotation.forward(q - mu).astype(np.float64)
     c = index._codec.codebook.centroids.astype(np.float64)
-    if index.bits in (4, 8):  # the documented int8 estimator of flat.h
-        cmax = np.abs(c).max()
-        table = 128 + np.rint(127 * c / cmax)
-        s = 63 / np.abs(rq).max(axis=1, keepdims=True)
-        q7 = np.rint(rq * s)
-        dots = q7 @ table[idx].T - 128 * q7.sum(axis=1, keepdims=True)
-        est = dots * (np.float32(cmax / 127) / s)
+    if index.bits in (4, 8):  # the documented int8 estimator of scorer.h
+        est = int8_estimate(rq, idx, c, index.bits)
     elif index.bits <= 2:  # the documented u8 lookup-table estimator of flat.h, in float32 like the C++
         est = np.stack([_lut_estimate(q, idx, index.bits, index._codec.codebook.centroids) for q in rq.astype(np.float32)])
     else:
@@ -68,6 +64,20 @@ def _lut_estimate(q: np.ndarray, idx: np.ndarray, bits: int, centroids: np.ndarr
 def top_k(scores: np.ndarray, slots_to_ids: np.ndarray, k: int):
     order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)[:, :k]
     return np.take_along_axis(scores, order, 1), slots_to_ids[order]
+
+
+@pytest.mark.parametrize("cls", [FlatIndex, HNSWIndex])
+def test_eight_bit_scores_track_the_float_estimate(cls):
+    """8-bit codes score through ~13-bit values (scorer.h): on the bundled corpus the mean error against the
+    float inner product with the decoded vectors is 0.05% of the top score (0.12% with the old u8 table)."""
+    c = load_demo_corpus()
+    index = cls(c.vectors.shape[1], 8, metric="ip")
+    index.add(c.vectors)
+    scores, ids = index.search(c.queries, 100)
+    decoded = index.reconstruct(index.ids).astype(np.float64)
+    floats = np.einsum("qd,qkd->qk", c.queries.astype(np.float64), decoded[np.searchsorted(index.ids, ids)])
+    err = np.abs(scores - floats) / np.abs(floats).max(axis=1, keepdims=True)
+    assert err.mean() < 0.0008 and err.max() < 0.006
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])

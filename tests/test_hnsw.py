@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import int8_estimate
 
 import tqsearch
 from tqsearch import FileFormatError, FlatIndex, HNSWIndex, _core
@@ -72,16 +73,11 @@ def _numpy_scores(index, q, ids):
     index._store.packed_rows(slots, packed)
     idx = np.empty((len(slots), index.dim), dtype=np.uint8)
     _core.unpack(packed, index.dim, index.bits, idx)
-    c = index._codec.codebook.centroids.astype(np.float64)
-    cmax = np.abs(c).max()
-    table = 128 + np.rint(127 * c / cmax)
     qq = q / np.linalg.norm(q, axis=1, keepdims=True) if index.metric == "cosine" else q
     mu = index.mean  # codes hold x - mu, queries are centred too (_index.py)
     rq = index._codec.rotation.forward(qq - mu).astype(np.float64)
-    s = 63 / np.abs(rq).max(axis=1, keepdims=True)
-    q7 = np.repeat(np.rint(rq * s), ids.shape[1], axis=0)
-    dots = np.sum(q7 * table[idx], axis=1) - 128 * q7.sum(axis=1)
-    est = dots * (np.float32(cmax / 127) / np.repeat(s[:, 0], ids.shape[1]))
+    est = np.concatenate([int8_estimate(rq[i : i + 1], idx[i * ids.shape[1] : (i + 1) * ids.shape[1]],
+                                        index._codec.codebook.centroids, index.bits)[0] for i in range(len(q))])
     stored = index._store.arrays()
     a, b = stored["a"][slots].astype(np.float64), stored["b"][slots].astype(np.float64)
     scores = (a * est + b).reshape(ids.shape)

@@ -162,10 +162,12 @@ def test_chamfer_over_codes_ranks_like_float(slice_):
     assert np.abs(got - exact).max() < 0.05 * np.abs(exact).max()
 
 
-def test_chamfer_matches_decoded_tokens(slice_):
-    """The C++ scorer equals Chamfer over the decoded codes, up to the int8 rounding of the query."""
+@pytest.mark.parametrize("bits", [3, 8])
+def test_chamfer_matches_decoded_tokens(slice_, bits):
+    """The C++ scorer equals Chamfer over the decoded codes, up to the int8 rounding of the query (8-bit tokens
+    through the two value planes of scorer.h)."""
     docs, queries, _ = slice_
-    index = MultiVectorIndex(384, index="flat", token_bits=3)
+    index = MultiVectorIndex(384, index="flat", token_bits=bits)
     index.add(docs[:20])
     codec = index._tokens
     decoded = [codec.decode(codec.encode(d)) for d in docs[:20]]
@@ -195,10 +197,11 @@ def test_default_fde_beats_the_papers_on_real_tokens(slice_):
     assert recall["paper"] <= recall["default"] - 0.05  # measured 0.867 (0.863-0.917)
 
 
-def test_every_kernel_set_scores_identically(slice_, simd):
+@pytest.mark.parametrize("bits", [4, 8])
+def test_every_kernel_set_scores_identically(slice_, simd, bits):
     docs, queries, _ = slice_
-    ref = MultiVectorIndex(384, index="flat", simd="scalar")
-    other = MultiVectorIndex(384, index="flat", simd=simd)
+    ref = MultiVectorIndex(384, index="flat", simd="scalar", token_bits=bits)
+    other = MultiVectorIndex(384, index="flat", simd=simd, token_bits=bits)
     for index in (ref, other):
         index.add(docs[:30])
     np.testing.assert_array_equal(ref.chamfer(queries, np.arange(30)), other.chamfer(queries, np.arange(30)))

@@ -484,3 +484,10 @@ def test_a_tiered_graph_takes_one_a_per_row_and_tier():
         g.restore(*(g.arrays()[k] if k != "a" else a[:, 0].copy() for k in
                     ("codes", "a", "b", "levels", "deleted", "level0", "upper")), N, g.entry, g.max_level)
     assert g.size == N
+
+
+def test_scorers_refuse_dims_whose_integer_sums_could_overflow():
+    # 8-bit value tables and queries of |q| <= 127 (scorer.h) keep every int32 sum exact up to 65,536 dims
+    with pytest.raises(ValueError, match="dim must be in 1..65536"):
+        _core.HnswGraph([65537], [8], [cent(8)], 8, 20, 1, 1.0)
+    _core.HnswGraph([65536], [8], [cent(8)], 8, 20, 1, 1.0)

@@ -75,23 +75,27 @@ struct Kernels {
   // shuffles) or 2 (vector-major, for 64-entry byte permutes). A store keeps its codes in its kernels' order.
   int lut_layout;
   // One 16-vector block of the kI8Dot8 layout (flat.h, 8-bit codes, 64 bytes per 4-dim group) against
-  // nq <= 8 queries as in dot_i8_block, decoding through a 256-entry table. Exact.
+  // nq <= 8 queries as in dot_i8_block but |q| <= 127, each code's value from the two-plane table of scorer.h
+  // (simd/score-inl.h wide_value: 128 * planes[c] + planes[256 + c]; bytes 512-1023 hold the values as uint16,
+  // wide_value16). Exact.
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
   // One block's raw sums for nq <= 8 queries (query t's at raw + t * width, width 16 or 32), one call per
-  // block: for v < n <= width, scores[t*32 + v] = a[v] * ((float(raw) - shift[t]) * step[t] + base[t]) + b_t[v]
+  // block: for v < n <= width, scores[t*32 + v] = a[v] * (float(raw - shift[t]) * step[t] + base[t]) + b_t[v]
   // (simd/score-inl.h, no FMA), b_t = b + t * b_stride (0: one b for all), and masks[t] = the lanes with
-  // scores >= thresholds[t]. raw: int32 or uint32 bits below 2^24.
-  void (*score_block)(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+  // scores >= thresholds[t]. raw: int32, or uint32 bits below 2^24.
+  void (*score_block)(const int32_t* raw, size_t width, size_t nq, size_t n, const int32_t* shift, const float* step,
                       const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
                       float* scores, uint32_t* masks);
   // One packed 4-bit row (pack-inl.h: byte i holds dims 2i, 2i+1) against a query laid out per 64-byte
   // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
   // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.
   int32_t (*dot_row4)(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table);
-  // One 8-bit row of n codes against a plain int8 query (|q| <= 63): sum over j < n of q[j] * table[row[j]]. Exact.
-  int32_t (*dot_row8)(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* table);
-  // sum over j < n of a[j] * b[j] for n a multiple of 64 and |b| <= 63 (decoded tokens against an int8 query). Exact.
+  // One 8-bit row of n codes against a plain int8 query (|q| <= 127): sum over j < n of q[j] * value(row[j]), values
+  // from the two-plane table as in dot_u8_block. Exact.
+  int32_t (*dot_row8)(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* planes);
+  // sum over j < n of a[j] * b[j] for n a multiple of 64 and a[j] * |b[j]| <= 16383 (decoded tokens against an int8
+  // query: u8 values and |q| <= 63, or value planes below 128 and |q| <= 127). Exact.
   int32_t (*dot_u8i8)(const uint8_t* a, const int8_t* b, size_t n);
 };
 

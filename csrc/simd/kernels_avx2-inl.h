@@ -242,30 +242,28 @@ inline void dot_many(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
-// Adds query t's four bytes of group g times the decoded bytes of vectors 0-7 (d0) and 8-15 (d1) to their
-// int32 lanes: maddubs (no saturation, |q| <= 63) then madd.
+// Adds query t's four bytes of group g times the decoded bytes of vectors 0-7 (d0) and 8-15 (d1), times
+// `weight`, to their int32 lanes: maddubs (no saturation: byte * |q| <= 16383, kernels.h) then madd.
 inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t groups, size_t g, size_t nq,
-                      __m256i* lo, __m256i* hi) {
-  const __m256i ones = _mm256_set1_epi16(1);
+                      int16_t weight, __m256i* lo, __m256i* hi) {
+  const __m256i w = _mm256_set1_epi16(weight);
   for (size_t t = 0; t < nq; ++t) {
     int32_t q4;
     std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
     const __m256i q = _mm256_set1_epi32(q4);
-    lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d0, q), ones));
-    hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d1, q), ones));
+    lo[t] = _mm256_add_epi32(lo[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d0, q), w));
+    hi[t] = _mm256_add_epi32(hi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(d1, q), w));
   }
 }
 
-// Runs decode(g, &d0, &d1) for every group of a 16-vector block and writes out[t*16 + v].
+// Runs decode(g, add) for every group of a 16-vector block, where add(d0, d1, weight) adds decoded bytes as
+// add_group does, and writes out[t*16 + v].
 template <class Decode>
 inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* out, Decode decode) {
   __m256i lo[8], hi[8];
   for (size_t t = 0; t < 8; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
-  for (size_t g = 0; g < groups; ++g) {
-    __m256i d0, d1;
-    decode(g, &d0, &d1);
-    add_group(d0, d1, queries, groups, g, nq, lo, hi);
-  }
+  for (size_t g = 0; g < groups; ++g)
+    decode(g, [&](__m256i d0, __m256i d1, int16_t w) { add_group(d0, d1, queries, groups, g, nq, w, lo, hi); });
   for (size_t t = 0; t < nq; ++t) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
@@ -277,22 +275,44 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
                          int32_t* out) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m256i low = _mm256_set1_epi8(15);
-  dot_block(groups, queries, nq, out, [&](size_t g, __m256i* d0, __m256i* d1) {
+  dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + g * 32));
-    *d0 = _mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low));
-    *d1 = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+    add(_mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low)),
+        _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)), int16_t(1));
   });
 }
 
-// kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group is decoded with scalar table loads.
-inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+// 32 uint16 values (<= 16383) at p split into their value planes (scorer.h): high = v >> 7, low = v & 127, as bytes
+// in the order of p.
+inline void split_values(const uint16_t* p, __m256i* high, __m256i* low) {
+  const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i b = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 16));
+  const __m256i m = _mm256_set1_epi16(127);
+  // packus interleaves the 128-bit lanes of a and b; the permute puts a's 16 bytes before b's
+  *high = _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_srli_epi16(a, 7), _mm256_srli_epi16(b, 7)), 0xD8);
+  *low = _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_and_si256(a, m), _mm256_and_si256(b, m)), 0xD8);
+}
+
+// kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group's values are scalar loads from the table's
+// uint16 copy, split into the two planes in registers; the high plane adds with weight 128.
+inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* planes,
                          int32_t* out) {
-  alignas(32) uint8_t dec[64];
-  dot_block(groups, queries, nq, out, [&](size_t g, __m256i* d0, __m256i* d1) {
-    for (int i = 0; i < 64; ++i) dec[i] = table[block[g * 64 + i]];
-    *d0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec));
-    *d1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(dec + 32));
+  alignas(32) uint16_t values[64];
+  dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
+    for (int i = 0; i < 64; ++i) values[i] = uint16_t(wide_value16(planes, block[g * 64 + i]));
+    __m256i h0, l0, h1, l1;
+    split_values(values, &h0, &l0);
+    split_values(values + 32, &h1, &l1);
+    add(h0, h1, int16_t(128));
+    add(l0, l1, int16_t(1));
   });
+}
+
+// One 8-bit row: a loop over the table's uint16 copy.
+inline int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* planes) {
+  int32_t s = 0;
+  for (size_t j = 0; j < n; ++j) s += int32_t(query[j]) * wide_value16(planes, row[j]);
+  return s;
 }
 
 // Adds one query's table lookups of 32 code bytes (nibbles lo, hi) to its u16 sums: `all` adds whole words
@@ -372,23 +392,21 @@ inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, cons
 }
 
 // score_block, 8 lanes at a time (a partial tail through the scalar formula, which rounds the same).
-inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const int32_t* shift, const float* step,
                         const float* base, const float* a, const float* b_all, size_t b_stride, const float* thresholds,
                         float* scores, uint32_t* masks) {
   for (size_t t = 0; t < nq; ++t) {
     const int32_t* r = raw + t * width;
     const float* b = b_all + t * b_stride;
     float* s = scores + t * 32;
-    const __m256 vshift = _mm256_set1_ps(shift[t]), vstep = _mm256_set1_ps(step[t]), vbase = _mm256_set1_ps(base[t]);
+    const __m256i vshift = _mm256_set1_epi32(shift[t]);
+    const __m256 vstep = _mm256_set1_ps(step[t]), vbase = _mm256_set1_ps(base[t]);
     const __m256 vthr = _mm256_set1_ps(thresholds[t]);
     uint32_t mask = 0;
     size_t v = 0;
     for (; v + 8 <= n; v += 8) {
-      const __m256 x = _mm256_add_ps(
-          _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + v))),
-                                      vshift),
-                        vstep),
-          vbase);
+      const __m256i d = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + v)), vshift);
+      const __m256 x = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d), vstep), vbase);
       const __m256 sc = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + v), x), _mm256_loadu_ps(b + v));
       _mm256_storeu_ps(s + v, sc);
       mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(sc, vthr, _CMP_GE_OQ))) << v;
@@ -426,7 +444,7 @@ inline int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* quer
   return _mm_cvtsi128_si32(r);
 }
 
-// u8 x s8 pair sums (vpmaddubsw) stay below int16 saturation because |b| <= 63; n % 64 == 0.
+// u8 x s8 pair sums (vpmaddubsw) stay below int16 saturation because a * |b| <= 16383; n % 64 == 0.
 inline int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc = _mm256_setzero_si256();

@@ -25,7 +25,7 @@ constexpr Kernels kKernelsAVX2 = {
     .dot_u8_block = avx2::dot_u8_block,
     .score_block = avx2::score_block,
     .dot_row4 = avx2::dot_row4,
-    .dot_row8 = dot_row8_loop,
+    .dot_row8 = avx2::dot_row8,
     .dot_u8i8 = avx2::dot_u8i8,
 };
 static_assert(complete(kKernelsAVX2), "the AVX2 kernel table is incomplete");

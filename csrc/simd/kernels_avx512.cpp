@@ -516,18 +516,25 @@ struct Table256 {
   __m512i t0, t1, t2, t3;
 };
 
-// kI8Dot8 block: each 64-byte group decoded through Table256.
+// kI8Dot8 block: each 64-byte group decoded through two Table256, the value planes (scorer.h), each summed
+// by vpdpbusd; the high sums are weighted by 128 at the end.
 template <int NQ>
-void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table, int32_t* out) {
-  const Table256 tbl(table);
+void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* planes, int32_t* out) {
+  const Table256 high(planes), low(planes + 256);
   const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
-  __m512i acc[NQ];
-  for (int t = 0; t < NQ; ++t) acc[t] = _mm512_setzero_si512();
+  __m512i acc[NQ][2];
+  for (int t = 0; t < NQ; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
   for (size_t g = 0; g < groups; ++g) {
-    const __m512i d = tbl.decode(_mm512_loadu_si512(block + g * 64));
-    for (int t = 0; t < NQ; ++t) acc[t] = dpbusd(acc[t], d, _mm512_set1_epi32(q32[size_t(t) * groups + g]));
+    const __m512i x = _mm512_loadu_si512(block + g * 64);
+    const __m512i h = high.decode(x), l = low.decode(x);
+    for (int t = 0; t < NQ; ++t) {
+      const __m512i q = _mm512_set1_epi32(q32[size_t(t) * groups + g]);
+      acc[t][0] = dpbusd(acc[t][0], h, q);
+      acc[t][1] = dpbusd(acc[t][1], l, q);
+    }
   }
-  for (int t = 0; t < NQ; ++t) _mm512_storeu_si512(out + t * 16, acc[t]);
+  for (int t = 0; t < NQ; ++t)
+    _mm512_storeu_si512(out + t * 16, _mm512_add_epi32(_mm512_slli_epi32(acc[t][0], 7), acc[t][1]));
 }
 
 void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
@@ -535,7 +542,7 @@ void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
   by_nq(nq, [&](auto q) { dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, out); });
 }
 
-void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const int32_t* shift, const float* step,
                  const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
                  float* scores, uint32_t* masks) {
   __m512 va[2], vb[2];
@@ -551,7 +558,7 @@ void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const fl
     for (int h = 0; h < 2 && live[h]; ++h) {
       const __m512i r = _mm512_maskz_loadu_epi32(live[h], raw + t * width + 16 * h);
       const __m512 x = _mm512_add_ps(
-          _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(r), _mm512_set1_ps(shift[t])), _mm512_set1_ps(step[t])),
+          _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r, _mm512_set1_epi32(shift[t]))), _mm512_set1_ps(step[t])),
           _mm512_set1_ps(base[t]));
       const __m512 off = b_stride ? _mm512_maskz_loadu_ps(live[h], b + t * b_stride + 16 * h) : vb[h];
       const __m512 s = _mm512_add_ps(_mm512_mul_ps(va[h], x), off);
@@ -580,17 +587,18 @@ int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, cons
   return _mm512_reduce_add_epi32(acc);
 }
 
-// One 8-bit row: 64 codes at a time decode through Table256 and meet the query in one vpdpbusd; the tail is a
-// masked load of codes and query (dead lanes meet a zero query byte).
-int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* table) {
-  const Table256 tbl(table);
-  __m512i acc = _mm512_setzero_si512();
+// One 8-bit row: 64 codes at a time decode through the two Table256 value planes, each met by the query in one
+// vpdpbusd; the tail is a masked load of codes and query (dead lanes meet a zero query byte).
+int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* planes) {
+  const Table256 high(planes), low(planes + 256);
+  __m512i acc_high = _mm512_setzero_si512(), acc_low = _mm512_setzero_si512();
   for (size_t j = 0; j < n; j += 64) {
     const __mmask64 live = n - j >= 64 ? ~__mmask64(0) : (__mmask64(1) << (n - j)) - 1;
-    const __m512i v = tbl.decode(_mm512_maskz_loadu_epi8(live, row + j));
-    acc = _mm512_dpbusd_epi32(acc, v, _mm512_maskz_loadu_epi8(live, query + j));
+    const __m512i x = _mm512_maskz_loadu_epi8(live, row + j), q = _mm512_maskz_loadu_epi8(live, query + j);
+    acc_high = _mm512_dpbusd_epi32(acc_high, high.decode(x), q);
+    acc_low = _mm512_dpbusd_epi32(acc_low, low.decode(x), q);
   }
-  return _mm512_reduce_add_epi32(acc);
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(acc_high, 7), acc_low));
 }
 
 int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {

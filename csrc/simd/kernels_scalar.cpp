@@ -82,15 +82,15 @@ void dot_many_scalar(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
-// kI8Dot / kI8Dot8 reference: out[t*16 + v] = sum_j q_t[j] * table[code(v, j)], code read by `code_at`.
-template <class CodeAt>
-void dot_block_scalar(size_t groups, const int8_t* queries, size_t nq, const uint8_t* table, int32_t* out,
-                      CodeAt code_at) {
+// kI8Dot / kI8Dot8 reference: out[t*16 + v] = sum_j q_t[j] * value(code(v, j)), the value of a code at
+// (vector v, group g, dim j) read by `value_at`.
+template <class ValueAt>
+void dot_block_scalar(size_t groups, const int8_t* queries, size_t nq, int32_t* out, ValueAt value_at) {
   for (size_t t = 0; t < nq; ++t)
     for (size_t v = 0; v < 16; ++v) {
       int32_t s = 0;
       for (size_t g = 0; g < groups; ++g)
-        for (size_t j = 0; j < 4; ++j) s += int32_t(queries[t * groups * 4 + g * 4 + j]) * table[code_at(v, g, j)];
+        for (size_t j = 0; j < 4; ++j) s += int32_t(queries[t * groups * 4 + g * 4 + j]) * value_at(v, g, j);
       out[t * 16 + v] = s;
     }
 }
@@ -98,16 +98,17 @@ void dot_block_scalar(size_t groups, const int8_t* queries, size_t nq, const uin
 // kI8Dot: nibbles, vector v < 8 low and v >= 8 high, four bytes per vector and group.
 void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
                          int32_t* out) {
-  dot_block_scalar(groups, queries, nq, table, out, [&](size_t v, size_t g, size_t j) {
+  dot_block_scalar(groups, queries, nq, out, [&](size_t v, size_t g, size_t j) {
     const uint8_t byte = block[g * 32 + (v % 8) * 4 + j];
-    return v < 8 ? byte & 15 : byte >> 4;
+    return int32_t(table[v < 8 ? byte & 15 : byte >> 4]);
   });
 }
 
-// kI8Dot8: one byte per code, 64 bytes per group.
-void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+// kI8Dot8: one byte per code, 64 bytes per group, values from the two-plane table.
+void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* planes,
                          int32_t* out) {
-  dot_block_scalar(groups, queries, nq, table, out, [&](size_t v, size_t g, size_t j) { return block[g * 64 + v * 4 + j]; });
+  dot_block_scalar(groups, queries, nq, out,
+                   [&](size_t v, size_t g, size_t j) { return wide_value(planes, block[g * 64 + v * 4 + j]); });
 }
 
 // kLut reference, lut layout 1 (flat.h): chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low
@@ -128,7 +129,7 @@ void lut_block_scalar(const uint8_t* blocks, size_t nblocks, size_t chunks, cons
       }
 }
 
-void score_block_scalar(const int32_t* raw, size_t width, size_t nq, size_t n, const float* shift, const float* step,
+void score_block_scalar(const int32_t* raw, size_t width, size_t nq, size_t n, const int32_t* shift, const float* step,
                         const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
                         float* scores, uint32_t* masks) {
   for (size_t t = 0; t < nq; ++t)
