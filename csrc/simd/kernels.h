@@ -76,8 +76,7 @@ struct Kernels {
   int lut_layout;
   // One 16-vector block of the kI8Dot8 layout (flat.h, 8-bit codes, 64 bytes per 4-dim group) against
   // nq <= 8 queries as in dot_i8_block but |q| <= 127, each code's value from the two-plane table of scorer.h
-  // (simd/score-inl.h wide_value: 128 * planes[c] + planes[256 + c]; bytes 512-1023 hold the values as uint16,
-  // wide_value16). Exact.
+  // (128 * planes[c] + planes[256 + c]; bytes 512-1023 hold the same values as uint16). Exact.
   void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
                        const uint8_t* table, int32_t* out);
   // One block's raw sums for nq <= 8 queries (query t's at raw + t * width, width 16 or 32), one call per

@@ -282,6 +282,13 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
   });
 }
 
+// The value of 8-bit code c from the uint16 copy in a two-plane table (bytes 512 on, scorer.h): one load.
+inline int32_t wide_value16(const uint8_t* planes, uint8_t c) {
+  uint16_t v;
+  std::memcpy(&v, planes + 512 + 2 * size_t(c), 2);
+  return v;
+}
+
 // 32 uint16 values (<= 16383) at p split into their value planes (scorer.h): high = v >> 7, low = v & 127, as bytes
 // in the order of p.
 inline void split_values(const uint16_t* p, __m256i* high, __m256i* low) {

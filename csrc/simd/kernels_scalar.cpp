@@ -82,6 +82,9 @@ void dot_many_scalar(const float* queries, size_t nq, const float* row, size_t n
   }
 }
 
+// The value of 8-bit code c in a two-plane table (scorer.h): 128 * high[c] + low[c].
+int32_t wide_value(const uint8_t* planes, uint8_t c) { return 128 * int32_t(planes[c]) + planes[256 + c]; }
+
 // kI8Dot / kI8Dot8 reference: out[t*16 + v] = sum_j q_t[j] * value(code(v, j)), the value of a code at
 // (vector v, group g, dim j) read by `value_at`.
 template <class ValueAt>
@@ -146,6 +149,12 @@ int32_t dot_row4_scalar(const uint8_t* row, size_t row_bytes, const int8_t* quer
   return s;
 }
 
+int32_t dot_row8_scalar(const uint8_t* row, size_t n, const int8_t* query, const uint8_t* planes) {
+  int32_t s = 0;
+  for (size_t j = 0; j < n; ++j) s += int32_t(query[j]) * wide_value(planes, row[j]);
+  return s;
+}
+
 int32_t dot_u8i8_scalar(const uint8_t* a, const int8_t* b, size_t n) {
   int32_t s = 0;
   for (size_t j = 0; j < n; ++j) s += int32_t(a[j]) * b[j];
@@ -175,7 +184,7 @@ constexpr Kernels kKernelsScalar = {
     .dot_u8_block = dot_u8_block_scalar,
     .score_block = score_block_scalar,
     .dot_row4 = dot_row4_scalar,
-    .dot_row8 = dot_row8_loop,
+    .dot_row8 = dot_row8_scalar,
     .dot_u8i8 = dot_u8i8_scalar,
 };
 static_assert(complete(kKernelsScalar), "the scalar kernel table is incomplete");
