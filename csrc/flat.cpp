@@ -108,6 +108,29 @@ void FlatStore::attach(const uint8_t* codes, size_t code_size, const float* a, c
   b_ptr_ = b;
   n_ = n;
   attached_ = true;
+  bounds_ = {};
+  bounds_.add(a, b, n);
+}
+
+void FlatStore::Bounds::add(const float* a, const float* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    a_lo = std::min(a_lo, a[i]);
+    a_hi = std::max(a_hi, a[i]);
+    b_hi = std::max(b_hi, b ? b[i] : 0.0f);
+  }
+}
+
+int32_t FlatStore::raw_floor(float threshold, int32_t shift, float step, float base) const {
+  // A slot scores a * x + b with x = (raw - shift) * step + base. Once threshold > b_hi, reaching it needs
+  // a * x >= threshold - b > 0, so x > 0 and (as a <= a_hi) x >= (threshold - b_hi) / a_hi. The margins (1e-5
+  // relative, far above float rounding, plus 2 raw steps) keep every slot the float formula would let in.
+  const double t = threshold, b_hi = bounds_.b_hi, a_hi = bounds_.a_hi;
+  if (!(t > b_hi) || !(bounds_.a_lo >= 0) || !(a_hi > 0) || !(step > 0) || !std::isfinite(t)) return INT32_MIN;
+  const double gap = (t - b_hi) - 1e-5 * (std::abs(t) + 2 * std::abs(b_hi));
+  if (!(gap > 0)) return INT32_MIN;
+  double r = (gap / a_hi - base) / step;
+  r -= 1e-5 * (std::abs(r) + std::abs(base / step)) + 2;
+  return int32_t(std::clamp(std::floor(r) + shift, double(INT32_MIN), double(INT32_MAX)));
 }
 
 // The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h are dim_byte_[j] + slot_byte(v) and
@@ -169,6 +192,7 @@ void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* 
   }
   std::copy_n(a, n, a_.begin() + n_);
   if (!b_.empty()) std::copy_n(b, n, b_.begin() + n_);
+  bounds_.add(a, b, n);
   std::vector<uint8_t> idx(dim_);
   for (size_t i = 0; i < n; ++i) {
     k_->unpack(packed_rows + i * row_bytes_, dim_, bits_, idx.data());
@@ -213,9 +237,13 @@ void FlatStore::packed_rows(const int64_t* slots, size_t count, uint8_t* out) co
 struct FlatStore::Chunk {
   size_t q0 = 0, nq = 0;
   AlignedVector<int8_t> q7;    // kI8Dot(8): queries rounded to int8 (scorer.h), groups2_ * 4 values each
-  AlignedVector<uint8_t> lut;  // kLut: u8 tables, chunks_ * 64 bytes per query
+  AlignedVector<uint8_t> lut;  // kLut: tables of bytes <= 127, chunks_ * 64 bytes per query
   std::vector<int32_t> shift;
   std::vector<float> step, base;
+  // Per query, as the scan goes: its top-k's threshold and the raw floor it gives (raw_floor), both refreshed
+  // after each block that pushed to it (the only time the threshold moves).
+  std::vector<float> threshold;
+  std::vector<int32_t> floor;
 };
 
 FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) const {
@@ -225,6 +253,8 @@ FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) 
   c.shift.assign(nq, 0);
   c.step.assign(nq, 1.0f);
   c.base.assign(nq, 0.0f);
+  c.threshold.assign(nq, -std::numeric_limits<float>::infinity());
+  c.floor.assign(nq, INT32_MIN);
   if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8) {
     const size_t width = groups2_ * 4;
     c.q7.assign(nq * width, 0);
@@ -275,58 +305,67 @@ void lut_floats(const float* q, size_t dim, const float* centroids, size_t table
 }  // namespace
 
 void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base) const {
-  // Float partial inner products of every sub-quantizer value, then one u8 rounding with a shared step
-  // and a per-table offset, so integer sums map back to float with one multiply-add.
+  // Float partial inner products of every sub-quantizer value, then one rounding to 0..127 with a shared step
+  // and a per-table offset, so integer sums map back to float with one multiply-add. Seven bits let kernels add
+  // two lookups as bytes (simd/kernels.h); the eighth moved recall@10 by under 0.001 on WordNet, MNIST and SIFT.
+  constexpr float kLevels = 127.0f;
   const size_t tables = chunks_ * 4;
   std::vector<float> partial(tables * 16);
   float widest = 0, offsets = 0;
   (bits_ == 1 ? lut_floats<1> : lut_floats<2>)(q, dim_, scorer_.centroids(), tables, partial.data(), &widest,
                                                &offsets);
-  *step = widest > 0 ? widest / 255.0f : 1.0f;
+  *step = widest > 0 ? widest / kLevels : 1.0f;
   *base = offsets;
   // Round half to even as std::lrint does (default rounding mode), inline so the loop vectorizes: adding and
-  // removing 1.5 * 2^23 rounds any 0 <= x < 2^22 to an integer in the current mode (values here are <= 255).
+  // removing 1.5 * 2^23 rounds any 0 <= x < 2^22 to an integer in the current mode (values here are <= 127).
   const float unit = *step, magic = 12582912.0f;
   for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(int32_t((partial[i] / unit + magic) - magic));
 }
 
-void FlatStore::block_raw(const Chunk& c, size_t blk, size_t count, uint32_t* raw) const {
+void FlatStore::block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,
+                          uint32_t* reach) const {
   const uint8_t* block = codes_ptr_ + blk * block_bytes_;
   int32_t* dots = reinterpret_cast<int32_t*>(raw);
   if (layout_ == Layout::Lut)
-    k_->lut_block(block, count, chunks_, c.lut.data(), chunks_ * 64, c.nq, raw);
+    k_->lut_block(block, count, chunks_, c.lut.data(), chunks_ * 64, c.nq, floors, raw, reach);
   else if (layout_ == Layout::I8Dot)
-    k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
+    *reach = k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), floors, dots);
   else
-    k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), dots);
+    *reach = k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), floors, dots);
 }
 
-void FlatStore::scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed,
+void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed,
                      TopK* tops) const {
   const size_t bv = block_vectors_;
   if (layout_ == Layout::Rows) return scan_rows(queries, c.q0, c.nq, b0 * bv, std::min(n_, b1 * bv), allowed, tops);
   const size_t group = layout_ == Layout::Lut ? kLutBlocks : 1;  // blocks per kernel call
   alignas(64) uint32_t raw[kLutBlocks * kQueryChunk * 32];
-  float thresholds[kQueryChunk], scores[kQueryChunk * 32];
-  uint32_t masks[kQueryChunk];
+  float scores[32];
+  uint32_t mask, reach[kLutBlocks];
   uint64_t bits[kLutBlocks];
   for (size_t g0 = b0; g0 < b1; g0 += group) {
     const size_t count = std::min(group, b1 - g0);
     bool any = false;
     for (size_t i = 0; i < count; ++i) any |= (bits[i] = allowed_bits(allowed, (g0 + i) * bv, bv)) != 0;
     if (!any) continue;
-    block_raw(c, g0, count, raw);
+    block_raw(c, g0, count, c.floor.data(), raw, reach);  // flags the queries a block may enter (most: none)
     for (size_t i = 0; i < count; ++i) {
       if (!bits[i]) continue;
       const size_t first = (g0 + i) * bv, end = std::min(bv, n_ - first);
-      for (size_t t = 0; t < c.nq; ++t) thresholds[t] = tops[t].threshold();
-      k_->score_block(reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv, bv, c.nq, end, c.shift.data(),
-                      c.step.data(), c.base.data(), a_ptr_ + first, b_from(first), 0, thresholds, scores, masks);
-      for (size_t t = 0; t < c.nq; ++t)  // most blocks offer nothing
-        for (uint32_t hits = masks[t] & uint32_t(bits[i]); hits; hits &= hits - 1) {
-          const int v = __builtin_ctz(hits);
-          tops[t].push(scores[t * 32 + v], int64_t(first + size_t(v)));
+      const int32_t* sums = reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv;
+      for (uint32_t live = reach[i]; live; live &= live - 1) {
+        const int t = __builtin_ctz(live);
+        k_->score_block(sums + size_t(t) * bv, bv, 1, end, &c.shift[t], &c.step[t], &c.base[t], a_ptr_ + first,
+                        b_from(first), 0, &c.threshold[t], scores, &mask);
+        mask &= uint32_t(bits[i]);
+        if (!mask) continue;
+        for (; mask; mask &= mask - 1) {
+          const int v = __builtin_ctz(mask);
+          tops[t].push(scores[v], int64_t(first + size_t(v)));
         }
+        c.threshold[t] = tops[t].threshold();
+        c.floor[t] = raw_floor(c.threshold[t], c.shift[t], c.step[t], c.base[t]);
+      }
     }
   }
 }
@@ -374,7 +413,7 @@ void blocked_search(size_t nq, size_t k, size_t blocks, size_t per, size_t tile,
       tops[task].assign(std::min(nq, c1 * per) - c0 * per, TopK(k));
       const size_t b0 = blocks * r / ranges, b1 = blocks * (r + 1) / ranges;
       for (size_t t0 = b0; t0 < b1; t0 += tile)
-        for (const auto& c : prepared)
+        for (auto& c : prepared)
           scan(c, t0, std::min(b1, t0 + tile), tops[task].data() + (c.q0 - c0 * per));
     }
   });
@@ -402,7 +441,7 @@ void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t
   blocked_search(
       nq, k, blocks, queries_per_chunk(), tile, scores, slots, threads, interrupted,
       [&](size_t q0, size_t n) { return prepare(queries, q0, n); },
-      [&](const Chunk& c, size_t b0, size_t b1, TopK* tops) { scan(c, queries, b0, b1, allowed, tops); });
+      [&](Chunk& c, size_t b0, size_t b1, TopK* tops) { scan(c, queries, b0, b1, allowed, tops); });
 }
 
 void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector<const float*>& queries, size_t nq,
@@ -432,7 +471,7 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
     // The tiers before the last score all queries at once (tier 0 with its offsets, later ones with none, added in
     // tier order: a * x + 0 is a * x rounded, so the sum rounds as if each offset were the running sum); the last
     // takes each query's running sum as its offsets and tests the query's threshold.
-    alignas(64) uint32_t raw[kQueryChunk * 32];
+    alignas(64) uint32_t raw[kQueryChunk * 32], reach;
     alignas(64) float sums[kQueryChunk * kSpan], term[kQueryChunk * kSpan];
     float lowest[kQueryChunk], thresholds[kQueryChunk];
     uint32_t masks[kQueryChunk];
@@ -449,7 +488,7 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
         const FlatStore::Chunk& ch = c.tiers[t];
         const size_t bv = s.block_vectors_;
         for (size_t lane = 0; lane < width; lane += bv) {
-          s.block_raw(ch, (first + lane) / bv, 1, raw);
+          s.block_raw(ch, (first + lane) / bv, 1, nullptr, raw, &reach);
           const size_t m = std::min(bv, width - lane);
           const float* a = s.a_ptr_ + first + lane;
           const int32_t* r = reinterpret_cast<const int32_t*>(raw);

@@ -9,8 +9,8 @@
 // 4c..4c+3, in the byte order the kernel set reads (Kernels::lut_layout): in lut layout 1, byte 16L + i holds the
 // nibble of sub-quantizer 4c + L for vector i (low) and vector 16 + i (high), one 128-bit lane per sub-quantizer
 // (AVX2 and scalar); in layout 2, byte 4i + L holds it, so a vector's four nibbles share one 32-bit lane
-// (AVX-512). Per query, each sub-quantizer gets a 16-entry u8 table (its partial inner products, rounded with one
-// scale and a per-table offset), so one byte shuffle or permute scores 64 (vector, sub-quantizer) pairs.
+// (AVX-512). Per query, each sub-quantizer gets a 16-entry table of bytes <= 127 (its partial inner products, rounded
+// with one scale and a per-table offset), so one byte shuffle or permute scores 64 (vector, sub-quantizer) pairs.
 // Layout kI8Dot8 (8-bit codes): blocks of 16 vectors, groups of 4 dims, 64 bytes per group: byte 4v + t is
 // the code of vector v at dim 4g + t; scanned like kI8Dot through 256-entry decode tables (two value planes).
 // Layout kRows (3, 5, 6, 7 bits): the packed rows of pack-inl.h, scanned by decode + float dot.
@@ -25,6 +25,7 @@
 // store's own.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "common.h"
@@ -86,14 +87,19 @@ class FlatStore {
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
   Chunk prepare(const float* queries, size_t q0, size_t nq) const;
-  void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut u8 tables
+  // The least raw sum with which a slot can still score >= threshold for a chunk query's (shift, step, base),
+  // from bounds_ with a margin for the score's float rounding; INT32_MIN where there is no such bound.
+  int32_t raw_floor(float threshold, int32_t shift, float step, float base) const;
+  void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut tables
   // Queries per chunk: as many as the kernels take, fewer when kLut tables would outgrow L1.
   size_t queries_per_chunk() const;
   // The kernel's raw sums of blocks blk.. blk + count - 1 for a chunk's queries (blocked layouts; count > 1 only in
-  // kLut): block b's query t's at raw + (b * nq + t) * width.
-  void block_raw(const Chunk& c, size_t blk, size_t count, uint32_t* raw) const;
-  // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t).
-  void scan(const Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
+  // kLut): block b's query t's at raw + (b * nq + t) * width; reach[b]: the queries with a sum >= their floor
+  // (simd/kernels.h; floors null: all).
+  void block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,
+                 uint32_t* reach) const;
+  // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t), keeping its thresholds and floors current.
+  void scan(Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
   void index_dims();  // blocked layouts: where each dim's code sits in a block (dim_byte_, dim_shift_)
   size_t slot_byte(size_t v) const;  // ... and where the v-th vector of a block does
@@ -113,6 +119,12 @@ class FlatStore {
   AlignedVector<uint8_t> codes_;
   std::vector<float> a_, b_;
   size_t cap_ = 0;
+  // Bounds over every a and b stored so far (kept through removals, where they still hold), for raw_floor.
+  struct Bounds {
+    float a_lo = std::numeric_limits<float>::infinity(), a_hi = -std::numeric_limits<float>::infinity();
+    float b_hi = -std::numeric_limits<float>::infinity();
+    void add(const float* a, const float* b, size_t n);  // b null: offsets of zero
+  } bounds_;
   const uint8_t* codes_ptr_ = nullptr;  // owned storage or an attached view: scans read through these
   const float *a_ptr_ = nullptr, *b_ptr_ = nullptr;  // b_ptr_ null: every offset is 0
   bool attached_ = false;

@@ -271,8 +271,8 @@ inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* 
 }
 
 // kI8Dot block: per 4-dim group one 32-byte load, nibbles decoded by vpshufb.
-inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                         int32_t* out) {
+inline uint32_t dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
+                             const uint8_t* table, const int32_t* floors, int32_t* out) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m256i low = _mm256_set1_epi8(15);
   dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
@@ -280,6 +280,7 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
     add(_mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low)),
         _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)), int16_t(1));
   });
+  return reach_lanes(out, 16, nq, floors);
 }
 
 // The value of 8-bit code c from the uint16 copy in a two-plane table (bytes 512 on, scorer.h): one load.
@@ -302,8 +303,8 @@ inline void split_values(const uint16_t* p, __m256i* high, __m256i* low) {
 
 // kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group's values are scalar loads from the table's
 // uint16 copy, split into the two planes in registers; the high plane adds with weight 128.
-inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* planes,
-                         int32_t* out) {
+inline uint32_t dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
+                             const uint8_t* planes, const int32_t* floors, int32_t* out) {
   alignas(32) uint16_t values[64];
   dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
     for (int i = 0; i < 64; ++i) values[i] = uint16_t(wide_value16(planes, block[g * 64 + i]));
@@ -313,6 +314,7 @@ inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* quer
     add(h0, h1, int16_t(128));
     add(l0, l1, int16_t(1));
   });
+  return reach_lanes(out, 16, nq, floors);
 }
 
 // One 8-bit row: a loop over the table's uint16 copy.
@@ -320,27 +322,6 @@ inline int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const
   int32_t s = 0;
   for (size_t j = 0; j < n; ++j) s += int32_t(query[j]) * wide_value16(planes, row[j]);
   return s;
-}
-
-// Adds one query's table lookups of 32 code bytes (nibbles lo, hi) to its u16 sums: `all` adds whole words
-// (even byte + 256 * odd byte, mod 2^16) and `odd` the odd bytes, so the even sums are all - (odd << 8)
-// (FAISS fast-scan). Inline asm updates the sums in place: with intrinsics GCC rotates them through fresh
-// registers and copies them back every iteration, which made the loop front-end bound.
-inline void lut_add(__m256i& all_lo, __m256i& odd_lo, __m256i& all_hi, __m256i& odd_hi, const uint8_t* table,
-                    __m256i lo, __m256i hi) {
-  __m256i tbl, rlo, rhi;
-  asm("vmovdqu %[t], %[tbl]\n\t"
-      "vpshufb %[lo], %[tbl], %[rlo]\n\t"
-      "vpshufb %[hi], %[tbl], %[rhi]\n\t"
-      "vpaddw %[rlo], %[al], %[al]\n\t"
-      "vpsrlw $8, %[rlo], %[rlo]\n\t"
-      "vpaddw %[rlo], %[ol], %[ol]\n\t"
-      "vpaddw %[rhi], %[ah], %[ah]\n\t"
-      "vpsrlw $8, %[rhi], %[rhi]\n\t"
-      "vpaddw %[rhi], %[oh], %[oh]"
-      : [al] "+x"(all_lo), [ol] "+x"(odd_lo), [ah] "+x"(all_hi), [oh] "+x"(odd_hi), [tbl] "=&x"(tbl),
-        [rlo] "=&x"(rlo), [rhi] "=&x"(rhi)
-      : [t] "m"(*reinterpret_cast<const __m256i*>(table)), [lo] "x"(lo), [hi] "x"(hi));
 }
 
 // Adds u16 sums (as lut_add leaves them) to out[0..32) as u32 in vector order. Per nibble the even and
@@ -362,8 +343,36 @@ inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i od
   }
 }
 
-// kLut block for one or two queries sharing each load and nibble split of the codes. 256 adds of <= 255
-// stay below 2^16, so the u16 sums are widened every 128 chunks (two adds per chunk).
+// Adds one query's table lookups of a 64-byte chunk (nibbles lo0, hi0 of its first 32 bytes, lo1, hi1 of the rest:
+// the same vectors, other sub-quantizers) to its u16 sums. The two halves' lookups (<= 127 each) add as bytes; then
+// `all` adds whole words (even byte + 256 * odd byte, mod 2^16) and `odd` the odd bytes, so the even sums are
+// all - (odd << 8) (FAISS fast-scan). Inline asm updates the sums in place: with intrinsics GCC rotates them through
+// fresh registers and copies them back every iteration, which made the loop front-end bound.
+inline void lut_add(__m256i& all_lo, __m256i& odd_lo, __m256i& all_hi, __m256i& odd_hi, const uint8_t* table,
+                     __m256i lo0, __m256i hi0, __m256i lo1, __m256i hi1) {
+  __m256i tbl, rlo, rhi, tmp;
+  asm("vmovdqu %[t0], %[tbl]\n\t"
+      "vpshufb %[lo0], %[tbl], %[rlo]\n\t"
+      "vpshufb %[hi0], %[tbl], %[rhi]\n\t"
+      "vmovdqu %[t1], %[tbl]\n\t"
+      "vpshufb %[lo1], %[tbl], %[tmp]\n\t"
+      "vpaddb %[tmp], %[rlo], %[rlo]\n\t"
+      "vpshufb %[hi1], %[tbl], %[tmp]\n\t"
+      "vpaddb %[tmp], %[rhi], %[rhi]\n\t"
+      "vpaddw %[rlo], %[al], %[al]\n\t"
+      "vpsrlw $8, %[rlo], %[rlo]\n\t"
+      "vpaddw %[rlo], %[ol], %[ol]\n\t"
+      "vpaddw %[rhi], %[ah], %[ah]\n\t"
+      "vpsrlw $8, %[rhi], %[rhi]\n\t"
+      "vpaddw %[rhi], %[oh], %[oh]"
+      : [al] "+x"(all_lo), [ol] "+x"(odd_lo), [ah] "+x"(all_hi), [oh] "+x"(odd_hi), [tbl] "=&x"(tbl),
+        [rlo] "=&x"(rlo), [rhi] "=&x"(rhi), [tmp] "=&x"(tmp)
+      : [t0] "m"(*reinterpret_cast<const __m256i*>(table)), [t1] "m"(*reinterpret_cast<const __m256i*>(table + 32)),
+        [lo0] "x"(lo0), [hi0] "x"(hi0), [lo1] "x"(lo1), [hi1] "x"(hi1));
+}
+
+// kLut block for one or two queries sharing each load and nibble split of the codes. 128 adds of <= 254 stay below
+// 2^16, so the u16 sums are widened every 128 chunks (one add per chunk).
 template <int NQ>
 inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
   static_assert(NQ == 1 || NQ == 2, "two queries fill the 16 ymm registers");
@@ -374,11 +383,13 @@ inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* lut
     const __m256i z = _mm256_setzero_si256();
     __m256i al0 = z, ol0 = z, ah0 = z, oh0 = z, al1 = z, ol1 = z, ah1 = z, oh1 = z;
     const size_t c1 = std::min(chunks, c0 + kWiden);
-    for (size_t i = c0 * 64; i < c1 * 64; i += 32) {
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + i));
-      const __m256i lo = _mm256_and_si256(x, low), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
-      lut_add(al0, ol0, ah0, oh0, luts + i, lo, hi);
-      if constexpr (NQ == 2) lut_add(al1, ol1, ah1, oh1, luts + stride + i, lo, hi);
+    for (size_t i = c0 * 64; i < c1 * 64; i += 64) {
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + i));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + i + 32));
+      const __m256i lo0 = _mm256_and_si256(x0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(x0, 4), low);
+      const __m256i lo1 = _mm256_and_si256(x1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(x1, 4), low);
+      lut_add(al0, ol0, ah0, oh0, luts + i, lo0, hi0, lo1, hi1);
+      if constexpr (NQ == 2) lut_add(al1, ol1, ah1, oh1, luts + stride + i, lo0, hi0, lo1, hi1);
     }
     lut_widen(al0, ol0, ah0, oh0, out);
     if constexpr (NQ == 2) lut_widen(al1, ol1, ah1, oh1, out + 32);
@@ -388,13 +399,14 @@ inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* lut
 // Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers. Reads
 // lut layout 1 (flat.h), whose 128-bit lanes are one sub-quantizer each, as vpshufb's per-lane tables need.
 inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
-                      size_t nq, uint32_t* out) {
+                      size_t nq, const int32_t* floors, uint32_t* out, uint32_t* reach) {
   for (size_t b = 0; b < nblocks; ++b) {
     const uint8_t* block = blocks + b * chunks * 64;
     uint32_t* o = out + b * nq * 32;
     size_t t = 0;
     for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, o + t * 32);
     if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, o + t * 32);
+    reach[b] = reach_lanes(reinterpret_cast<const int32_t*>(o), 32, nq, floors);
   }
 }
 
