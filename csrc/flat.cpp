@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "simd/score-inl.h"
 #include "topk.h"
 
 namespace tq {
@@ -323,15 +324,15 @@ void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* ba
 }
 
 void FlatStore::block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,
-                          uint32_t* reach) const {
+                          uint32_t* lanes) const {
   const uint8_t* block = codes_ptr_ + blk * block_bytes_;
   int32_t* dots = reinterpret_cast<int32_t*>(raw);
   if (layout_ == Layout::Lut)
-    k_->lut_block(block, count, chunks_, c.lut.data(), chunks_ * 64, c.nq, floors, raw, reach);
+    k_->lut_block(block, count, chunks_, c.lut.data(), chunks_ * 64, c.nq, floors, raw, lanes);
   else if (layout_ == Layout::I8Dot)
-    *reach = k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), floors, dots);
+    k_->dot_i8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), floors, dots, lanes);
   else
-    *reach = k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), floors, dots);
+    k_->dot_u8_block(block, groups2_, c.q7.data(), c.nq, scorer_.table(), floors, dots, lanes);
 }
 
 void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed,
@@ -340,29 +341,38 @@ void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const
   if (layout_ == Layout::Rows) return scan_rows(queries, c.q0, c.nq, b0 * bv, std::min(n_, b1 * bv), allowed, tops);
   const size_t group = layout_ == Layout::Lut ? kLutBlocks : 1;  // blocks per kernel call
   alignas(64) uint32_t raw[kLutBlocks * kQueryChunk * 32];
-  float scores[32];
-  uint32_t mask, reach[kLutBlocks];
+  uint32_t lanes[kLutBlocks * kQueryChunk];
   uint64_t bits[kLutBlocks];
+  // The floats of the few lanes scored are scattered loads: fetch the range's lines ahead (a tile is ~2,000 slots).
+  for (size_t i = b0 * bv; i < std::min(n_, b1 * bv); i += 16) {
+    __builtin_prefetch(a_ptr_ + i);
+    if (b_ptr_) __builtin_prefetch(b_ptr_ + i);
+  }
   for (size_t g0 = b0; g0 < b1; g0 += group) {
     const size_t count = std::min(group, b1 - g0);
     bool any = false;
-    for (size_t i = 0; i < count; ++i) any |= (bits[i] = allowed_bits(allowed, (g0 + i) * bv, bv)) != 0;
-    if (!any) continue;
-    block_raw(c, g0, count, c.floor.data(), raw, reach);  // flags the queries a block may enter (most: none)
     for (size_t i = 0; i < count; ++i) {
-      if (!bits[i]) continue;
-      const size_t first = (g0 + i) * bv, end = std::min(bv, n_ - first);
-      const int32_t* sums = reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv;
-      for (uint32_t live = reach[i]; live; live &= live - 1) {
-        const int t = __builtin_ctz(live);
-        k_->score_block(sums + size_t(t) * bv, bv, 1, end, &c.shift[t], &c.step[t], &c.base[t], a_ptr_ + first,
-                        b_from(first), 0, &c.threshold[t], scores, &mask);
-        mask &= uint32_t(bits[i]);
-        if (!mask) continue;
-        for (; mask; mask &= mask - 1) {
-          const int v = __builtin_ctz(mask);
-          tops[t].push(scores[v], int64_t(first + size_t(v)));
+      const size_t first = (g0 + i) * bv;  // lanes past the last slot are never offered
+      any |= (bits[i] = allowed_bits(allowed, first, std::min(bv, n_ - first))) != 0;
+    }
+    if (!any) continue;
+    block_raw(c, g0, count, c.floor.data(), raw, lanes);  // the lanes that may enter each top-k (most: none)
+    for (size_t i = 0; i < count; ++i) {
+      const size_t first = (g0 + i) * bv;
+      const float *a = a_ptr_ + first, *b = b_from(first);
+      for (size_t t = 0; t < c.nq; ++t) {
+        uint32_t hits = lanes[i * c.nq + t] & uint32_t(bits[i]);
+        if (!hits) continue;
+        const int32_t* sums = reinterpret_cast<const int32_t*>(raw) + (i * c.nq + t) * bv;
+        bool pushed = false;
+        for (; hits; hits &= hits - 1) {  // each lane scored as score_block would (simd/score-inl.h)
+          const int v = __builtin_ctz(hits);
+          float s;
+          if (!score_lanes(sums + v, 1, c.shift[t], c.step[t], c.base[t], a + v, b + v, c.threshold[t], &s)) continue;
+          tops[t].push(s, int64_t(first + size_t(v)));
+          pushed = true;
         }
+        if (!pushed) continue;
         c.threshold[t] = tops[t].threshold();
         c.floor[t] = raw_floor(c.threshold[t], c.shift[t], c.step[t], c.base[t]);
       }
@@ -471,7 +481,7 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
     // The tiers before the last score all queries at once (tier 0 with its offsets, later ones with none, added in
     // tier order: a * x + 0 is a * x rounded, so the sum rounds as if each offset were the running sum); the last
     // takes each query's running sum as its offsets and tests the query's threshold.
-    alignas(64) uint32_t raw[kQueryChunk * 32], reach;
+    alignas(64) uint32_t raw[kQueryChunk * 32], lanes[kQueryChunk];
     alignas(64) float sums[kQueryChunk * kSpan], term[kQueryChunk * kSpan];
     float lowest[kQueryChunk], thresholds[kQueryChunk];
     uint32_t masks[kQueryChunk];
@@ -488,7 +498,7 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
         const FlatStore::Chunk& ch = c.tiers[t];
         const size_t bv = s.block_vectors_;
         for (size_t lane = 0; lane < width; lane += bv) {
-          s.block_raw(ch, (first + lane) / bv, 1, nullptr, raw, &reach);
+          s.block_raw(ch, (first + lane) / bv, 1, nullptr, raw, lanes);
           const size_t m = std::min(bv, width - lane);
           const float* a = s.a_ptr_ + first + lane;
           const int32_t* r = reinterpret_cast<const int32_t*>(raw);

@@ -94,10 +94,10 @@ class FlatStore {
   // Queries per chunk: as many as the kernels take, fewer when kLut tables would outgrow L1.
   size_t queries_per_chunk() const;
   // The kernel's raw sums of blocks blk.. blk + count - 1 for a chunk's queries (blocked layouts; count > 1 only in
-  // kLut): block b's query t's at raw + (b * nq + t) * width; reach[b]: the queries with a sum >= their floor
-  // (simd/kernels.h; floors null: all).
+  // kLut): block b's query t's at raw + (b * nq + t) * width; lanes[b * nq + t]: its lanes with a sum >= floors[t]
+  // (simd/kernels.h; floors null: every lane).
   void block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,
-                 uint32_t* reach) const;
+                 uint32_t* lanes) const;
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t), keeping its thresholds and floors current.
   void scan(Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }

@@ -61,16 +61,16 @@ struct Kernels {
   // to dot -> rotate -> quantize -> pack. Returns false for shapes it does not handle. Null when absent.
   bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* code, float* stats);
   // One 16-vector block of the kI8Dot layout (flat.h) against nq <= 8 queries of 4*groups int8 values
-  // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic. Returns the block's
-  // reach over floors (simd/score-inl.h, reach_lanes): which queries have a sum that may still enter their top-k.
-  uint32_t (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
-                           const uint8_t* table, const int32_t* floors, int32_t* out);
+  // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic. lanes[t]: the lanes
+  // whose sum for query t is >= floors[t] (simd/score-inl.h, floor_lanes; floors null: every lane).
+  void (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                       const int32_t* floors, int32_t* out, uint32_t* lanes);
   // `nblocks` consecutive 32-vector blocks of the kLut layout (flat.h), `chunks` chunks of 64 bytes each, against
   // nq <= 8 queries' tables of bytes <= 127 (64 bytes per chunk, query t at luts + t * stride):
-  // out[(b*nq + t)*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(b, v, m)]. Exact. reach[b]: block b's
-  // reach over floors, as dot_i8_block returns it.
+  // out[(b*nq + t)*32 + v] = sum over sub-quantizers m of lut_t[m][nibble(b, v, m)]. Exact. lanes[b*nq + t]: the
+  // lanes of block b whose sum for query t is >= floors[t], as in dot_i8_block.
   void (*lut_block)(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
-                    size_t nq, const int32_t* floors, uint32_t* out, uint32_t* reach);
+                    size_t nq, const int32_t* floors, uint32_t* out, uint32_t* lanes);
   // Queries lut_block scores best in one pass over the codes (a kLut scan's query chunk), 1..8.
   size_t lut_queries;
   // The byte order of kLut chunks this table's lut_block reads (flat.h): 1 (sub-quantizer-major, for per-lane byte
@@ -79,8 +79,8 @@ struct Kernels {
   // One 16-vector block of the kI8Dot8 layout (flat.h, 8-bit codes, 64 bytes per 4-dim group) against
   // nq <= 8 queries as in dot_i8_block but |q| <= 127, each code's value from the two-plane table of scorer.h
   // (128 * planes[c] + planes[256 + c]; bytes 512-1023 hold the same values as uint16). Exact.
-  uint32_t (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
-                           const uint8_t* table, const int32_t* floors, int32_t* out);
+  void (*dot_u8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                       const int32_t* floors, int32_t* out, uint32_t* lanes);
   // One block's raw sums for nq <= 8 queries (query t's at raw + t * width, width 16 or 32), one call per
   // block: for v < n <= width, scores[t*32 + v] = a[v] * (float(raw - shift[t]) * step[t] + base[t]) + b_t[v]
   // (simd/score-inl.h, no FMA), b_t = b + t * b_stride (0: one b for all), and masks[t] = the lanes with

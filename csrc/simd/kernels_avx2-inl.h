@@ -271,8 +271,8 @@ inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* 
 }
 
 // kI8Dot block: per 4-dim group one 32-byte load, nibbles decoded by vpshufb.
-inline uint32_t dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
-                             const uint8_t* table, const int32_t* floors, int32_t* out) {
+inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         const int32_t* floors, int32_t* out, uint32_t* lanes) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m256i low = _mm256_set1_epi8(15);
   dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
@@ -280,7 +280,7 @@ inline uint32_t dot_i8_block(const uint8_t* block, size_t groups, const int8_t* 
     add(_mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low)),
         _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)), int16_t(1));
   });
-  return reach_lanes(out, 16, nq, floors);
+  floor_lanes(out, 16, nq, floors, lanes);
 }
 
 // The value of 8-bit code c from the uint16 copy in a two-plane table (bytes 512 on, scorer.h): one load.
@@ -303,8 +303,8 @@ inline void split_values(const uint16_t* p, __m256i* high, __m256i* low) {
 
 // kI8Dot8 block: AVX2 has no 256-entry byte lookup, so each group's values are scalar loads from the table's
 // uint16 copy, split into the two planes in registers; the high plane adds with weight 128.
-inline uint32_t dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
-                             const uint8_t* planes, const int32_t* floors, int32_t* out) {
+inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* planes,
+                         const int32_t* floors, int32_t* out, uint32_t* lanes) {
   alignas(32) uint16_t values[64];
   dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
     for (int i = 0; i < 64; ++i) values[i] = uint16_t(wide_value16(planes, block[g * 64 + i]));
@@ -314,7 +314,7 @@ inline uint32_t dot_u8_block(const uint8_t* block, size_t groups, const int8_t* 
     add(h0, h1, int16_t(128));
     add(l0, l1, int16_t(1));
   });
-  return reach_lanes(out, 16, nq, floors);
+  floor_lanes(out, 16, nq, floors, lanes);
 }
 
 // One 8-bit row: a loop over the table's uint16 copy.
@@ -399,14 +399,14 @@ inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* lut
 // Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers. Reads
 // lut layout 1 (flat.h), whose 128-bit lanes are one sub-quantizer each, as vpshufb's per-lane tables need.
 inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
-                      size_t nq, const int32_t* floors, uint32_t* out, uint32_t* reach) {
+                      size_t nq, const int32_t* floors, uint32_t* out, uint32_t* lanes) {
   for (size_t b = 0; b < nblocks; ++b) {
     const uint8_t* block = blocks + b * chunks * 64;
     uint32_t* o = out + b * nq * 32;
     size_t t = 0;
     for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, o + t * 32);
     if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, o + t * 32);
-    reach[b] = reach_lanes(reinterpret_cast<const int32_t*>(o), 32, nq, floors);
+    floor_lanes(reinterpret_cast<const int32_t*>(o), 32, nq, floors, lanes + b * nq);
   }
 }
 

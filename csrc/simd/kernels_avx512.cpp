@@ -414,20 +414,18 @@ auto by_nq(size_t nq, F&& f) {
   }
 }
 
-// Bit 0 set when some lane of sum reaches floor (reach_lanes, simd/score-inl.h); floor null: set.
-inline uint32_t reaches(__m512i sum, const int32_t* floor) {
-  return !floor || _mm512_cmpge_epi32_mask(sum, _mm512_set1_epi32(*floor)) != 0;
+// The lanes of sum that reach floor (floor_lanes, simd/score-inl.h); floor null: every lane.
+inline uint32_t floor_mask(__m512i sum, const int32_t* floor) {
+  return floor ? _mm512_cmpge_epi32_mask(sum, _mm512_set1_epi32(*floor)) : 0xFFFFu;
 }
 
-// Stores a 16-vector block's sums for NQ queries (query t's at out + 16 t) and returns the block's reach.
+// Stores a 16-vector block's sums for NQ queries (query t's at out + 16 t) and their lanes over floors.
 template <int NQ>
-uint32_t store_sums(const __m512i* sums, const int32_t* floors, int32_t* out) {
-  uint32_t reach = 0;
+void store_sums(const __m512i* sums, const int32_t* floors, int32_t* out, uint32_t* lanes) {
   for (int t = 0; t < NQ; ++t) {
     _mm512_storeu_si512(out + t * 16, sums[t]);
-    reach |= reaches(sums[t], floors ? floors + t : nullptr) << t;
+    lanes[t] = floor_mask(sums[t], floors ? floors + t : nullptr);
   }
-  return reach;
 }
 
 // acc += u8 x s8 dot products, in place. GCC's _mm512_dpbusd_epi32 copies every accumulator of an array
@@ -443,8 +441,8 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
 // by vpdpbusd against the query's 4 bytes broadcast to every lane. Each query keeps one sum per group of a load,
 // so a single query does not wait on one chain of vpdpbusd (one-query scans ran ~20% faster than with one sum).
 template <int NQ>
-uint32_t dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table,
-                         const int32_t* floors, int32_t* out) {
+void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* table,
+                     const int32_t* floors, int32_t* out, uint32_t* lanes) {
   const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m512i low = _mm512_set1_epi8(15);
   __m512i acc[NQ][2];
@@ -463,14 +461,12 @@ uint32_t dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* quer
   }
   __m512i sums[NQ];
   for (int t = 0; t < NQ; ++t) sums[t] = _mm512_add_epi32(acc[t][0], acc[t][1]);
-  return store_sums<NQ>(sums, floors, out);
+  store_sums<NQ>(sums, floors, out, lanes);
 }
 
-uint32_t dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                      const int32_t* floors, int32_t* out) {
-  return by_nq(nq, [&](auto q) {
-    return dot_i8_block_nq<decltype(q)::value>(block, groups, queries, table, floors, out);
-  });
+void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                  const int32_t* floors, int32_t* out, uint32_t* lanes) {
+  by_nq(nq, [&](auto q) { dot_i8_block_nq<decltype(q)::value>(block, groups, queries, table, floors, out, lanes); });
 }
 
 // kLut blocks with VBMI, lut layout 2 (flat.h): byte 4i + L of a chunk holds sub-quantizer 4c + L of vectors i (low
@@ -478,11 +474,11 @@ uint32_t dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries
 // chunk's four tables side by side) and vpermb looks all 64 up. Two chunks' lookups (entries <= 127) add as bytes,
 // and vpdpbusd against ones adds each vector's eight into its int32 lane: one vpdpbusd per two lookups (~17% faster
 // than one each, measured on Zen 4). NB blocks share every table load and NQ queries every split of the codes (6 x 2
-// measured best). Block b's sums for query t go to out + b * out_stride + t * 32, its reach over floors[t] to bit
-// `first` + t of reach[b].
+// measured best). Block b's sums for query t go to out + b * out_stride + t * 32, its lanes over floors[t] to
+// lanes[b * nq + t].
 template <int NQ, int NB>
 void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t stride, size_t out_stride,
-              const int32_t* floors, size_t first, uint32_t* out, uint32_t* reach) {
+              const int32_t* floors, size_t nq, uint32_t* out, uint32_t* lanes) {
   const __m512i tables = _mm512_set1_epi32(0x30201000), low = _mm512_set1_epi8(15), ones = _mm512_set1_epi8(1);
   __m512i acc[NQ][2 * NB];
   for (int t = 0; t < NQ; ++t)
@@ -521,15 +517,14 @@ void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t 
       _mm512_storeu_si512(out + b * out_stride + t * 32, acc[t][2 * b]);
       _mm512_storeu_si512(out + b * out_stride + t * 32 + 16, acc[t][2 * b + 1]);
       const int32_t* floor = floors ? floors + t : nullptr;
-      reach[b] |= (reaches(acc[t][2 * b], floor) | reaches(acc[t][2 * b + 1], floor)) << (first + size_t(t));
+      lanes[b * nq + t] = floor_mask(acc[t][2 * b], floor) | floor_mask(acc[t][2 * b + 1], floor) << 16;
     }
 }
 
 constexpr size_t kLutQueries = 6;
 
 void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride, size_t nq,
-               const int32_t* floors, uint32_t* out, uint32_t* reach) {
-  std::fill_n(reach, nblocks, 0u);
+               const int32_t* floors, uint32_t* out, uint32_t* lanes) {
   for (size_t b = 0; b < nblocks; b += 2)
     for (size_t t = 0; t < nq; t += kLutQueries) {
       const uint8_t *codes = blocks + b * chunks * 64, *tables = luts + t * stride;
@@ -538,9 +533,9 @@ void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8
       by_nq(std::min(kLutQueries, nq - t), [&](auto q) {
         constexpr int kNQ = std::min<int>(decltype(q)::value, kLutQueries);
         if (nblocks - b >= 2)
-          lut_pass<kNQ, 2>(codes, chunks, tables, stride, nq * 32, fl, t, o, reach + b);
+          lut_pass<kNQ, 2>(codes, chunks, tables, stride, nq * 32, fl, nq, o, lanes + b * nq + t);
         else
-          lut_pass<kNQ, 1>(codes, chunks, tables, stride, nq * 32, fl, t, o, reach + b);
+          lut_pass<kNQ, 1>(codes, chunks, tables, stride, nq * 32, fl, nq, o, lanes + b * nq + t);
       });
     }
 }
@@ -561,8 +556,8 @@ struct Table256 {
 // kI8Dot8 block: each 64-byte group decoded through two Table256, the value planes (scorer.h), each summed
 // by vpdpbusd; the high sums are weighted by 128 at the end.
 template <int NQ>
-uint32_t dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* planes,
-                         const int32_t* floors, int32_t* out) {
+void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries, const uint8_t* planes,
+                     const int32_t* floors, int32_t* out, uint32_t* lanes) {
   const Table256 high(planes), low(planes + 256);
   const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
   __m512i acc[NQ][2];
@@ -578,14 +573,12 @@ uint32_t dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* quer
   }
   __m512i sums[NQ];
   for (int t = 0; t < NQ; ++t) sums[t] = _mm512_add_epi32(_mm512_slli_epi32(acc[t][0], 7), acc[t][1]);
-  return store_sums<NQ>(sums, floors, out);
+  store_sums<NQ>(sums, floors, out, lanes);
 }
 
-uint32_t dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
-                      const int32_t* floors, int32_t* out) {
-  return by_nq(nq, [&](auto q) {
-    return dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, floors, out);
-  });
+void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                  const int32_t* floors, int32_t* out, uint32_t* lanes) {
+  by_nq(nq, [&](auto q) { dot_u8_block_nq<decltype(q)::value>(block, groups, queries, table, floors, out, lanes); });
 }
 
 void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const int32_t* shift, const float* step,

@@ -99,27 +99,27 @@ void dot_block_scalar(size_t groups, const int8_t* queries, size_t nq, int32_t* 
 }
 
 // kI8Dot: nibbles, vector v < 8 low and v >= 8 high, four bytes per vector and group.
-uint32_t dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
-                             const uint8_t* table, const int32_t* floors, int32_t* out) {
+void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
+                         const int32_t* floors, int32_t* out, uint32_t* lanes) {
   dot_block_scalar(groups, queries, nq, out, [&](size_t v, size_t g, size_t j) {
     const uint8_t byte = block[g * 32 + (v % 8) * 4 + j];
     return int32_t(table[v < 8 ? byte & 15 : byte >> 4]);
   });
-  return reach_lanes(out, 16, nq, floors);
+  floor_lanes(out, 16, nq, floors, lanes);
 }
 
 // kI8Dot8: one byte per code, 64 bytes per group, values from the two-plane table.
-uint32_t dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq,
-                             const uint8_t* planes, const int32_t* floors, int32_t* out) {
+void dot_u8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* planes,
+                         const int32_t* floors, int32_t* out, uint32_t* lanes) {
   dot_block_scalar(groups, queries, nq, out,
                    [&](size_t v, size_t g, size_t j) { return wide_value(planes, block[g * 64 + v * 4 + j]); });
-  return reach_lanes(out, 16, nq, floors);
+  floor_lanes(out, 16, nq, floors, lanes);
 }
 
 // kLut reference, lut layout 1 (flat.h): chunk c, lane L (sub-quantizer 4c + L), byte i holds vector i (low
 // nibble) and i + 16.
 void lut_block_scalar(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
-                      size_t nq, const int32_t* floors, uint32_t* out, uint32_t* reach) {
+                      size_t nq, const int32_t* floors, uint32_t* out, uint32_t* lanes) {
   for (size_t b = 0; b < nblocks; ++b) {
     for (size_t t = 0; t < nq; ++t)
       for (size_t v = 0; v < 32; ++v) {
@@ -132,7 +132,7 @@ void lut_block_scalar(const uint8_t* blocks, size_t nblocks, size_t chunks, cons
           }
         out[(b * nq + t) * 32 + v] = s;
       }
-    reach[b] = reach_lanes(reinterpret_cast<const int32_t*>(out) + b * nq * 32, 32, nq, floors);
+    floor_lanes(reinterpret_cast<const int32_t*>(out) + b * nq * 32, 32, nq, floors, lanes + b * nq);
   }
 }
 

@@ -20,17 +20,14 @@ inline uint32_t score_lanes(const int32_t* raw, size_t n, int32_t shift, float s
   return mask;
 }
 
-// A block's reach: bit t set when some of query t's `width` raw sums (at raw + t * width) is >= floors[t], the least
-// sum with which a slot can still enter query t's top-k (the scan's bound); every bit when floors is null.
-inline uint32_t reach_lanes(const int32_t* raw, size_t width, size_t nq, const int32_t* floors) {
-  if (!floors) return (1u << nq) - 1;
-  uint32_t reach = 0;
+// The lanes of a block that may still enter each query's top-k: lanes[t] has bit v set when raw[t * width + v] >=
+// floors[t], the least sum that can reach the query's k-th score (the scan's bound); every lane when floors is null.
+inline void floor_lanes(const int32_t* raw, size_t width, size_t nq, const int32_t* floors, uint32_t* lanes) {
   for (size_t t = 0; t < nq; ++t) {
-    int32_t best = INT32_MIN;
-    for (size_t v = 0; v < width; ++v) best = raw[t * width + v] > best ? raw[t * width + v] : best;
-    if (best >= floors[t]) reach |= 1u << t;
+    uint32_t m = 0;
+    for (size_t v = 0; v < width; ++v) m |= uint32_t(!floors || raw[t * width + v] >= floors[t]) << v;
+    lanes[t] = m;
   }
-  return reach;
 }
 
 }  // namespace
