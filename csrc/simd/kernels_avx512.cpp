@@ -471,10 +471,10 @@ void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
 
 // kLut blocks with VBMI, lut layout 2 (flat.h): byte 4i + L of a chunk holds sub-quantizer 4c + L of vectors i (low
 // nibble) and 16 + i (high), so one ternary-logic op makes each nibble a 64-entry table index (nibble + 16 L: the
-// chunk's four tables side by side) and vpermb looks all 64 up. Two chunks' lookups (entries <= 127) add as bytes,
-// and vpdpbusd against ones adds each vector's eight into its int32 lane: one vpdpbusd per two lookups (~17% faster
-// than one each, measured on Zen 4). NB blocks share every table load and NQ queries every split of the codes (6 x 2
-// measured best). Block b's sums for query t go to out + b * out_stride + t * 32, its lanes over floors[t] to
+// chunk's four tables side by side) and vpermb looks all 64 up. With two blocks, two chunks' lookups (entries
+// <= 127) add as bytes and vpdpbusd against ones adds each vector's eight into its int32 lane: one vpdpbusd per two
+// lookups (~17% faster than one each on Zen 4; a single block is bound by its table loads, and pairs cost it ~7%).
+// NB blocks share every table load and NQ queries every split of the codes (6 x 2 measured best). Block b's sums for query t go to out + b * out_stride + t * 32, its lanes over floors[t] to
 // lanes[b * nq + t].
 template <int NQ, int NB>
 void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t stride, size_t out_stride,
@@ -492,7 +492,7 @@ void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t 
     }
   };
   size_t c = 0;
-  for (; c + 2 <= chunks; c += 2) {
+  for (; NB > 1 && c + 2 <= chunks; c += 2) {  // one block alone waits on its two table loads: no pairs
     __m512i idx0[2 * NB], idx1[2 * NB];
     indices(c, idx0);
     indices(c + 1, idx1);
@@ -504,7 +504,7 @@ void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t 
                                                       _mm512_permutexvar_epi8(idx1[j], lut1)), ones);
     }
   }
-  if (c < chunks) {  // an odd last chunk alone
+  for (; c < chunks; ++c) {  // chunks one by one (an odd last one, or a single block's)
     __m512i idx[2 * NB];
     indices(c, idx);
     for (int t = 0; t < NQ; ++t) {
