@@ -119,19 +119,24 @@ void FlatStore::Bounds::add(const float* a, const float* b, size_t n) {
     a_hi = std::max(a_hi, a[i]);
     b_hi = std::max(b_hi, b ? b[i] : 0.0f);
   }
+  per_a_hi = a_lo >= 0 && a_hi > 0 ? 1.0f / a_hi : 0.0f;
 }
 
 int32_t FlatStore::raw_floor(float threshold, int32_t shift, float step, float base) const {
   // A slot scores a * x + b with x = (raw - shift) * step + base. Once threshold > b_hi, reaching it needs
-  // a * x >= threshold - b > 0, so x > 0 and (as a <= a_hi) x >= (threshold - b_hi) / a_hi. The margins (1e-5
-  // relative, far above float rounding, plus 2 raw steps) keep every slot the float formula would let in.
-  const double t = threshold, b_hi = bounds_.b_hi, a_hi = bounds_.a_hi;
-  if (!(t > b_hi) || !(bounds_.a_lo >= 0) || !(a_hi > 0) || !(step > 0) || !std::isfinite(t)) return INT32_MIN;
-  const double gap = (t - b_hi) - 1e-5 * (std::abs(t) + 2 * std::abs(b_hi));
+  // a * x >= threshold - b > 0, so x > 0 and (as 0 <= a <= a_hi) x >= (threshold - b_hi) / a_hi. The margins
+  // (1e-4 relative, far above the float rounding here and in the score, plus 2 raw steps) keep every slot the
+  // score formula would let in. Called after every block that changed a top-k, so it multiplies where it can.
+  const float t = threshold, b_hi = bounds_.b_hi;
+  if (!(t > b_hi) || !(bounds_.per_a_hi > 0) || !(step > 0) || !(t < std::numeric_limits<float>::infinity()))
+    return INT32_MIN;
+  const float gap = (t - b_hi) - 1e-4f * (std::abs(t) + 2 * std::abs(b_hi)), per_step = 1.0f / step;
   if (!(gap > 0)) return INT32_MIN;
-  double r = (gap / a_hi - base) / step;
-  r -= 1e-5 * (std::abs(r) + std::abs(base / step)) + 2;
-  return int32_t(std::clamp(std::floor(r) + shift, double(INT32_MIN), double(INT32_MAX)));
+  float r = (gap * bounds_.per_a_hi - base) * per_step;
+  r -= 1e-4f * (std::abs(r) + std::abs(base * per_step)) + 2;
+  if (!(r > -2e9f)) return INT32_MIN;  // far below any sum (|sums| < 2^31 and shift is one)
+  if (r > 2e9f) return INT32_MAX;
+  return int32_t(std::clamp<int64_t>(int64_t(std::floor(r)) + shift, INT32_MIN, INT32_MAX));
 }
 
 // The byte and bit offset of (slot, dim j) in the blocked layouts of flat.h are dim_byte_[j] + slot_byte(v) and
@@ -343,6 +348,7 @@ void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const
   alignas(64) uint32_t raw[kLutBlocks * kQueryChunk * 32];
   uint32_t lanes[kLutBlocks * kQueryChunk];
   uint64_t bits[kLutBlocks];
+  float scores[kQueryChunk * 32];
   // The floats of the few lanes scored are scattered loads: fetch the range's lines ahead (a tile is ~2,000 slots).
   for (size_t i = b0 * bv; i < std::min(n_, b1 * bv); i += 16) {
     __builtin_prefetch(a_ptr_ + i);
@@ -360,19 +366,32 @@ void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const
     for (size_t i = 0; i < count; ++i) {
       const size_t first = (g0 + i) * bv;
       const float *a = a_ptr_ + first, *b = b_from(first);
+      const int32_t* sums = reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv;
+      uint32_t* hits = lanes + i * c.nq;
+      size_t busy = 0;  // queries with a lane at or above their floor
+      for (size_t t = 0; t < c.nq; ++t) busy += (hits[t] &= uint32_t(bits[i])) != 0;
+      if (!busy) continue;
+      // A loose floor (per-vector floats spread wide) lets most queries by: score the block at once (simd/score-inl.h
+      // formula, as every lane below); a tight one, the few lanes one by one.
+      if (2 * busy > c.nq) {
+        k_->score_block(sums, bv, c.nq, std::min(bv, n_ - first), c.shift.data(), c.step.data(), c.base.data(), a, b, 0,
+                        c.threshold.data(), scores, hits);
+      } else {
+        for (size_t t = 0; t < c.nq; ++t)
+          for (uint32_t left = hits[t]; left; left &= left - 1) {
+            const int v = __builtin_ctz(left);
+            if (!score_lanes(sums + t * bv + size_t(v), 1, c.shift[t], c.step[t], c.base[t], a + v, b + v,
+                             c.threshold[t], scores + t * 32 + size_t(v)))
+              hits[t] &= ~(1u << v);
+          }
+      }
       for (size_t t = 0; t < c.nq; ++t) {
-        uint32_t hits = lanes[i * c.nq + t] & uint32_t(bits[i]);
-        if (!hits) continue;
-        const int32_t* sums = reinterpret_cast<const int32_t*>(raw) + (i * c.nq + t) * bv;
-        bool pushed = false;
-        for (; hits; hits &= hits - 1) {  // each lane scored as score_block would (simd/score-inl.h)
-          const int v = __builtin_ctz(hits);
-          float s;
-          if (!score_lanes(sums + v, 1, c.shift[t], c.step[t], c.base[t], a + v, b + v, c.threshold[t], &s)) continue;
-          tops[t].push(s, int64_t(first + size_t(v)));
-          pushed = true;
+        uint32_t in = hits[t] & uint32_t(bits[i]);
+        if (!in) continue;
+        for (; in; in &= in - 1) {
+          const int v = __builtin_ctz(in);
+          tops[t].push(scores[t * 32 + size_t(v)], int64_t(first + size_t(v)));
         }
-        if (!pushed) continue;
         c.threshold[t] = tops[t].threshold();
         c.floor[t] = raw_floor(c.threshold[t], c.shift[t], c.step[t], c.base[t]);
       }

@@ -123,6 +123,7 @@ class FlatStore {
   struct Bounds {
     float a_lo = std::numeric_limits<float>::infinity(), a_hi = -std::numeric_limits<float>::infinity();
     float b_hi = -std::numeric_limits<float>::infinity();
+    float per_a_hi = 0;  // 1 / a_hi while 0 <= a <= a_hi bounds every a with a_hi > 0, else 0 (no floor)
     void add(const float* a, const float* b, size_t n);  // b null: offsets of zero
   } bounds_;
   const uint8_t* codes_ptr_ = nullptr;  // owned storage or an attached view: scans read through these
