@@ -256,6 +256,23 @@ inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t grou
   }
 }
 
+// floor_lanes (simd/score-inl.h) eight lanes at a time: width 16 or 32, a block's sums already in `raw`.
+inline void floor_lanes8(const int32_t* raw, size_t width, size_t nq, const int32_t* floors, uint32_t* lanes) {
+  for (size_t t = 0; t < nq; ++t) {
+    if (!floors) {
+      lanes[t] = width >= 32 ? ~0u : (1u << width) - 1;
+      continue;
+    }
+    const __m256i floor = _mm256_set1_epi32(floors[t]);
+    uint32_t m = 0;
+    for (size_t v = 0; v < width; v += 8) {
+      const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + t * width + v));
+      m |= uint32_t(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(floor, r))) & 0xFF) << v;
+    }
+    lanes[t] = m;
+  }
+}
+
 // Runs decode(g, add) for every group of a 16-vector block, where add(d0, d1, weight) adds decoded bytes as
 // add_group does, and writes out[t*16 + v].
 template <class Decode>
@@ -280,7 +297,7 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
     add(_mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low)),
         _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)), int16_t(1));
   });
-  floor_lanes(out, 16, nq, floors, lanes);
+  floor_lanes8(out, 16, nq, floors, lanes);
 }
 
 // The value of 8-bit code c from the uint16 copy in a two-plane table (bytes 512 on, scorer.h): one load.
@@ -314,7 +331,7 @@ inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* quer
     add(h0, h1, int16_t(128));
     add(l0, l1, int16_t(1));
   });
-  floor_lanes(out, 16, nq, floors, lanes);
+  floor_lanes8(out, 16, nq, floors, lanes);
 }
 
 // One 8-bit row: a loop over the table's uint16 copy.
@@ -406,7 +423,7 @@ inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, cons
     size_t t = 0;
     for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, o + t * 32);
     if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, o + t * 32);
-    floor_lanes(reinterpret_cast<const int32_t*>(o), 32, nq, floors, lanes + b * nq);
+    floor_lanes8(reinterpret_cast<const int32_t*>(o), 32, nq, floors, lanes + b * nq);
   }
 }
 
