@@ -162,14 +162,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             cells += [f"{theirs:,.0f}", f"{mine / theirs:.2f}x"] if theirs and mine else ["–", "–"]
         lines.append(f"| {r['dataset']} ({r['n']:,} x {r['dim']}) | {r['bits']} | {r['mode']} | {r['method']} | "
                      f"{r['qps']:,.0f} | " + " | ".join(cells) + " |")
-    lines += ["", "How to read it: our scan and turbovec's `exact` scan do the same work per byte at 2 bits: on AVX-512 "
-              "two 64-entry `vpermb` lookups and two `vpdpbusd` per 64 code bytes per query, the codes held "
-              "vector-major (lut layout 2, csrc/flat.h) so no permute of the codes is needed, two blocks sharing "
-              "each table load and six queries each split of the codes (turbovec's shape too); on AVX2 `vpshufb` "
-              "plus u16 adds, FAISS fast-scan style. So they can only tie at the kernel's port limit. turbovec's "
-              "default search above 32,768 vectors skips most of that work (staged, not a whole-index scan), and its "
-              "no-VNNI kernels are its nearest to an AVX2-only CPU. Our kernels are exact in integers and return "
-              "the scalar reference's scores bit for bit (tests/test_simd.py, tests/test_flat.py)."]
+    lines += ["", "How to read it: at 2 bits our scan and turbovec's `exact` scan look up the same 64 (vector, "
+              "sub-quantizer) pairs per `vpermb` on AVX-512 (two per 64 code bytes per query, the codes held "
+              "vector-major, lut layout 2 in csrc/flat.h, six queries sharing each split of the codes); ours keeps "
+              "its tables to 7 bits so two lookups add as bytes before one `vpdpbusd` (turbovec: one per lookup), "
+              "and its kernels flag the few lanes of a block whose integer sum reaches a floor from the query's "
+              "k-th score and bounds on the stored per-vector floats (FlatStore::raw_floor), so most blocks skip "
+              "scoring. On AVX2 `vpshufb` plus u16 adds, FAISS fast-scan style. turbovec's default search above "
+              "32,768 vectors skips most of the scan (staged, not a whole-index scan), and its no-VNNI kernels are "
+              "its nearest to an AVX2-only CPU. Our kernels are exact in integers and return the scalar "
+              "reference's scores bit for bit (tests/test_simd.py, tests/test_flat.py)."]
     return "\n".join(lines)
 
 
