@@ -62,7 +62,7 @@ struct Kernels {
   bool (*encode)(const EncodePlan& plan, const float* x, uint8_t* code, float* stats);
   // One 16-vector block of the kI8Dot layout (flat.h) against nq <= 8 queries of 4*groups int8 values
   // (|q| <= 63): out[t*16 + v] = sum_j q_t[j] * table[code(v, j)]. Exact integer arithmetic. lanes[t]: the lanes
-  // whose sum for query t is >= floors[t] (simd/score-inl.h, floor_lanes; floors null: every lane).
+  // whose sum for query t is >= floors[t] (floor_lanes in kernels_scalar.cpp; floors null: every lane).
   void (*dot_i8_block)(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
                        const int32_t* floors, int32_t* out, uint32_t* lanes);
   // `nblocks` consecutive 32-vector blocks of the kLut layout (flat.h), `chunks` chunks of 64 bytes each, against

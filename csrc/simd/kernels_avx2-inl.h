@@ -256,7 +256,7 @@ inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t grou
   }
 }
 
-// floor_lanes (simd/score-inl.h) eight lanes at a time: width 16 or 32, a block's sums already in `raw`.
+// floor_lanes (kernels_scalar.cpp) eight lanes at a time: width 16 or 32, a block's sums already in `raw`.
 inline void floor_lanes8(const int32_t* raw, size_t width, size_t nq, const int32_t* floors, uint32_t* lanes) {
   for (size_t t = 0; t < nq; ++t) {
     if (!floors) {

@@ -414,7 +414,7 @@ auto by_nq(size_t nq, F&& f) {
   }
 }
 
-// The lanes of sum that reach floor (floor_lanes, simd/score-inl.h); floor null: every lane.
+// The lanes of sum that reach floor (floor_lanes, kernels_scalar.cpp); floor null: every lane.
 inline uint32_t floor_mask(__m512i sum, const int32_t* floor) {
   return floor ? _mm512_cmpge_epi32_mask(sum, _mm512_set1_epi32(*floor)) : 0xFFFFu;
 }

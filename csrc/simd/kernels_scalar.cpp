@@ -98,6 +98,17 @@ void dot_block_scalar(size_t groups, const int8_t* queries, size_t nq, int32_t* 
     }
 }
 
+// The lanes of a block that may still enter each query's top-k: lanes[t] has bit v set when raw[t * width + v] >=
+// floors[t], the least sum that can reach the query's k-th score (the scan's bound); every lane when floors is null.
+// The reference for every kernel set's lanes.
+void floor_lanes(const int32_t* raw, size_t width, size_t nq, const int32_t* floors, uint32_t* lanes) {
+  for (size_t t = 0; t < nq; ++t) {
+    uint32_t m = 0;
+    for (size_t v = 0; v < width; ++v) m |= uint32_t(!floors || raw[t * width + v] >= floors[t]) << v;
+    lanes[t] = m;
+  }
+}
+
 // kI8Dot: nibbles, vector v < 8 low and v >= 8 high, four bytes per vector and group.
 void dot_i8_block_scalar(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
                          const int32_t* floors, int32_t* out, uint32_t* lanes) {

@@ -20,15 +20,5 @@ inline uint32_t score_lanes(const int32_t* raw, size_t n, int32_t shift, float s
   return mask;
 }
 
-// The lanes of a block that may still enter each query's top-k: lanes[t] has bit v set when raw[t * width + v] >=
-// floors[t], the least sum that can reach the query's k-th score (the scan's bound); every lane when floors is null.
-inline void floor_lanes(const int32_t* raw, size_t width, size_t nq, const int32_t* floors, uint32_t* lanes) {
-  for (size_t t = 0; t < nq; ++t) {
-    uint32_t m = 0;
-    for (size_t v = 0; v < width; ++v) m |= uint32_t(!floors || raw[t * width + v] >= floors[t]) << v;
-    lanes[t] = m;
-  }
-}
-
 }  // namespace
 }  // namespace tq
