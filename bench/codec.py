@@ -9,7 +9,7 @@ brute-force scan with each estimator. Writes bench/results/codec.json, docs/code
     python bench/codec.py --quick    # 20k base rows, 200 queries: a smoke run
     python bench/codec.py --recall   # recall@10 at equal bytes per dataset vs every peer (section codec-recall)
 
-The --recall table scans FlatIndex (the shipped int8 / u8-table scan, not the float estimator) uncentred
+The --recall table scans FlatIndex (the shipped int8 / lookup-table scan, not the float estimator) uncentred
 and centred on WordNet gloss and word queries (inner product), SIFT5k and MNIST10k (L2), 1, 2 and 4 bits,
 all queries, beside FAISS RaBitQ (fast-scan and plain), EDEN, TurboQuant SQ (SQtqmse, inner product
 only: it keeps no norm), rabitqlib (one-cluster IVF) and turbovec (inner product only), built through
@@ -307,7 +307,7 @@ def recall_markdown(payload: dict[str, Any], machine: str) -> str:
                                if not k.startswith("ours")))
     lines = ["## Codec recall at equal bytes (bench/codec.py --recall)\n",
              f"recall@{K} of an exhaustive scan, all queries (WordNet 1,000 each on the 116,659 base, inner product; "
-             "SIFT5k 100, MNIST10k 1,000, squared L2), one run, same process. Ours is FlatIndex (its int8 / u8-table "
+             "SIFT5k 100, MNIST10k 1,000, squared L2), one run, same process. Ours is FlatIndex (its int8 / lookup-table "
              "scan) without and with centring on the first batch's mean; each cell is recall (bytes/vector). "
              "Margin: ours (seed 0, and the seed mean) minus the best peer's recall whatever its bytes. " + machine + "\n",
              f"Ours at the default seed 0, and averaged over rotation seeds {SEEDS.start}-{SEEDS.stop - 1} "
