@@ -419,6 +419,10 @@ inline uint32_t floor_mask(__m512i sum, const int32_t* floor) {
   return floor ? _mm512_cmpge_epi32_mask(sum, _mm512_set1_epi32(*floor)) : 0xFFFFu;
 }
 
+// How far ahead a one-query pass prefetches its codes (a batch re-reads a tile from L2 and needs none). Measured on
+// WordNet (Zen 4, one core): 4-bit blocks gain ~25% at 16-32 KB, 1-2 bit passes ~15% at 8 KB (less either side).
+constexpr size_t kAheadI8 = 32768, kAheadLut = 8192;
+
 // Stores a 16-vector block's sums for NQ queries (query t's at out + 16 t) and their lanes over floors.
 template <int NQ>
 void store_sums(const __m512i* sums, const int32_t* floors, int32_t* out, uint32_t* lanes) {
@@ -449,6 +453,7 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
   for (int t = 0; t < NQ; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
   const int32_t* q32 = reinterpret_cast<const int32_t*>(queries);
   for (size_t g = 0; g < groups; g += 2) {
+    if (NQ == 1) _mm_prefetch(reinterpret_cast<const char*>(block + g * 32 + kAheadI8), _MM_HINT_T0);
     const __m512i x = _mm512_loadu_si512(block + g * 32);
     const __m512i lo = _mm512_and_si512(x, low), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
     const __m512i a = _mm512_shuffle_epi8(tbl, _mm512_shuffle_i64x2(lo, hi, 0x44));
@@ -486,7 +491,9 @@ void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t 
   const size_t block_bytes = chunks * 64;
   const auto indices = [&](size_t c, __m512i* idx) {  // both nibbles of chunk c of every block
     for (int b = 0; b < NB; ++b) {
-      const __m512i x = _mm512_loadu_si512(blocks + b * block_bytes + c * 64);
+      const uint8_t* codes = blocks + b * block_bytes + c * 64;
+      if (NQ == 1) _mm_prefetch(reinterpret_cast<const char*>(codes + kAheadLut), _MM_HINT_T0);
+      const __m512i x = _mm512_loadu_si512(codes);
       idx[2 * b] = _mm512_ternarylogic_epi64(x, low, tables, 0xEA);  // (x & low) | tables
       idx[2 * b + 1] = _mm512_ternarylogic_epi64(_mm512_srli_epi16(x, 4), low, tables, 0xEA);
     }
@@ -563,6 +570,7 @@ void dot_u8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
   __m512i acc[NQ][2];
   for (int t = 0; t < NQ; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
   for (size_t g = 0; g < groups; ++g) {
+    if (NQ == 1) _mm_prefetch(reinterpret_cast<const char*>(block + g * 64 + kAheadI8), _MM_HINT_T0);
     const __m512i x = _mm512_loadu_si512(block + g * 64);
     const __m512i h = high.decode(x), l = low.decode(x);
     for (int t = 0; t < NQ; ++t) {
