@@ -134,7 +134,7 @@ int32_t FlatStore::raw_floor(float threshold, int32_t shift, float step, float b
   if (!(gap > 0)) return INT32_MIN;
   float r = (gap * bounds_.per_a_hi - base) * per_step;
   r -= 1e-4f * (std::abs(r) + std::abs(base * per_step)) + 2;
-  if (!(r > -2e9f)) return INT32_MIN;  // far below any sum (|sums| < 2^31 and shift is one)
+  if (!(r > -2e9f)) return INT32_MIN;  // below every int32 sum: no floor
   if (r > 2e9f) return INT32_MAX;
   return int32_t(std::clamp<int64_t>(int64_t(std::floor(r)) + shift, INT32_MIN, INT32_MAX));
 }
@@ -348,7 +348,6 @@ void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const
   alignas(64) uint32_t raw[kLutBlocks * kQueryChunk * 32];
   uint32_t lanes[kLutBlocks * kQueryChunk];
   uint64_t bits[kLutBlocks];
-  float scores[kQueryChunk * 32];
   // The floats of the few lanes scored are scattered loads: fetch the range's lines ahead (a tile is ~2,000 slots).
   for (size_t i = b0 * bv; i < std::min(n_, b1 * bv); i += 16) {
     __builtin_prefetch(a_ptr_ + i);
@@ -363,39 +362,43 @@ void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const
     }
     if (!any) continue;
     block_raw(c, g0, count, c.floor.data(), raw, lanes);  // the lanes that may enter each top-k (most: none)
-    for (size_t i = 0; i < count; ++i) {
-      const size_t first = (g0 + i) * bv;
-      const float *a = a_ptr_ + first, *b = b_from(first);
-      const int32_t* sums = reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv;
-      uint32_t* hits = lanes + i * c.nq;
-      size_t busy = 0;  // queries with a lane at or above their floor
-      for (size_t t = 0; t < c.nq; ++t) busy += (hits[t] &= uint32_t(bits[i])) != 0;
-      if (!busy) continue;
-      // A loose floor (per-vector floats spread wide) lets most queries by: score the block at once (simd/score-inl.h
-      // formula, as every lane below); a tight one, the few lanes one by one.
-      if (2 * busy > c.nq) {
-        k_->score_block(sums, bv, c.nq, std::min(bv, n_ - first), c.shift.data(), c.step.data(), c.base.data(), a, b, 0,
-                        c.threshold.data(), scores, hits);
-      } else {
-        for (size_t t = 0; t < c.nq; ++t)
-          for (uint32_t left = hits[t]; left; left &= left - 1) {
-            const int v = __builtin_ctz(left);
-            if (!score_lanes(sums + t * bv + size_t(v), 1, c.shift[t], c.step[t], c.base[t], a + v, b + v,
-                             c.threshold[t], scores + t * 32 + size_t(v)))
-              hits[t] &= ~(1u << v);
-          }
+    for (size_t i = 0; i < count; ++i)
+      offer(c, (g0 + i) * bv, reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv, lanes + i * c.nq,
+            uint32_t(bits[i]), tops);
+  }
+}
+
+void FlatStore::offer(Chunk& c, size_t first, const int32_t* sums, uint32_t* hits, uint32_t allowed,
+                      TopK* tops) const {
+  const size_t bv = block_vectors_;
+  size_t busy = 0;  // queries with a lane at or above their floor
+  for (size_t t = 0; t < c.nq; ++t) busy += (hits[t] &= allowed) != 0;
+  if (!busy) return;
+  float scores[kQueryChunk * 32];
+  const float *a = a_ptr_ + first, *b = b_from(first);
+  // A loose floor (per-vector floats spread wide) lets most queries by: score the block at once (simd/score-inl.h
+  // formula, as every lane below); a tight one, the few lanes one by one.
+  if (2 * busy > c.nq) {
+    k_->score_block(sums, bv, c.nq, std::min(bv, n_ - first), c.shift.data(), c.step.data(), c.base.data(), a, b, 0,
+                    c.threshold.data(), scores, hits);
+  } else {
+    for (size_t t = 0; t < c.nq; ++t)
+      for (uint32_t left = hits[t]; left; left &= left - 1) {
+        const int v = __builtin_ctz(left);
+        if (!score_lanes(sums + t * bv + size_t(v), 1, c.shift[t], c.step[t], c.base[t], a + v, b + v, c.threshold[t],
+                         scores + t * 32 + size_t(v)))
+          hits[t] &= ~(1u << v);
       }
-      for (size_t t = 0; t < c.nq; ++t) {
-        uint32_t in = hits[t] & uint32_t(bits[i]);
-        if (!in) continue;
-        for (; in; in &= in - 1) {
-          const int v = __builtin_ctz(in);
-          tops[t].push(scores[t * 32 + size_t(v)], int64_t(first + size_t(v)));
-        }
-        c.threshold[t] = tops[t].threshold();
-        c.floor[t] = raw_floor(c.threshold[t], c.shift[t], c.step[t], c.base[t]);
-      }
+  }
+  for (size_t t = 0; t < c.nq; ++t) {
+    uint32_t in = hits[t] & allowed;
+    if (!in) continue;
+    for (; in; in &= in - 1) {
+      const int v = __builtin_ctz(in);
+      tops[t].push(scores[t * 32 + size_t(v)], int64_t(first + size_t(v)));
     }
+    c.threshold[t] = tops[t].threshold();
+    c.floor[t] = raw_floor(c.threshold[t], c.shift[t], c.step[t], c.base[t]);
   }
 }
 

@@ -100,6 +100,9 @@ class FlatStore {
                  uint32_t* lanes) const;
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t), keeping its thresholds and floors current.
   void scan(Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
+  // Scores the lanes of the block at slot `first` that hits (the kernel's lanes per query) and allowed let by, pushes
+  // those that reach each query's threshold and refreshes its threshold and floor. sums: the block's raw sums.
+  void offer(Chunk& c, size_t first, const int32_t* sums, uint32_t* hits, uint32_t allowed, TopK* tops) const;
   size_t blocks_for(size_t n) const { return (n + block_vectors_ - 1) / block_vectors_; }
   void index_dims();  // blocked layouts: where each dim's code sits in a block (dim_byte_, dim_shift_)
   size_t slot_byte(size_t v) const;  // ... and where the v-th vector of a block does
