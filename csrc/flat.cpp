@@ -493,27 +493,28 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
   struct TieredChunk {  // a chunk of queries prepared for every tier
     size_t q0 = 0, nq = 0;
     std::vector<FlatStore::Chunk> tiers;
+    std::vector<float> thresholds;  // each query's top-k threshold, refreshed after a span pushed to it
   };
   auto prepare = [&](size_t q0, size_t m) {
-    TieredChunk c{q0, m, {}};
+    TieredChunk c{q0, m, {}, std::vector<float>(m, -std::numeric_limits<float>::infinity())};
     for (size_t t = 0; t < tiers.size(); ++t) c.tiers.push_back(tiers[t]->prepare(queries[t], q0, m));
     return c;
   };
-  auto scan = [&](const TieredChunk& c, size_t s0, size_t s1, TopK* tops) {
+  auto scan = [&](TieredChunk& c, size_t s0, size_t s1, TopK* tops) {
     // The tiers before the last score all queries at once (tier 0 with its offsets, later ones with none, added in
     // tier order: a * x + 0 is a * x rounded, so the sum rounds as if each offset were the running sum); the last
     // takes each query's running sum as its offsets and tests the query's threshold.
     alignas(64) uint32_t raw[kQueryChunk * 32], lanes[kQueryChunk];
     alignas(64) float sums[kQueryChunk * kSpan], term[kQueryChunk * kSpan];
-    float lowest[kQueryChunk], thresholds[kQueryChunk];
+    float lowest[kQueryChunk];
     uint32_t masks[kQueryChunk];
+    float* thresholds = c.thresholds.data();
     std::fill_n(lowest, kQueryChunk, -std::numeric_limits<float>::infinity());
     const size_t last = tiers.size() - 1;
     for (size_t span = s0; span < s1; ++span) {
       const uint64_t bits = allowed_bits(allowed, span * kSpan, kSpan);
       if (!bits) continue;
       const size_t first = span * kSpan, width = std::min(kSpan, n - first);
-      for (size_t q = 0; q < c.nq; ++q) thresholds[q] = tops[q].threshold();
       uint32_t found[kQueryChunk] = {};
       for (size_t t = 0; t <= last; ++t) {
         const FlatStore& s = *tiers[t];
@@ -540,11 +541,15 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
           for (size_t q = 0; q < c.nq; ++q)
             for (size_t v = 0; v < width; ++v) sums[q * kSpan + v] += term[q * kSpan + v];
       }
-      for (size_t q = 0; q < c.nq; ++q)
-        for (uint32_t hits = found[q] & uint32_t(bits); hits; hits &= hits - 1) {
+      for (size_t q = 0; q < c.nq; ++q) {
+        uint32_t hits = found[q] & uint32_t(bits);
+        if (!hits) continue;
+        for (; hits; hits &= hits - 1) {
           const int v = __builtin_ctz(hits);
           tops[q].push(term[q * kSpan + v], int64_t(first + size_t(v)));
         }
+        thresholds[q] = tops[q].threshold();
+      }
     }
   };
   blocked_search(nq, k, spans, per, tile, scores, slots, threads, interrupted, prepare, scan);
