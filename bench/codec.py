@@ -307,8 +307,9 @@ def recall_markdown(payload: dict[str, Any], machine: str) -> str:
                                if not k.startswith("ours")))
     lines = ["## Codec recall at equal bytes (bench/codec.py --recall)\n",
              f"recall@{K} of an exhaustive scan, all queries (WordNet 1,000 each on the 116,659 base, inner product; "
-             "SIFT5k 100, MNIST10k 1,000, squared L2), one run, same process. Ours is FlatIndex (its int8 / lookup-table "
-             "scan) without and with centring on the first batch's mean; each cell is recall (bytes/vector). "
+             "SIFT5k 100, MNIST10k 1,000, squared L2), one run, same process. Ours is FlatIndex (its int8 / "
+             "lookup-table scan) without and with centring on the first batch's mean; each cell is recall "
+             "(bytes/vector). "
              "Margin: ours (seed 0, and the seed mean) minus the best peer's recall whatever its bytes. " + machine + "\n",
              f"Ours at the default seed 0, and averaged over rotation seeds {SEEDS.start}-{SEEDS.stop - 1} "
              "(the peers are one run each with their own fixed or random rotation; on SIFT5k and MNIST10k they are "

@@ -366,7 +366,7 @@ inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i od
 // all - (odd << 8) (FAISS fast-scan). Inline asm updates the sums in place: with intrinsics GCC rotates them through
 // fresh registers and copies them back every iteration, which made the loop front-end bound.
 inline void lut_add(__m256i& all_lo, __m256i& odd_lo, __m256i& all_hi, __m256i& odd_hi, const uint8_t* table,
-                     __m256i lo0, __m256i hi0, __m256i lo1, __m256i hi1) {
+                    __m256i lo0, __m256i hi0, __m256i lo1, __m256i hi1) {
   __m256i tbl, rlo, rhi, tmp;
   asm("vmovdqu %[t0], %[tbl]\n\t"
       "vpshufb %[lo0], %[tbl], %[rlo]\n\t"

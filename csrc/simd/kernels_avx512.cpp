@@ -401,7 +401,7 @@ bool encode(const EncodePlan& plan, const float* x, uint8_t* code, float* stats)
 
 // Calls f with std::integral_constant<int, nq> (1..8), so kernels keep their accumulators in registers.
 template <class F>
-auto by_nq(size_t nq, F&& f) {
+void by_nq(size_t nq, F&& f) {
   switch (nq) {
     case 1: return f(std::integral_constant<int, 1>{});
     case 2: return f(std::integral_constant<int, 2>{});
@@ -479,8 +479,8 @@ void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, si
 // chunk's four tables side by side) and vpermb looks all 64 up. With two blocks, two chunks' lookups (entries
 // <= 127) add as bytes and vpdpbusd against ones adds each vector's eight into its int32 lane: one vpdpbusd per two
 // lookups (~17% faster than one each on Zen 4; a single block is bound by its table loads, and pairs cost it ~7%).
-// NB blocks share every table load and NQ queries every split of the codes (6 x 2 measured best). Block b's sums for query t go to out + b * out_stride + t * 32, its lanes over floors[t] to
-// lanes[b * nq + t].
+// NB blocks share every table load and NQ queries every split of the codes (6 x 2 measured best). Block b's sums
+// for query t go to out + b * out_stride + t * 32, its lanes over floors[t] to lanes[b * nq + t].
 template <int NQ, int NB>
 void lut_pass(const uint8_t* blocks, size_t chunks, const uint8_t* luts, size_t stride, size_t out_stride,
               const int32_t* floors, size_t nq, uint32_t* out, uint32_t* lanes) {
