@@ -279,6 +279,8 @@ NB_MODULE(_core, m) {
       arr("queries"), arr("codes"), "bits"_a, arr("centroids"), arr("factors"), arr("out"), "threads"_a,
       "simd"_a = "");
 
+  m.def("set_thread_bytes", &tq::set_thread_bytes, "bytes"_a);  // a flat scan's work per thread (tests lower it)
+
   // Returns the C heap's free pages to the OS (glibc malloc_trim). A large add leaves its temporaries
   // (encode buffers, rotated copies) free in the heap, where the long-lived arrays allocated beside them
   // keep glibc from trimming them: RSS would stay well above what the index holds. No-op elsewhere.

@@ -1,6 +1,7 @@
 #include "flat.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -424,19 +425,23 @@ namespace {
 // `per` queries, made by prepare(q0, nq)) over a range of blocks. A task walks its blocks in tiles of `tile`
 // blocks (about kTileBytes, which stay in L2) and runs every chunk over a tile before the next, so the codes come
 // from memory once per group instead of once per chunk; each chunk's tables stay in L1 for a whole tile.
-// scan(chunk, b0, b1, tops) offers blocks [b0, b1) to the chunk's top-k.
-constexpr size_t kChunksPerGroup = 8, kTileBytes = size_t(192) << 10;
+// scan(chunk, b0, b1, tops) offers blocks [b0, b1) to the chunk's top-k. One thread is started per thread_bytes of
+// work, counted as code bytes per query chunk (about 50 per ns in the blocked layouts, kRowsCost times fewer in kRows,
+// which decodes to floats): starting and joining threads cost more than a one-query scan of up to 30,000 vectors
+// gained from a second core (measured 0.56-1.0x at 2 bits, 0.65-0.9x at 4; 1.1-1.4x at 116,659 vectors, 4 bits).
+constexpr size_t kChunksPerGroup = 8, kTileBytes = size_t(192) << 10, kRowsCost = 32;
+std::atomic<size_t> thread_bytes{size_t(8) << 20};
 
 template <class Prepare, class Scan>
-void blocked_search(size_t nq, size_t k, size_t blocks, size_t per, size_t tile, float* scores, int64_t* slots,
-                    int threads, const InterruptCheck& interrupted, Prepare&& prepare, Scan&& scan) {
+void blocked_search(size_t nq, size_t k, size_t blocks, size_t block_cost, size_t per, size_t tile, float* scores,
+                    int64_t* slots, int threads, const InterruptCheck& interrupted, Prepare&& prepare, Scan&& scan) {
   const size_t chunks = (nq + per - 1) / per;
   const size_t groups = (chunks + kChunksPerGroup - 1) / kChunksPerGroup;
   // Few queries: split the codes too, so every thread has work; each task keeps its own top-k.
-  const size_t t = size_t(resolve_threads(threads, chunks * std::max<size_t>(blocks, 1), 1));
-  const size_t ranges = std::max<size_t>(1, std::min(blocks, (t + groups - 1) / groups));
+  const int t = resolve_threads(threads, chunks * std::max<size_t>(blocks, 1) * block_cost, thread_bytes.load());
+  const size_t ranges = std::max<size_t>(1, std::min(blocks, (size_t(t) + groups - 1) / groups));
   std::vector<std::vector<TopK>> tops(groups * ranges);  // per task: one TopK per query of its group
-  parallel_for(groups * ranges, 1, threads, interrupted, [&](size_t b, size_t e) {
+  parallel_for(groups * ranges, 1, t, interrupted, [&](size_t b, size_t e) {
     for (size_t task = b; task < e; ++task) {
       const size_t g = task / ranges, r = task % ranges;
       const size_t c0 = g * kChunksPerGroup, c1 = std::min(chunks, c0 + kChunksPerGroup);
@@ -459,6 +464,8 @@ void blocked_search(size_t nq, size_t k, size_t blocks, size_t per, size_t tile,
 
 }  // namespace
 
+size_t set_thread_bytes(size_t bytes) { return thread_bytes.exchange(std::max<size_t>(bytes, 1)); }
+
 size_t FlatStore::queries_per_chunk() const {
   // The kLut tables of a chunk stay within kLutBytes (about L1) at large dimensions (measured at 784 dims,
   // 2 bits: 5 queries of 6 KB beat 8 by ~8% on AVX-512).
@@ -469,9 +476,11 @@ size_t FlatStore::queries_per_chunk() const {
 void FlatStore::search(const float* queries, size_t nq, size_t k, const uint64_t* allowed, float* scores,
                        int64_t* slots, int threads, const InterruptCheck& interrupted) const {
   const size_t blocks = blocks_for(n_);
-  const size_t tile = layout_ == Layout::Rows ? blocks : std::max<size_t>(1, kTileBytes / block_bytes_);
+  const bool rows = layout_ == Layout::Rows;
+  const size_t tile = rows ? blocks : std::max<size_t>(1, kTileBytes / block_bytes_);
+  const size_t cost = rows ? kRowsCost * block_vectors_ * row_bytes_ : block_bytes_;  // per block, as thread_bytes
   blocked_search(
-      nq, k, blocks, queries_per_chunk(), tile, scores, slots, threads, interrupted,
+      nq, k, blocks, cost, queries_per_chunk(), tile, scores, slots, threads, interrupted,
       [&](size_t q0, size_t n) { return prepare(queries, q0, n); },
       [&](Chunk& c, size_t b0, size_t b1, TopK* tops) { scan(c, queries, b0, b1, allowed, tops); });
 }
@@ -552,7 +561,7 @@ void tiered_search(const std::vector<const FlatStore*>& tiers, const std::vector
       }
     }
   };
-  blocked_search(nq, k, spans, per, tile, scores, slots, threads, interrupted, prepare, scan);
+  blocked_search(nq, k, spans, span_bytes, per, tile, scores, slots, threads, interrupted, prepare, scan);
 }
 
 }  // namespace tq

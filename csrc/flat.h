@@ -135,6 +135,10 @@ class FlatStore {
   const Kernels* k_;
 };
 
+// Sets the work (code bytes per query chunk, see blocked_search in flat.cpp) for which a scan starts one more thread,
+// for every later search; returns the previous value. Tests lower it to run the multi-range merge on small indexes.
+size_t set_thread_bytes(size_t bytes);
+
 // Exhaustive search over the sum of several stores' scores (the tiers of an adaptive FlatIndex): the score of
 // slot i is the sum over tiers t of a_t[i] * <q_t, c_t,i> plus tier 0's b[i] (the other tiers' offsets are not
 // read), each tier's term rounded as its own scan's (score-inl.h) and added in tier order, so every kernel set

@@ -50,6 +50,15 @@ def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+@pytest.fixture
+def split_scans():
+    """Flat scans start a thread per byte of work, so threads=2 splits even a small index's codes into ranges whose
+    top-k are merged (by default a search starts a thread per few MB of codes)."""
+    previous = tqsearch._core.set_thread_bytes(1)
+    yield
+    tqsearch._core.set_thread_bytes(previous)
+
+
 @pytest.fixture(params=tqsearch.available_simd_levels())
 def simd(request) -> str:
     """Every kernel set this CPU can run."""

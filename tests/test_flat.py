@@ -95,16 +95,18 @@ def test_search_equals_brute_force_over_the_same_codes(bits, metric):
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
-def test_top_k_is_the_head_of_the_full_ranking(bits, metric):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_top_k_is_the_head_of_the_full_ranking(bits, metric, threads, split_scans):
     """The scan skips blocks whose raw sums cannot reach a query's current k-th score (a bound from the stored
     per-vector floats, FlatStore::raw_floor). With norms spread over 100x and off-centre data, the top 10 are the
-    head of the full ranking (k = n, where no bound applies) with every kernel set, filtered or not."""
+    head of the full ranking (k = n, where no bound applies) with every kernel set, filtered or not, also when two
+    threads scan halves of the codes, each with its own bounds, and merge."""
     n, dim = 3000, 48
     x = _off_centre(n, dim) * np.random.default_rng(5).uniform(0.1, 10.0, (n, 1)).astype(np.float32)
     q = _off_centre(20, dim, seed=1)
     allowed = np.arange(0, n, 3)
     for level in tqsearch.available_simd_levels():
-        index = FlatIndex(dim, bits, metric=metric, simd=level)
+        index = FlatIndex(dim, bits, metric=metric, simd=level, threads=threads)
         index.add(x)
         full_scores, full_ids = index.search(q, n)
         scores, ids = index.search(q, 10)
@@ -118,7 +120,7 @@ def test_top_k_is_the_head_of_the_full_ranking(bits, metric):
 
 @pytest.mark.parametrize("bits", [1, 4])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_large_k_equals_brute_force_with_ties(bits, threads):
+def test_large_k_equals_brute_force_with_ties(bits, threads, split_scans):
     # k above TopK's heap limit (topk.h) selects through its buffer; duplicated rows give equal scores, which
     # must still come back best score first, then smallest id, including when code ranges merge (threads=2)
     x = _data(1500, 48)

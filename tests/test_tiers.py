@@ -44,13 +44,13 @@ def test_adaptive_raises_recall_at_equal_bytes_on_the_bundled_corpus(corpus, bit
 
 
 @pytest.mark.parametrize("bits", [2, 4])  # tiers of 4 + 2 bits, and of 8 + 4 bits (three block layouts)
-def test_tiered_scan_is_exact_on_every_kernel_set(corpus, simd, bits):
+def test_tiered_scan_is_exact_on_every_kernel_set(corpus, simd, bits, split_scans):
     results = []
-    for level in ("scalar", simd):
+    for level, threads in (("scalar", 1), (simd, 2)):  # two threads: two ranges of the codes, merged
         index = FlatIndex(384, bits, adaptive=True, simd=level)
         index.add(corpus.vectors[:3000])
         assert index.tiers is not None and index.tiers[0][2] == 2 * bits
-        results.append(index.search(corpus.queries[:50], 10, filter=np.arange(0, 3000, 3)))
+        results.append(index.search(corpus.queries[:50], 10, filter=np.arange(0, 3000, 3), threads=threads))
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(results[0][0], results[1][0])
 

@@ -34,7 +34,8 @@ class FlatIndex(CodeIndex):
 
     dim: vector dimension (any). bits: 1..8 (4 bits scans with int8 dot products). metric: "ip",
     "cosine" or "l2". seed: rotation seed. rerank: None, "fp16" or 8 to keep a second, more exact copy
-    that re-scores the best k * rescore candidates. threads: None = all cores. `remove` is O(1) per
+    that re-scores the best k * rescore candidates. threads: None = all cores, at most (a scan starts a thread per
+    few MB of codes it reads: a one-query search of a small index runs on one). `remove` is O(1) per
     id: the last vector moves into the freed slot. `search` is CodeIndex.search (SearchParams' ef and
     exhaustive do not apply: every search is exhaustive). center: code x - mean of the first batch (see
     _index.py; on by default, False keeps the codes uncentred). adaptive: let the first batch (at least
