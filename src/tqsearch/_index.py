@@ -247,7 +247,8 @@ class CodeIndex:
             scores += self._query_constant(q)[:, None]
             tail_scores = scores[:, :tail]
             scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
-            found = np.where(slots >= 0, self._ids[slots], -1)  # slot -1 reads the last id, then replaced
+            found = self._ids[slots]
+            found[slots < 0] = -1  # slot -1 (fewer found than k) read the last id
         if self.metric == "cosine":
             scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores) if tail else tail_scores
         return _pad(scores, k, -np.inf), _pad(found, k, -1), tail_scores

@@ -48,7 +48,7 @@ class ReadWriteLock:
         if not nested:
             with self._cond:
                 self._readers -= 1
-                if not self._readers:
+                if not self._readers and self._waiting:  # only writers wait while no writer holds the lock
                     self._cond.notify_all()
 
     @contextmanager
