@@ -146,13 +146,18 @@ def test_int8_scan_tracks_the_float_estimate():
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_every_kernel_set_returns_identical_results(simd, bits):
-    x, queries = _data(1000, 384), _data(7, 384, seed=1)
+@pytest.mark.parametrize("dim", [384, 200])  # 4 bits: 48 and 25 pairs of groups (the one-query kernels' tail)
+def test_every_kernel_set_returns_identical_results(simd, bits, dim):
+    x, queries = _data(1000, dim), _data(7, dim, seed=1)
     results = []
     for level in ("scalar", simd):
-        index = FlatIndex(384, bits, simd=level)
+        index = FlatIndex(dim, bits, simd=level)
         index.add(x)
         results.append(index.search(queries, 10))
+        # one query per call takes the one-query kernels, which must score exactly as a chunk of queries does
+        alone = [index.search(queries[i : i + 1], 10) for i in range(len(queries))]
+        np.testing.assert_array_equal(np.concatenate([ids for _, ids in alone]), results[-1][1])
+        np.testing.assert_array_equal(np.concatenate([s for s, _ in alone]), results[-1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(results[0][0], results[1][0])
 

@@ -469,8 +469,41 @@ void dot_i8_block_nq(const uint8_t* block, size_t groups, const int8_t* queries,
   store_sums<NQ>(sums, floors, out, lanes);
 }
 
+// kI8Dot block for one query, without regrouping the nibbles: vpermb reads 6 index bits, so with the 16-entry table in
+// every 128-bit lane it decodes a byte's low nibble as is and its high nibble after one 16-bit shift (no masks). The
+// low nibbles of a load are vectors 0-7 of two groups (bytes 0-31: group g, 32-63: g + 1), the high ones vectors
+// 8-15; a query register holding group g's 4 bytes in lanes 0-7 and g + 1's in lanes 8-15 matches both, and the two
+// halves of each sum add at the end: 6 vector ops per 64 bytes instead of 9 (two sums per half hide vpdpbusd's
+// latency), ~10% more one-query QPS on WordNet (Zen 4). A chunk of queries keeps the regrouping, shared by all.
+void dot_i8_block_one(const uint8_t* block, size_t groups, const int8_t* query, const uint8_t* table,
+                      const int32_t* floor, int32_t* out, uint32_t* lanes) {
+  const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512i lo0 = _mm512_setzero_si512(), lo1 = lo0, hi0 = lo0, hi1 = lo0;
+  const int64_t* q64 = reinterpret_cast<const int64_t*>(query);
+  auto step = [&](size_t g, __m512i& lo, __m512i& hi) {  // groups g, g + 1
+    _mm_prefetch(reinterpret_cast<const char*>(block + g * 32 + kAheadI8), _MM_HINT_T0);
+    const __m512i x = _mm512_loadu_si512(block + g * 32);
+    const __m512i q = _mm512_permutexvar_epi32(pair, _mm512_set1_epi64(q64[g / 2]));
+    lo = dpbusd(lo, _mm512_permutexvar_epi8(x, tbl), q);
+    hi = dpbusd(hi, _mm512_permutexvar_epi8(_mm512_srli_epi16(x, 4), tbl), q);
+  };
+  size_t g = 0;
+  for (; g + 4 <= groups; g += 4) {
+    step(g, lo0, hi0);
+    step(g + 2, lo1, hi1);
+  }
+  if (g < groups) step(g, lo0, hi0);
+  const __m512i l = _mm512_add_epi32(lo0, lo1), h = _mm512_add_epi32(hi0, hi1);
+  const __m256i l8 = _mm256_add_epi32(_mm512_castsi512_si256(l), _mm512_extracti64x4_epi64(l, 1));
+  const __m256i h8 = _mm256_add_epi32(_mm512_castsi512_si256(h), _mm512_extracti64x4_epi64(h, 1));
+  const __m512i sums = _mm512_inserti64x4(_mm512_castsi256_si512(l8), h8, 1);
+  store_sums<1>(&sums, floor, out, lanes);
+}
+
 void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* table,
                   const int32_t* floors, int32_t* out, uint32_t* lanes) {
+  if (nq == 1) return dot_i8_block_one(block, groups, queries, table, floors, out, lanes);
   by_nq(nq, [&](auto q) { dot_i8_block_nq<decltype(q)::value>(block, groups, queries, table, floors, out, lanes); });
 }
 
