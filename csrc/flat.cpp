@@ -167,13 +167,34 @@ int FlatStore::slot_shift(size_t v) const {
   return layout_ == Layout::I8Dot && v >= 8 ? 4 : 0;
 }
 
+// Dims [0, units() * unit_dims()) of a vector in units of whole bytes (kLut: a nibble of sub_dims_ dims) or 32-bit
+// words (kI8Dot, kI8Dot8: four consecutive dims in four consecutive bytes); later dims one by one.
+size_t FlatStore::unit_dims() const { return layout_ == Layout::Lut ? sub_dims_ : 4; }
+
 void FlatStore::set_code(size_t slot, const uint8_t* idx) {
   if (layout_ == Layout::Rows) return k_->pack(idx, dim_, bits_, codes_.data() + slot * row_bytes_);
-  const size_t v = slot % block_vectors_;
+  const size_t v = slot % block_vectors_, per = unit_dims(), whole = dim_ / per * per;
   uint8_t* base = codes_.data() + (slot / block_vectors_) * block_bytes_ + slot_byte(v);
   const unsigned mask = (1u << bits_) - 1;
   const int shift = slot_shift(v);
-  for (size_t j = 0; j < dim_; ++j) {
+  if (layout_ == Layout::Lut) {
+    for (size_t j = 0; j < whole; j += per) {
+      unsigned nibble = 0;
+      for (size_t d = 0; d < per; ++d) nibble |= unsigned(idx[j + d]) << (bits_ * int(d));
+      uint8_t& byte = base[dim_byte_[j]];
+      byte = uint8_t((byte & ~(15u << shift)) | (nibble << shift));
+    }
+  } else {
+    const uint32_t keep = layout_ == Layout::I8Dot ? ~(0x0F0F0F0Fu << shift) : 0u;  // the other nibbles
+    for (size_t j = 0; j < whole; j += 4) {
+      uint32_t word, codes;
+      std::memcpy(&codes, idx + j, 4);
+      std::memcpy(&word, base + dim_byte_[j], 4);
+      word = (word & keep) | (codes << shift);
+      std::memcpy(base + dim_byte_[j], &word, 4);
+    }
+  }
+  for (size_t j = whole; j < dim_; ++j) {
     uint8_t& byte = base[dim_byte_[j]];
     const int at = dim_shift_[j] + shift;
     byte = uint8_t((byte & ~(mask << at)) | (unsigned(idx[j]) << at));
@@ -182,11 +203,25 @@ void FlatStore::set_code(size_t slot, const uint8_t* idx) {
 
 void FlatStore::get_code(size_t slot, uint8_t* idx) const {
   if (layout_ == Layout::Rows) return k_->unpack(codes_ptr_ + slot * row_bytes_, dim_, bits_, idx);
-  const size_t v = slot % block_vectors_;
+  const size_t v = slot % block_vectors_, per = unit_dims(), whole = dim_ / per * per;
   const uint8_t* base = codes_ptr_ + (slot / block_vectors_) * block_bytes_ + slot_byte(v);
   const unsigned mask = (1u << bits_) - 1;
   const int shift = slot_shift(v);
-  for (size_t j = 0; j < dim_; ++j) idx[j] = uint8_t((base[dim_byte_[j]] >> (dim_shift_[j] + shift)) & mask);
+  if (layout_ == Layout::Lut) {
+    for (size_t j = 0; j < whole; j += per) {
+      const unsigned nibble = (base[dim_byte_[j]] >> shift) & 15u;
+      for (size_t d = 0; d < per; ++d) idx[j + d] = uint8_t((nibble >> (bits_ * int(d))) & mask);
+    }
+  } else {
+    const uint32_t take = layout_ == Layout::I8Dot ? 0x0F0F0F0Fu : ~0u;
+    for (size_t j = 0; j < whole; j += 4) {
+      uint32_t word;
+      std::memcpy(&word, base + dim_byte_[j], 4);
+      word = (word >> shift) & take;
+      std::memcpy(idx + j, &word, 4);
+    }
+  }
+  for (size_t j = whole; j < dim_; ++j) idx[j] = uint8_t((base[dim_byte_[j]] >> (dim_shift_[j] + shift)) & mask);
 }
 
 void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* b, size_t n) {

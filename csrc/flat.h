@@ -84,6 +84,7 @@ class FlatStore {
   void refresh();  // point the read pointers at owned storage
   void ensure(size_t n, bool exact);  // owned capacity for n vectors: exactly, or growing by at most 1.25x
   const float* b_from(size_t first) const;  // the offsets of slots first.. (zeros when none are stored)
+  size_t unit_dims() const;
   void set_code(size_t slot, const uint8_t* idx);
   void get_code(size_t slot, uint8_t* idx) const;
   Chunk prepare(const float* queries, size_t q0, size_t nq) const;

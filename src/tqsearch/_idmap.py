@@ -50,8 +50,12 @@ class IdMap:
     def set(self, keys: np.ndarray, slots: np.ndarray) -> None:
         """Insert or overwrite: keys[i] -> slots[i] (keys distinct, slots >= 0)."""
         keys = np.asarray(keys, dtype=np.int64)
+        slots = np.asarray(slots, dtype=np.int64)
         self._count += int((self.get(keys) < 0).sum())
-        self._delta.update(zip(keys.tolist(), np.asarray(slots, dtype=np.int64).tolist()))
+        if len(keys) > max(MERGE_FLOOR, len(self._keys) // 16):  # a batch the dict would only hold until the merge
+            self._merge(keys, slots)
+            return
+        self._delta.update(zip(keys.tolist(), slots.tolist()))
         self._maybe_merge()
 
     def discard(self, keys: np.ndarray) -> None:
@@ -78,12 +82,16 @@ class IdMap:
         if len(self._delta) > max(MERGE_FLOOR, len(self._keys) // 16):
             self._merge()
 
-    def _merge(self) -> None:
-        """Fold the dict into the base: O(n log n), once per n/16 changes."""
-        if not self._delta:
+    def _merge(self, keys: np.ndarray | None = None, slots: np.ndarray | None = None) -> None:
+        """Fold the dict, then keys -> slots (distinct keys, slots >= 0), into the base: O(n log n), once per n/16
+        changes."""
+        if not self._delta and keys is None:
             return
         dkeys = np.fromiter(self._delta.keys(), dtype=np.int64, count=len(self._delta))
         dslots = np.fromiter(self._delta.values(), dtype=np.int64, count=len(self._delta))
+        if keys is not None:  # they overwrite the dict's entries for the same keys
+            older = ~np.isin(dkeys, keys)
+            dkeys, dslots = np.concatenate([dkeys[older], keys]), np.concatenate([dslots[older], slots])
         kept = ~np.isin(self._keys, dkeys)
         live = dslots >= 0
         self._set_base(np.concatenate([self._keys[kept], dkeys[live]]),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core, _format
-from ._validate import as_bits, as_choice, as_dim, as_matrix, as_seed, as_threads, bad_row
+from ._validate import as_bits, as_choice, as_dim, as_matrix, as_seed, as_threads, bad_row, check_finite
 from .codebooks import lloyd_max
 from .errors import FileFormatError
 from .rotation import DEFAULT_ROTATION, Rotation, make_rotation
@@ -321,10 +321,13 @@ class TurboQuantProd(_Quantizer):
 
 def centre_of(x: object, dim: int) -> np.ndarray:
     """The mean of (n, dim) vectors as float32 (accumulated in float64): the centre a TurboQuantMSE codes around."""
-    arr = as_matrix(x, dim, "vectors")
+    arr = as_matrix(x, dim, "vectors", finite=False)
     if not len(arr):
         raise ValueError("cannot take the mean of zero vectors")
-    return arr.mean(axis=0, dtype=np.float64).astype(np.float32)
+    mean = arr.mean(axis=0, dtype=np.float64)
+    if not np.isfinite(mean).all():  # float64 sums of float32 cannot overflow: some value is NaN or Inf
+        check_finite(arr, "vectors")
+    return mean.astype(np.float32)
 
 
 def _same_mean(a: np.ndarray | None, b: np.ndarray | None) -> bool:
