@@ -527,3 +527,32 @@ def test_version_1_index_files_load_and_search_identically(name):
     assert not index.mean.any()  # uncentred codes: a zero centre
     index.add(want["vectors"][:5] + 1.0)  # and it takes more vectors the old way
     assert len(index) == 305 and not index.mean.any()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "flat adaptive"])
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_a_batch_with_nan_or_inf_changes_nothing(kind, metric):
+    """NaN/Inf (or float64 beyond float32) anywhere in a batch raises naming its first row, whether the first batch
+    (which would fix the centre and the tiers) or a later one (reported by the encode), by add or upsert, and the
+    index is as before: empty with no centre, or with the same vectors and results."""
+    cls = tqsearch.HNSWIndex if kind == "hnsw" else FlatIndex
+    index = cls(32, 4, metric=metric, adaptive=kind.endswith("adaptive"))
+    x, q = _off_centre(2100, 32), _off_centre(5, 32, seed=1)
+    for value, row in ((np.nan, 1500), (np.inf, 7), (-np.inf, 2099), (1e300, 0)):
+        bad = x.astype(np.float64)
+        bad[row, 3] = value
+        with pytest.raises(ValueError, match=f"NaN or Inf \\(first at row {row}\\)"):
+            index.add(bad)
+        assert len(index) == 0 and index.mean is None
+    index.add(x[:2000])
+    want = index.search(q, 10)
+    for value, row in ((np.nan, 60), (np.inf, 0), (1e300, 99)):
+        bad = x[2000:].astype(np.float64)
+        bad[row, 5] = value
+        with pytest.raises(ValueError, match=f"NaN or Inf \\(first at row {row}\\)"):
+            index.add(bad)
+        with pytest.raises(ValueError, match=f"NaN or Inf \\(first at row {row}\\)"):
+            index.upsert(bad, ids=np.arange(100))  # ids of stored vectors: none may be replaced
+        assert len(index) == 2000
+        for got, expected in zip(index.search(q, 10), want):
+            np.testing.assert_array_equal(got, expected)

@@ -363,7 +363,10 @@ class CodeIndex:
         """(n, dim) float32 rows as stored (normalised for cosine); NaN/Inf is reported by their encode (a batch read
         once less: ~15% of an add), or by _fix_mean where the first batch fixes the centre or the tiers."""
         v = as_matrix(x, self.dim, "vectors", finite=False)
-        return normalized(v) if self.metric == "cosine" else v
+        if self.metric != "cosine":
+            return v
+        with np.errstate(invalid="ignore", over="ignore"):  # a row with NaN or Inf stays non-finite, reported later
+            return normalized(v)
 
     def fix_center(self, mean: object) -> None:
         """Code around `mean` (dim floats; zeros: uncentred) instead of the first batch's mean, so indexes that
