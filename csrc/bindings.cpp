@@ -16,6 +16,7 @@
 #include "exact.h"
 #include "flat.h"
 #include "hnsw.h"
+#include "lloyd.h"
 #include "multivector.h"
 #include "common.h"
 #include "random.h"
@@ -279,6 +280,23 @@ NB_MODULE(_core, m) {
       arr("queries"), arr("codes"), "bits"_a, arr("centroids"), arr("factors"), arr("out"), "threads"_a,
       "simd"_a = "");
 
+  // codebooks.py's Lloyd-Max iteration (tq::lloyd), bit-identical to its numpy form; returns the centroids (float64).
+  m.def(
+      "lloyd",
+      [](const In<double, Vec>& edges, const In<double, Vec>& mass, const In<double, Vec>& cum_p,
+         const In<double, Vec>& cum_m, const In<double, Vec>& start, int max_iter, double tol) {
+        const size_t n = mass.shape(0);
+        check_rows(edges.shape(0), n + 1, "edges");
+        check_rows(cum_p.shape(0), n + 1, "cum_p");
+        check_rows(cum_m.shape(0), n + 1, "cum_m");
+        TQ_CHECK(n > 0, "the law needs at least one cell");
+        std::vector<double> t(start.data(), start.data() + start.shape(0)), out;
+        without_gil([&](const tq::InterruptCheck&) {
+          out = tq::lloyd(edges.data(), mass.data(), cum_p.data(), cum_m.data(), n, std::move(t), max_iter, tol);
+        });
+        return owned_array(std::move(out));
+      },
+      arr("edges"), arr("mass"), arr("cum_p"), arr("cum_m"), arr("start"), "max_iter"_a, "tol"_a);
   m.def("set_thread_bytes", &tq::set_thread_bytes, "bytes"_a);  // a flat scan's work per thread (tests lower it)
 
   // Returns the C heap's free pages to the OS (glibc malloc_trim). A large add leaves its temporaries

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import _core
 from ._validate import as_bits, as_dim
 
 __all__ = ["Codebook", "GAUSSIAN_ABOVE", "lloyd_max"]
@@ -128,11 +129,6 @@ def _lloyd(law: _Law, levels: int) -> np.ndarray:
     width = np.diff(law.edges)
     cdf = np.concatenate([[0.0], np.cumsum(np.cbrt(law.mass / width) * width)])
     t = np.interp((np.arange(levels) + 0.5) / levels * cdf[-1], cdf, law.edges)
-    for _ in range(_MAX_ITER):
-        p, m = _cell_moments(law, _midpoints(t))
-        new = np.where(p > 0, m / np.maximum(p, 1e-300), t)
-        new = (new - new[::-1]) / 2
-        if np.max(np.abs(new - t)) < _TOL:
-            return new
-        t = new
-    return t
+    # Each step: boundaries = midpoints, centroids = the cells' conditional means (_cell_moments; a cell without
+    # mass keeps its centroid), symmetrised; natively, in the same double arithmetic (csrc/lloyd.h).
+    return _core.lloyd(law.edges, law.mass, law.cum_p, law.cum_m, t, _MAX_ITER, _TOL)
