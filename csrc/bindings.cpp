@@ -411,6 +411,7 @@ NB_MODULE(_core, m) {
           arr("slots"))
       .def_prop_ro("code_size", &tq::FlatStore::code_size)
       .def_prop_ro("lut_layout", &tq::FlatStore::lut_layout)
+      .def_prop_ro("lut_codes", &tq::FlatStore::lut_codes)
       .def_prop_ro("memory_bytes", &tq::FlatStore::memory_bytes)
       .def("reserve", &tq::FlatStore::reserve, "n"_a)
       .def(

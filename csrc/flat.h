@@ -46,6 +46,7 @@ class FlatStore {
   size_t dim() const { return dim_; }
   size_t row_bytes() const { return row_bytes_; }
   int lut_layout() const { return k_->lut_layout; }  // the byte order of kLut blocks (1 or 2, see above)
+  bool lut_codes() const { return layout_ == Layout::Lut; }  // whether the codes are kLut blocks (1 and 2 bits)
   size_t code_size() const { return code_bytes(n_); }
   // Bytes of owned storage held, growth slack included (attached views count 0: they are the caller's).
   size_t memory_bytes() const { return codes_.capacity() + sizeof(float) * (a_.capacity() + b_.capacity()); }

@@ -127,7 +127,7 @@ class FlatIndex(CodeIndex):
         if stored not in (1, 2):
             raise ValueError(f"unknown lut layout {stored!r}")
         rewritten = {f"codes{t or ''}": _lut_relayout(arrays[f"codes{t or ''}"], layout)
-                     for t, codec in enumerate(self._codecs()) if codec.bits <= 2 and stored != layout}
+                     for t, store in enumerate(self._stores) if store.lut_codes and stored != layout}
         arrays = {**arrays, **rewritten}
         zeros = np.zeros(n, dtype=np.float32)
         self._store.attach(arrays["codes"], arrays["a"], arrays["b"], n)
