@@ -11,6 +11,7 @@ import ipaddress
 import os
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -61,6 +62,22 @@ def same_points(c, expected: dict) -> None:
     assert got["ids"] == expected["ids"]
     assert got["metadatas"] == expected["metadatas"] and got["documents"] == expected["documents"]
     np.testing.assert_array_equal(got["vectors"], expected["vectors"])
+
+
+def killed(handle, timeout: float = 60.0) -> None:
+    """Kill a replica for good and return once calls to it fail: ray.kill returns before the actor is gone, and a
+    query sent meanwhile may still be answered by it."""
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.count.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            continue
+        time.sleep(0.05)
+    raise AssertionError(f"a killed replica still answers after {timeout:.0f} s")
 
 
 def test_every_ray_port_is_on_loopback(cluster):
@@ -307,7 +324,7 @@ def test_no_silent_partial_answers(cluster, tmp_path):
         dc.upsert(**data)
         full = dc.query(data["vectors"][:3], 5, include=[], rescore=0)  # ranked by codes: shard 0's best
 
-        ray.kill(dc.shard_handles()[1][0], no_restart=True)  # gone for good: no replica left for shard 1
+        killed(dc.shard_handles()[1][0])  # gone for good: no replica left for shard 1
         with pytest.raises(td.ShardUnavailableError, match="shard 1 of 'partial'"):
             dc.query(data["vectors"][:3], 5)
         partial = dc.query(data["vectors"][:3], 5, include=[], rescore=0, allow_partial=True)
