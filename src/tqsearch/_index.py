@@ -211,10 +211,11 @@ class CodeIndex:
         k * rescore >= tail).
         """
         wants = min_relevance is not None or return_relevance
-        threshold = relevance.as_min_relevance(0 if min_relevance is None else min_relevance)
-        model = self.relevance_model
-        if wants and not isinstance(model, relevance.RelevanceModel):
-            raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
+        if wants:  # a one-query search costs ~12 us in all: checks it does not need are skipped
+            threshold = relevance.as_min_relevance(0 if min_relevance is None else min_relevance)
+            model = self.relevance_model
+            if not isinstance(model, relevance.RelevanceModel):
+                raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries")
         t = self.threads if threads is None else as_threads(threads)
@@ -234,7 +235,8 @@ class CodeIndex:
             q = normalized(q)
         factor = self._rescore(params.rescore)
         with self._lock.read():
-            rotated = self._rotate_queries(q - self._centre(), threads)
+            centred = q - self._centre()
+            rotated = self._rotate_queries(centred, threads)
             k = min(k, len(self))
             allowed = self._allowed(filter)
             n_allowed = len(self) if allowed is None else allowed[1]
@@ -244,7 +246,7 @@ class CodeIndex:
             slots = np.empty((len(q), width), dtype=np.int64)
             if width:
                 self._native_search(rotated, width, allowed, scores, slots, threads, params)
-            scores += self._query_constant(q)[:, None]
+            scores += self._query_constant(q, centred)[:, None]
             tail_scores = scores[:, :tail]
             scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
             found = self._ids[slots]
@@ -416,10 +418,9 @@ class CodeIndex:
         """The mean, zeros before the first add."""
         return np.zeros(self.dim, dtype=np.float32) if self._mean is None else self._mean
 
-    def _query_constant(self, q: np.ndarray) -> np.ndarray:
-        """What each query adds to its native scores: <q, mu> (ip, cosine) or -||q - mu||^2 (l2)."""
+    def _query_constant(self, q: np.ndarray, centred: np.ndarray) -> np.ndarray:
+        """What each query adds to its native scores: <q, mu> (ip, cosine) or -||q - mu||^2 (l2); centred: q - mu."""
         if self.metric == "l2":
-            centred = q - self._centre()
             return -np.einsum("ij,ij->i", centred, centred)
         return q @ self._centre()
 
