@@ -398,6 +398,9 @@ void FlatStore::scan(Chunk& c, const float* queries, size_t b0, size_t b1, const
     }
     if (!any) continue;
     block_raw(c, g0, count, c.floor.data(), raw, lanes);  // the lanes that may enter each top-k (most: none)
+    uint32_t hit = 0;  // most groups have none: no offer calls (WordNet 2-bit, avx512: +1% batch, +3% one query)
+    for (size_t i = 0; i < count * c.nq; ++i) hit |= lanes[i];
+    if (!hit) continue;
     for (size_t i = 0; i < count; ++i)
       offer(c, (g0 + i) * bv, reinterpret_cast<const int32_t*>(raw) + i * c.nq * bv, lanes + i * c.nq,
             uint32_t(bits[i]), tops);
