@@ -243,11 +243,12 @@ inline void dot_many(const float* queries, size_t nq, const float* row, size_t n
 }
 
 // Adds query t's four bytes of group g times the decoded bytes of vectors 0-7 (d0) and 8-15 (d1), times
-// `weight`, to their int32 lanes: maddubs (no saturation: byte * |q| <= 16383, kernels.h) then madd.
-inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t groups, size_t g, size_t nq,
-                      int16_t weight, __m256i* lo, __m256i* hi) {
+// `weight`, to their int32 lanes, for queries t < NQ: maddubs (no saturation: byte * |q| <= 16383, kernels.h) then madd.
+template <int NQ>
+inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t groups, size_t g, int16_t weight,
+                      __m256i* lo, __m256i* hi) {
   const __m256i w = _mm256_set1_epi16(weight);
-  for (size_t t = 0; t < nq; ++t) {
+  for (int t = 0; t < NQ; ++t) {
     int32_t q4;
     std::memcpy(&q4, queries + t * groups * 4 + g * 4, 4);
     const __m256i q = _mm256_set1_epi32(q4);
@@ -274,16 +275,38 @@ inline void floor_lanes8(const int32_t* raw, size_t width, size_t nq, const int3
 }
 
 // Runs decode(g, add) for every group of a 16-vector block, where add(d0, d1, weight) adds decoded bytes as
-// add_group does, and writes out[t*16 + v].
-template <class Decode>
-inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* out, Decode decode) {
-  __m256i lo[8], hi[8];
-  for (size_t t = 0; t < 8; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
+// add_group does, and writes out[t*16 + v] for NQ queries. The 2 NQ sums live in registers (with NQ <= 4 beside the
+// decoded bytes in the 16 ymm registers): sums kept in memory put a store-to-load round trip on every group's chain,
+// which made one-query scans latency-bound.
+template <int NQ, class Decode>
+inline void dot_block_nq(size_t groups, const int8_t* queries, int32_t* out, Decode decode) {
+  __m256i lo[NQ], hi[NQ];
+  for (int t = 0; t < NQ; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
   for (size_t g = 0; g < groups; ++g)
-    decode(g, [&](__m256i d0, __m256i d1, int16_t w) { add_group(d0, d1, queries, groups, g, nq, w, lo, hi); });
-  for (size_t t = 0; t < nq; ++t) {
+    decode(g, [&](__m256i d0, __m256i d1, int16_t w) { add_group<NQ>(d0, d1, queries, groups, g, w, lo, hi); });
+  for (int t = 0; t < NQ; ++t) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16), lo[t]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * 16 + 8), hi[t]);
+  }
+}
+
+// dot_block_nq over nq queries in runs of up to kRun (each run decodes the block again): 4 where decoding is a few
+// shuffles, 8 (some sums spilled) where it costs more than the spills.
+template <size_t kRun, class Decode>
+inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* out, Decode decode) {
+  for (size_t t = 0; t < nq; t += kRun) {
+    const int8_t* q = queries + t * groups * 4;
+    int32_t* o = out + t * 16;
+    switch (std::min(nq - t, kRun)) {
+      case 1: dot_block_nq<1>(groups, q, o, decode); break;
+      case 2: dot_block_nq<2>(groups, q, o, decode); break;
+      case 3: dot_block_nq<3>(groups, q, o, decode); break;
+      case 4: dot_block_nq<4>(groups, q, o, decode); break;
+      case 5: dot_block_nq<5>(groups, q, o, decode); break;
+      case 6: dot_block_nq<6>(groups, q, o, decode); break;
+      case 7: dot_block_nq<7>(groups, q, o, decode); break;
+      default: dot_block_nq<8>(groups, q, o, decode); break;
+    }
   }
 }
 
@@ -292,7 +315,7 @@ inline void dot_i8_block(const uint8_t* block, size_t groups, const int8_t* quer
                          const int32_t* floors, int32_t* out, uint32_t* lanes) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m256i low = _mm256_set1_epi8(15);
-  dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
+  dot_block<4>(groups, queries, nq, out, [&](size_t g, auto add) {
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + g * 32));
     add(_mm256_shuffle_epi8(tbl, _mm256_and_si256(x, low)),
         _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)), int16_t(1));
@@ -323,7 +346,7 @@ inline void split_values(const uint16_t* p, __m256i* high, __m256i* low) {
 inline void dot_u8_block(const uint8_t* block, size_t groups, const int8_t* queries, size_t nq, const uint8_t* planes,
                          const int32_t* floors, int32_t* out, uint32_t* lanes) {
   alignas(32) uint16_t values[64];
-  dot_block(groups, queries, nq, out, [&](size_t g, auto add) {
+  dot_block<8>(groups, queries, nq, out, [&](size_t g, auto add) {
     for (int i = 0; i < 64; ++i) values[i] = uint16_t(wide_value16(planes, block[g * 64 + i]));
     __m256i h0, l0, h1, l1;
     split_values(values, &h0, &l0);
