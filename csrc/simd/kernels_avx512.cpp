@@ -654,17 +654,17 @@ void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const in
 int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
   const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
   const __m512i low = _mm512_set1_epi8(15);
-  __m512i acc = _mm512_setzero_si512();
+  __m512i acc_lo = _mm512_setzero_si512(), acc_hi = acc_lo;  // two chains: a row is only a few loads long
   for (size_t i = 0; i < row_bytes; i += 64) {
     const size_t left = row_bytes - i;
     const __mmask64 live = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
     const __m512i x = _mm512_maskz_loadu_epi8(live, row + i);
     const int8_t* q = query + i * 2;
-    acc = _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(tbl, _mm512_and_si512(x, low)), _mm512_loadu_si512(q));
-    acc = _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)),
-                              _mm512_loadu_si512(q + 64));
+    acc_lo = _mm512_dpbusd_epi32(acc_lo, _mm512_shuffle_epi8(tbl, _mm512_and_si512(x, low)), _mm512_loadu_si512(q));
+    acc_hi = _mm512_dpbusd_epi32(acc_hi, _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16(x, 4), low)),
+                                 _mm512_loadu_si512(q + 64));
   }
-  return _mm512_reduce_add_epi32(acc);
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(acc_lo, acc_hi));
 }
 
 // One 8-bit row: 64 codes at a time decode through the two Table256 value planes, each met by the query in one
