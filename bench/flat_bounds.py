@@ -77,7 +77,7 @@ def rows_for(level: str, bits: int, base: np.ndarray, queries: np.ndarray) -> li
 def markdown(rows: list[dict[str, Any]]) -> str:
     import tqsearch
 
-    sizes = " | ".join(f"{n:,} ({n * 96 / 1e6:.1f} / {n * 192 / 1e6:.1f} MB)" for n in SIZES)
+    sizes = " | ".join(f"{n:,} ({n * CODE_BYTES[2] / 1e6:.1f} / {n * CODE_BYTES[4] / 1e6:.1f} MB)" for n in SIZES)
     lines = ["### What bounds the scan (bench/flat_bounds.py)\n",
              "Nanoseconds per (query, vector) of FlatIndex's whole-index scan over the first n WordNet rows (384 "
              "dims; code MB at 2 / 4 bits in the header), one core, k = 10, inner product; batch = 1,000 queries in "

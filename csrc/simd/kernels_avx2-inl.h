@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "pack-inl.h"
+#include "simd/by_nq-inl.h"
 #include "simd/reduce-inl.h"
 #include "simd/score-inl.h"
 
@@ -243,7 +244,8 @@ inline void dot_many(const float* queries, size_t nq, const float* row, size_t n
 }
 
 // Adds query t's four bytes of group g times the decoded bytes of vectors 0-7 (d0) and 8-15 (d1), times
-// `weight`, to their int32 lanes, for queries t < NQ: maddubs (no saturation: byte * |q| <= 16383, kernels.h) then madd.
+// `weight`, to their int32 lanes, for queries t < NQ: maddubs (no saturation: byte * |q| <= 16383, kernels.h)
+// then madd.
 template <int NQ>
 inline void add_group(__m256i d0, __m256i d1, const int8_t* queries, size_t groups, size_t g, int16_t weight,
                       __m256i* lo, __m256i* hi) {
@@ -297,16 +299,7 @@ inline void dot_block(size_t groups, const int8_t* queries, size_t nq, int32_t* 
   for (size_t t = 0; t < nq; t += kRun) {
     const int8_t* q = queries + t * groups * 4;
     int32_t* o = out + t * 16;
-    switch (std::min(nq - t, kRun)) {
-      case 1: dot_block_nq<1>(groups, q, o, decode); break;
-      case 2: dot_block_nq<2>(groups, q, o, decode); break;
-      case 3: dot_block_nq<3>(groups, q, o, decode); break;
-      case 4: dot_block_nq<4>(groups, q, o, decode); break;
-      case 5: dot_block_nq<5>(groups, q, o, decode); break;
-      case 6: dot_block_nq<6>(groups, q, o, decode); break;
-      case 7: dot_block_nq<7>(groups, q, o, decode); break;
-      default: dot_block_nq<8>(groups, q, o, decode); break;
-    }
+    by_nq(std::min(nq - t, kRun), [&](auto run) { dot_block_nq<decltype(run)::value>(groups, q, o, decode); });
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "simd/by_nq-inl.h"
 #include "simd/kernels.h"
 #include "simd/kernels_avx2-inl.h"
 
@@ -396,21 +397,6 @@ bool encode(const EncodePlan& plan, const float* x, uint8_t* code, float* stats)
     case 384: return encode_dim<24, 16, 12>(plan, x, code, stats);
     case 512: return encode_dim<32, 32, 0>(plan, x, code, stats);
     default: return false;
-  }
-}
-
-// Calls f with std::integral_constant<int, nq> (1..8), so kernels keep their accumulators in registers.
-template <class F>
-void by_nq(size_t nq, F&& f) {
-  switch (nq) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 8>{});
   }
 }
 
