@@ -275,19 +275,22 @@ void HnswGraph::insert(uint32_t v, const float* rotated, Scratch& s) {
     top = max_level_;
   }
   for (int lev = top; lev > level; --lev) cur = greedy<true>(s.query, cur, lev, s);
+  // v's links on every level are set before any node links to v: a walk of another insert that reached v on an upper
+  // level and went down from it would else find v's lower lists empty, link its node to v alone, and lose that link
+  // when v's list was written (an unreachable node: 5 of 1,500 random 32-d rows on two threads, 0 on one).
+  std::vector<std::vector<uint32_t>> chosen(size_t(std::min(level, top) + 1));
   for (int lev = std::min(level, top); lev >= 0; --lev) {
     const auto found = search_layer<true>(s.query, cur, ef_construction_, lev, nullptr, v, s);
     if (found.empty()) continue;
     cur = found.front().second;
-    const auto chosen = select(found, M_, v, s);
-    {
-      std::lock_guard<std::mutex> g(lock(v));
-      uint32_t* l = links(v, lev);
-      l[0] = uint32_t(chosen.size());
-      std::copy(chosen.begin(), chosen.end(), l + 1);
-    }
-    for (uint32_t u : chosen) connect(u, v, lev, s);
+    chosen[size_t(lev)] = select(found, M_, v, s);
+    std::lock_guard<std::mutex> g(lock(v));
+    uint32_t* l = links(v, lev);
+    l[0] = uint32_t(chosen[size_t(lev)].size());
+    std::copy(chosen[size_t(lev)].begin(), chosen[size_t(lev)].end(), l + 1);
   }
+  for (int lev = std::min(level, top); lev >= 0; --lev)
+    for (uint32_t u : chosen[size_t(lev)]) connect(u, v, lev, s);
   if (level > top) {
     std::lock_guard<std::mutex> g(global_);
     if (level > max_level_) {
