@@ -18,6 +18,7 @@
 #include "hnsw.h"
 #include "lloyd.h"
 #include "multivector.h"
+#include "queries.h"
 #include "common.h"
 #include "random.h"
 #include "relevance.h"
@@ -260,6 +261,37 @@ NB_MODULE(_core, m) {
         });
       },
       "rotation"_a, arr("x"), "inverse"_a, arr("out"), "threads"_a, "simd"_a = "");
+  m.def(
+      "prepare_queries",
+      [](const In<float>& q, const In<float, Vec>& mean, const std::string& metric, const tq::Rotation* rotation,
+         Out<float>& out, Out<float, Vec>& constant, int threads) {
+        const size_t nq = q.shape(0), dim = q.shape(1);
+        check_rows(mean.shape(0), dim, "mean");
+        if (rotation) check_cols(dim, rotation->dim(), "queries");
+        check_shape(out, nq, dim, "output buffer");
+        check_rows(constant.shape(0), nq, "constant buffer");
+        check_threads(threads);
+        const tq::ExactMetric m = exact_metric(metric);
+        int64_t bad = -1;
+        without_gil([&](const tq::InterruptCheck& chk) {
+          bad = tq::prepare_queries(*tq::default_kernels(), m, q.data(), nq, dim, mean.data(), rotation, out.data(),
+                                    constant.data(), threads, chk);
+        });
+        return bad;
+      },
+      arr("queries"), arr("mean"), "metric"_a, "rotation"_a.none(), arr("out"), arr("constant"), "threads"_a);
+  m.def(
+      "finish_hits",
+      [](Out<float>& scores, const In<int64_t>& slots, const std::optional<In<float, Vec>>& constant,
+         const In<int64_t, Vec>& ids, bool clamp, Out<int64_t>& found) {
+        const size_t nq = scores.shape(0), width = scores.shape(1);
+        check_shape(slots, nq, width, "slots");
+        check_shape(found, nq, width, "found buffer");
+        if (constant) check_rows(constant->shape(0), nq, "constant");
+        tq::finish_hits(scores.data(), slots.data(), nq, width, constant ? constant->data() : nullptr, ids.data(),
+                        ids.shape(0), clamp, found.data());
+      },
+      arr("scores"), arr("slots"), arr("constant").none(), arr("ids"), "clamp"_a, arr("found"));
   m.def(
       "scan_ip",
       [](const In<float>& queries, const In<uint8_t>& codes, int bits, const In<float, Vec>& centroids,

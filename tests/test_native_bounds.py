@@ -338,6 +338,23 @@ def unpack(codes=None, dim=DIM, bits=BITS, out=None):
     _core.unpack(codes, dim, bits, out)
 
 
+def prepare(q=None, mean=None, metric="l2", rotation=True, out=None, constant=None, threads=1):
+    q = f32(3, DIM) if q is None else q
+    mean = f32(DIM) if mean is None else mean
+    rot = _core.Rotation.fht_kac(DIM, 0, 3) if rotation is True else rotation
+    out = np.empty((len(q), DIM), np.float32) if out is None else out
+    constant = np.empty(len(q), np.float32) if constant is None else constant
+    return _core.prepare_queries(q, mean, metric, rot, out, constant, threads)
+
+
+def finish(scores=None, slots=None, constant=None, ids=None, found=None):
+    scores = f32(2, 5) if scores is None else scores
+    slots = np.tile(np.array([0, 1, 2, -1, 4]), (2, 1)) if slots is None else slots
+    ids = np.arange(5, dtype=np.int64) if ids is None else ids
+    found = np.empty(scores.shape, np.int64) if found is None else found
+    _core.finish_hits(scores, slots, constant, ids, False, found)
+
+
 CODEC_VALUE_ERRORS = {
     "codec bits 9": lambda: _core.MSECodec(_core.Rotation.fht_kac(DIM, 0, 3), 9, cent(4)),
     "codec centroid count": lambda: _core.MSECodec(_core.Rotation.fht_kac(DIM, 0, 3), 4, cent(3)),
@@ -366,6 +383,17 @@ CODEC_VALUE_ERRORS = {
     "scan codes width": lambda: scan(codes=rows(6, ROW - 1)),
     "scan factors rows": lambda: scan(factors=f32(5)),
     "scan out shape": lambda: scan(out=np.empty((2, 5), np.float32)),
+    "prepare mean length": lambda: prepare(mean=f32(DIM - 1)),
+    "prepare rotation dim": lambda: prepare(q=f32(3, DIM + 1), mean=f32(DIM + 1)),
+    "prepare out shape": lambda: prepare(out=np.empty((2, DIM), np.float32)),
+    "prepare constant rows": lambda: prepare(constant=np.empty(4, np.float32)),
+    "prepare unknown metric": lambda: prepare(metric="dot"),
+    "prepare threads -1": lambda: prepare(threads=-1),
+    "finish slots shape": lambda: finish(slots=np.zeros((2, 4), np.int64)),
+    "finish found shape": lambda: finish(found=np.empty((2, 4), np.int64)),
+    "finish constant rows": lambda: finish(constant=f32(3)),
+    "finish slot beyond ids": lambda: finish(slots=np.tile(np.array([0, 1, 2, 3, 5]), (2, 1))),
+    "finish slot below -1": lambda: finish(slots=np.tile(np.array([0, 1, 2, 3, -2]), (2, 1))),
     "unpack bits 9": lambda: unpack(bits=9),
     "unpack codes width": lambda: unpack(codes=rows(3, ROW - 1)),
     "unpack out shape": lambda: unpack(out=np.empty((3, DIM - 1), np.uint8)),
@@ -380,6 +408,8 @@ def test_codec_rotation_scan_and_unpack_reject_bad_arguments(case):
 
 def test_codec_rotation_scan_and_unpack_accept_good_arguments():
     assert encode() == -1
+    assert prepare() == -1 and prepare(rotation=None, metric="cosine") == -1
+    finish()
     decode()
     rotate()
     scan()

@@ -217,7 +217,7 @@ class CodeIndex:
             if not isinstance(model, relevance.RelevanceModel):
                 raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
         p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
-        q = as_matrix(queries, self.dim, "queries")
+        q = as_matrix(queries, self.dim, "queries", finite=False)  # _prepare_queries reports NaN / Inf
         t = self.threads if threads is None else as_threads(threads)
         scores, found, tail_scores = self.search_checked(q, as_int(k, "k"), filter, p, t, model.tail if wants else 0)
         if not wants:
@@ -227,16 +227,13 @@ class CodeIndex:
 
     def search_checked(self, q: np.ndarray, k: int, filter: object = None, params: SearchParams = DEFAULT_PARAMS,
                        threads: int | None = None, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`search` for callers whose arguments are checked already (a collection's query): q finite float32
-        (nq, dim), k >= 1, threads None (the index's) or >= 0. Returns scores and ids as `search` does, and each
-        query's best `tail` code scores (the scale relevance reads)."""
+        """`search` for callers whose arguments are checked already (a collection's query): q float32 (nq, dim), k >= 1,
+        threads None (the index's) or >= 0. Returns scores and ids as `search` does, and each query's best `tail` code
+        scores (the scale relevance reads)."""
         threads = self.threads if threads is None else threads
-        if self.metric == "cosine":
-            q = normalized(q)
         factor = self._rescore(params.rescore)
         with self._lock.read():
-            centred = q - self._centre()
-            rotated = self._rotate_queries(centred, threads)
+            rotated, constant = self._prepare_queries(q, threads)
             k = min(k, len(self))
             allowed = self._allowed(filter)
             n_allowed = len(self) if allowed is None else allowed[1]
@@ -246,14 +243,29 @@ class CodeIndex:
             slots = np.empty((len(q), width), dtype=np.int64)
             if width:
                 self._native_search(rotated, width, allowed, scores, slots, threads, params)
-            scores += self._query_constant(q, centred)[:, None]
+            found = self._hits(scores, slots, constant)
             tail_scores = scores[:, :tail]
-            scores, slots = self._rerank_top(q, slots[:, :wanted], k) if factor else (scores[:, :k], slots[:, :k])
-            found = self._ids[slots]
-            found[slots < 0] = -1  # slot -1 (fewer found than k) read the last id
-        if self.metric == "cosine":
-            scores, tail_scores = clamp_cosine(scores), clamp_cosine(tail_scores) if tail else tail_scores
-        return _pad(scores, k, -np.inf), _pad(found, k, -1), tail_scores
+            if factor:
+                scores, slots = self._rerank_top(normalized(q) if self.metric == "cosine" else q, slots[:, :wanted], k)
+                found = self._hits(scores, slots)
+        return _pad(scores[:, :k], k, -np.inf), _pad(found[:, :k], k, -1), tail_scores
+
+    def _prepare_queries(self, q: np.ndarray, threads: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The queries as the scans read them, normalised for cosine, centred and rotated (one array per codec of
+        `_codecs()`), and what each query adds to its scores: <q, mu>, or -||q - mu||^2 for l2 (_core.prepare_queries).
+        ValueError naming the first row with NaN or Inf."""
+        out, constant = np.empty_like(q), np.empty(len(q), dtype=np.float32)
+        rotation = self._codec.rotation.native if self._tiered is None else None  # tiers rotate per tier
+        bad = _core.prepare_queries(q, self._centre(), self.metric, rotation, out, constant, threads)
+        if bad >= 0:
+            raise ValueError(f"queries contains NaN or Inf (first at row {bad})")
+        return ([out] if rotation is not None else self._tiered.rotate_queries(out, threads)), constant
+
+    def _hits(self, scores: np.ndarray, slots: np.ndarray, constant: np.ndarray | None = None) -> np.ndarray:
+        """The ids of store slots (-1 for -1); adds each query's constant to its scores and clamps cosines, in place."""
+        found = np.empty_like(slots)
+        _core.finish_hits(scores, slots, constant, self._ids, self.metric == "cosine", found)
+        return found
 
     # ------------------------------------------------------------------ persistence
 
@@ -417,12 +429,6 @@ class CodeIndex:
     def _centre(self) -> np.ndarray:
         """The mean, zeros before the first add."""
         return np.zeros(self.dim, dtype=np.float32) if self._mean is None else self._mean
-
-    def _query_constant(self, q: np.ndarray, centred: np.ndarray) -> np.ndarray:
-        """What each query adds to its native scores: <q, mu> (ip, cosine) or -||q - mu||^2 (l2); centred: q - mu."""
-        if self.metric == "l2":
-            return -np.einsum("ij,ij->i", centred, centred)
-        return q @ self._centre()
 
     def _encode(self, vectors: np.ndarray) -> tuple[list[Codes], np.ndarray, np.ndarray]:
         centred = vectors - self._centre()
@@ -593,11 +599,6 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     order = np.lexsort((ids, -scores), axis=1)[:, :k]
     top = np.take_along_axis(scores, order, 1)
     return top, np.where(np.isfinite(top), np.take_along_axis(ids, order, 1), -1)
-
-
-def clamp_cosine(scores: np.ndarray) -> np.ndarray:
-    """Cosines clipped to [-1, 1] (estimates from codes, and float rounding, may overshoot); -inf padding kept."""
-    return np.where(np.isfinite(scores), np.clip(scores, -1.0, 1.0), scores).astype(np.float32)
 
 
 def _pad(arr: np.ndarray, k: int, fill: float) -> np.ndarray:
