@@ -1,6 +1,7 @@
 #include "flat.h"
 
 #include <algorithm>
+#include <memory>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -312,56 +313,10 @@ FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) 
   return c;
 }
 
-namespace {
-
-// The float tables of prepare_lut for codes of kBits bits (sub-quantizers of 4 / kBits dims): entry n of table m is
-// the sum over the table's sub-dims s (from 0 up, starting at +0.0) of q_j * c[value of s in n], then the table's
-// minimum is removed (and added to *offsets, table by table) and the widest range kept. With the widths known at
-// compile time every table unrolls into independent sums.
-template <int kBits>
-void lut_floats(const float* q, size_t dim, const float* centroids, size_t tables, float* partial, float* widest,
-                float* offsets) {
-  constexpr int kSub = 4 / kBits, kMask = (1 << kBits) - 1;
-  for (size_t m = 0; m < tables; ++m) {
-    float prod[kSub][kMask + 1], e[16];
-    for (int s = 0; s < kSub; ++s) {
-      const size_t j = m * kSub + size_t(s);
-      for (int v = 0; v <= kMask; ++v) prod[s][v] = (j < dim ? q[j] : 0.0f) * centroids[v];
-    }
-    for (int n = 0; n < 16; ++n) {
-      float sum = 0.0f;
-      for (int s = 0; s < kSub; ++s) sum = sum + prod[s][(n >> (kBits * s)) & kMask];
-      e[n] = sum;
-    }
-    float lo = e[0], hi = e[0];
-    for (int n = 1; n < 16; ++n) {
-      lo = std::min(lo, e[n]);
-      hi = std::max(hi, e[n]);
-    }
-    *widest = std::max(*widest, hi - lo);
-    for (int n = 0; n < 16; ++n) partial[m * 16 + size_t(n)] = e[n] - lo;
-    *offsets += lo;
-  }
-}
-
-}  // namespace
-
 void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base) const {
-  // Float partial inner products of every sub-quantizer value, then one rounding to 0..127 with a shared step
-  // and a per-table offset, so integer sums map back to float with one multiply-add. Seven bits let kernels add
-  // two lookups as bytes (simd/kernels.h); the eighth moved recall@10 by under 0.001 on WordNet, MNIST and SIFT.
-  constexpr float kLevels = 127.0f;
   const size_t tables = chunks_ * 4;
-  std::vector<float> partial(tables * 16);
-  float widest = 0, offsets = 0;
-  (bits_ == 1 ? lut_floats<1> : lut_floats<2>)(q, dim_, scorer_.centroids(), tables, partial.data(), &widest,
-                                               &offsets);
-  *step = widest > 0 ? widest / kLevels : 1.0f;
-  *base = offsets;
-  // Round half to even as std::lrint does (default rounding mode), inline so the loop vectorizes: adding and
-  // removing 1.5 * 2^23 rounds any 0 <= x < 2^22 to an integer in the current mode (values here are <= 127).
-  const float unit = *step, magic = 12582912.0f;
-  for (size_t i = 0; i < tables * 16; ++i) out[i] = uint8_t(int32_t((partial[i] / unit + magic) - magic));
+  std::unique_ptr<float[]> partial(new float[tables * 16]);  // every entry is written
+  k_->lut_tables(q, dim_, scorer_.centroids(), bits_, tables, partial.get(), out, step, base);
 }
 
 void FlatStore::block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,

@@ -71,6 +71,11 @@ struct Kernels {
   // lanes of block b whose sum for query t is >= floors[t], as in dot_i8_block.
   void (*lut_block)(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
                     size_t nq, const int32_t* floors, uint32_t* out, uint32_t* lanes);
+  // One query's kLut tables (simd/lut-inl.h, the same in every kernel set): `tables` sub-quantizers of 4 / bits dims of
+  // q (dim floats, zeros past dim) against `centroids` (2^bits), 16 bytes <= 127 each into out, with the step and base
+  // that map an integer sum s back to float (s * step + base); partial: scratch of tables * 16 floats.
+  void (*lut_tables)(const float* q, size_t dim, const float* centroids, int bits, size_t tables, float* partial,
+                     uint8_t* out, float* step, float* base);
   // Queries lut_block scores best in one pass over the codes (a kLut scan's query chunk), 1..8.
   size_t lut_queries;
   // The byte order of kLut chunks this table's lut_block reads (flat.h): 1 (sub-quantizer-major, for per-lane byte
@@ -105,7 +110,7 @@ struct Kernels {
 // checks against the member names and order, and static_asserts complete() on it.
 constexpr bool complete(const Kernels& k) {
   return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
-         k.dot_many && k.dot_i8_block && k.lut_block && k.lut_queries && k.lut_layout &&
+         k.dot_many && k.dot_i8_block && k.lut_block && k.lut_tables && k.lut_queries && k.lut_layout &&
          k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_row8 && k.dot_u8i8;
 }
 

@@ -1,5 +1,6 @@
 // AVX2 + FMA kernel table (compiled with -mavx2 -mfma only in this translation unit).
 #include "simd/kernels.h"
+#include "simd/lut-inl.h"
 #include "simd/kernels_avx2-inl.h"
 
 namespace tq {
@@ -20,6 +21,7 @@ constexpr Kernels kKernelsAVX2 = {
     .encode = nullptr,
     .dot_i8_block = avx2::dot_i8_block,
     .lut_block = avx2::lut_block,
+    .lut_tables = lut_tables,
     .lut_queries = 8,
     .lut_layout = 1,
     .dot_u8_block = avx2::dot_u8_block,

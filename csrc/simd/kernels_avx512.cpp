@@ -8,6 +8,7 @@
 
 #include "simd/by_nq-inl.h"
 #include "simd/kernels.h"
+#include "simd/lut-inl.h"
 #include "simd/kernels_avx2-inl.h"
 
 namespace tq {
@@ -693,6 +694,7 @@ constexpr Kernels kKernelsAVX512 = {
     .encode = avx512::encode,
     .dot_i8_block = avx512::dot_i8_block,
     .lut_block = avx512::lut_block,
+    .lut_tables = lut_tables,
     .lut_queries = avx512::kLutQueries,
     .lut_layout = 2,
     .dot_u8_block = avx512::dot_u8_block,

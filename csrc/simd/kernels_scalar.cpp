@@ -5,6 +5,7 @@
 #include "simd/reduce-inl.h"
 #include "simd/score-inl.h"
 #include "simd/kernels.h"
+#include "simd/lut-inl.h"
 
 namespace tq {
 namespace {
@@ -194,6 +195,7 @@ constexpr Kernels kKernelsScalar = {
     .encode = nullptr,
     .dot_i8_block = dot_i8_block_scalar,
     .lut_block = lut_block_scalar,
+    .lut_tables = lut_tables,
     .lut_queries = 8,
     .lut_layout = 1,
     .dot_u8_block = dot_u8_block_scalar,
