@@ -239,12 +239,15 @@ void HnswGraph::add(const float* rotated, const uint8_t* packed, const float* a,
     std::copy_n(a + i * tiers(), tiers(), a_.begin() + slot * tiers());
     b_[slot] = b[i];
     deleted_[slot] = 0;
-    if (slot >= n_) {  // a new slot draws its level; a reused one keeps its own (as hnswlib does)
+    // A new slot draws its level; a reused one keeps its own (as hnswlib does) and its old links until its insert
+    // writes new ones: nodes that still link to it reach it before then, and empty lists would strand their walks
+    // there (an insert would link its row to it alone; 0-4 of 750 rows re-added into freed slots were unreachable).
+    if (slot >= n_) {
       SplitMix64 rng(derive_seed(seed_, kLevelStream ^ (uint64_t(slot) << 8)));
       levels_[slot] = uint8_t(std::min<double>(kMaxLevel, std::floor(-std::log(rng.uniform()) * level_mult)));
       upper_at_[slot] = levels_[slot] ? place_upper(levels_[slot] * (M_ + 1)) : 0;
+      for (int level = 0; level <= levels_[slot]; ++level) links(slot, level)[0] = 0;
     }
-    for (int level = 0; level <= levels_[slot]; ++level) links(slot, level)[0] = 0;
   }
   n_ += fresh;
   size_t start = 0;
