@@ -248,7 +248,7 @@ class CodeIndex:
             if factor:
                 scores, slots = self._rerank_top(normalized(q) if self.metric == "cosine" else q, slots[:, :wanted], k)
                 found = self._hits(scores, slots)
-        return _pad(scores[:, :k], k, -np.inf), _pad(found[:, :k], k, -1), tail_scores
+        return _pad(scores, k, -np.inf), _pad(found, k, -1), tail_scores
 
     def _prepare_queries(self, q: np.ndarray, threads: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The queries as the scans read them, normalised for cosine, centred and rotated (one array per codec of
