@@ -14,11 +14,11 @@ of docs/benchmarks.md.
 
 from __future__ import annotations  # noqa: I001 (common must load before numpy)
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from common import exact_knn, load_wordnet, pinned, progress, recall_at_k, update_markdown_section, write_json
+from common import (exact_knn, load_wordnet, pinned, progress, recall_at_k, timeit, update_markdown_section,
+                    write_json)
 
 import numpy as np
 
@@ -91,17 +91,11 @@ def fresh(kind: str, base: np.ndarray, live: np.ndarray) -> Search:
 
 def measure(search: Search, base: np.ndarray, live: np.ndarray, queries: np.ndarray,
             truth: np.ndarray) -> dict[str, Any]:
-    """Unreachable live rows (ef 64) and recall@10 / one-thread QPS per ef."""
+    """Live rows lost (a search for themselves at ef 64 misses them) and recall@10 / one-thread QPS per ef."""
     with pinned(1):
         self_found = (search(base[live], K, 64) == live[:, None]).any(axis=1)
-        curve = []
-        for ef in EFS:
-            best = float("inf")
-            for _ in range(3):
-                start = time.perf_counter()
-                found = search(queries, K, ef)
-                best = min(best, time.perf_counter() - start)
-            curve.append({"ef": ef, "recall": recall_at_k(found, truth, K), "qps": len(queries) / best})
+        curve = [{"ef": ef, "recall": recall_at_k(search(queries, K, ef), truth, K),
+                  "qps": len(queries) / timeit(lambda ef=ef: search(queries, K, ef))} for ef in EFS]
     return {"lost": int((~self_found).sum()), "live": len(live), "curve": curve}
 
 
