@@ -32,13 +32,6 @@ float half_to_float(uint16_t h) {
   return (h & 0x8000) ? -out : out;
 }
 
-// x divided elementwise by its norm into out (a zero vector is copied unchanged), as numpy normalises.
-void normalise(const Kernels& k, const float* x, size_t dim, float* out) {
-  const float norm = std::sqrt(k.dot(x, x, dim));
-  const float by = norm > 0 ? norm : 1.0f;
-  for (size_t j = 0; j < dim; ++j) out[j] = x[j] / by;
-}
-
 // Scores rows against one query. Cosine keeps the normalised query; tmp holds one row's work.
 class RowScorer {
  public:
@@ -105,6 +98,12 @@ int64_t gather(int fd, RowFormat format, size_t dim, const int64_t* cands, size_
 }
 
 }  // namespace
+
+void normalise(const Kernels& k, const float* x, size_t dim, float* out) {
+  const float norm = std::sqrt(k.dot(x, x, dim));
+  const float by = norm > 0 ? norm : 1.0f;
+  for (size_t j = 0; j < dim; ++j) out[j] = x[j] / by;
+}
 
 void exact_scores(const Kernels& k, ExactMetric metric, const float* q, const float* rows, size_t n, size_t dim,
                   float* out) {

@@ -20,6 +20,10 @@ enum class ExactMetric { kIp, kCosine, kL2 };
 // Stored row formats: float32, or IEEE half (converted exactly to float32 before scoring).
 enum class RowFormat { kFloat32, kFloat16 };
 
+// x divided elementwise by its norm (the canonical-order square sum's root) into out, as numpy normalises; a zero
+// vector is copied unchanged. x and out may be the same buffer.
+void normalise(const Kernels& k, const float* x, size_t dim, float* out);
+
 // out[i] = the score of query q against rows[i] (n rows of dim floats).
 void exact_scores(const Kernels& k, ExactMetric metric, const float* q, const float* rows, size_t n, size_t dim,
                   float* out);

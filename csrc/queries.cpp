@@ -18,18 +18,15 @@ bool finite_row(const float* x, size_t dim) {
   return true;
 }
 
-// Row q normalised (cosine) and centred into out; returns its score constant.
-float centre_row(ExactMetric metric, const float* q, size_t dim, const float* mean, float* out) {
-  float scale = 1.0f;
+// Row q normalised (cosine, as exact.h normalises) and centred into out; returns its score constant.
+float centre_row(const Kernels& k, ExactMetric metric, const float* q, size_t dim, const float* mean, float* out) {
   if (metric == ExactMetric::kCosine) {
-    double sq = 0;
-    for (size_t j = 0; j < dim; ++j) sq += double(q[j]) * q[j];
-    const float norm = float(std::sqrt(sq));
-    scale = norm > 0 ? 1.0f / norm : 1.0f;
+    normalise(k, q, dim, out);
+    q = out;
   }
   double ip = 0, sq = 0;
   for (size_t j = 0; j < dim; ++j) {
-    const float x = metric == ExactMetric::kCosine ? q[j] * scale : q[j];
+    const float x = q[j];
     out[j] = x - mean[j];
     ip += double(x) * mean[j];
     sq += double(out[j]) * out[j];
@@ -47,7 +44,7 @@ int64_t prepare_queries(const Kernels& k, ExactMetric metric, const float* q, si
   parallel_for(nq, kRowsPerTask, threads, interrupted, [&](size_t b, size_t e) {
     std::vector<float> scratch(dim);
     for (size_t i = b; i < e; ++i) {
-      constant[i] = centre_row(metric, q + i * dim, dim, mean, out + i * dim);
+      constant[i] = centre_row(k, metric, q + i * dim, dim, mean, out + i * dim);
       if (rotation) rotation->forward(k, out + i * dim, out + i * dim, scratch.data());
     }
   });

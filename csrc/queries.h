@@ -11,7 +11,7 @@
 
 namespace tq {
 
-// For each of nq query rows (dim floats): divides it by its norm (kCosine; a zero row stays zero), subtracts mean,
+// For each of nq query rows (dim floats): normalises it (kCosine, exact.h's normalise), subtracts mean,
 // writes into constant[i] what the native score misses, <q, mean> (kIp, kCosine) or -||q - mean||^2 (kL2), and into
 // out the centred row, rotated by `rotation` unless it is null. The sums are taken in double. Returns the first
 // row holding NaN or Inf, or -1; out and constant are then unspecified.

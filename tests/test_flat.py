@@ -423,10 +423,11 @@ def test_centring_raises_recall_and_keeps_true_scores_off_centre(index_cls, metr
 
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
 def test_queries_are_prepared_as_their_scores_need_them(metric):
-    """_core.prepare_queries (every index's query path): the query normalised for cosine (a zero row stays zero),
-    centred and rotated, and the constant its scores miss, <q, mu> or -||q - mu||^2, rounded once from an exact sum;
-    the first row holding NaN or Inf is named."""
+    """_core.prepare_queries (every index's query path): the query normalised for cosine as exact re-ranking does (a
+    zero row stays zero), centred and rotated, and the constant its scores miss, <q, mu> or -||q - mu||^2, rounded
+    once from an exact sum; the first row holding NaN or Inf is named."""
     from tqsearch import _core
+    from tqsearch._index import exact_scores
     from tqsearch.rotation import FhtKacRotation
 
     rng = np.random.default_rng(3)
@@ -436,9 +437,9 @@ def test_queries_are_prepared_as_their_scores_need_them(metric):
     rotation = FhtKacRotation(48, seed=5)
     out, constant = np.empty_like(q), np.empty(7, dtype=np.float32)
     assert _core.prepare_queries(q, mean, metric, rotation.native, out, constant, 2) == -1
-    if metric == "cosine":
-        norms = np.sqrt(np.square(q.astype(np.float64)).sum(1, keepdims=True)).astype(np.float32)
-        q = q * (np.float32(1) / np.where(norms > 0, norms, np.float32(1)))
+    if metric == "cosine":  # as exact.h normalises: divided by the root of the canonical-order square sum
+        norms = np.sqrt(np.array([exact_scores(row, row[None], "ip")[0] for row in q]))[:, None]
+        q = q / np.where(norms > 0, norms, np.float32(1))
     centred = q - mean
     np.testing.assert_allclose(out, rotation.forward(centred), rtol=0, atol=1e-5)
     exact = -np.square(centred.astype(np.float64)).sum(1) if metric == "l2" else q.astype(np.float64) @ mean
