@@ -61,8 +61,12 @@ class TopK {
     int64_t id;
   };
   static constexpr size_t kHeapMax = 64;
-  // The heap keeps its worst entry on top (better as the "less" order).
-  static bool better(const Entry& a, const Entry& b) { return a.s > b.s || (a.s == b.s && a.id < b.id); }
+  // The heap keeps its worst entry on top (better as the "less" order). A function object, not a function: passed
+  // by pointer, the comparison was an out-of-line call in every heap step (8% of a SIFT5k 2-bit batch).
+  struct Better {
+    bool operator()(const Entry& a, const Entry& b) const { return a.s > b.s || (a.s == b.s && a.id < b.id); }
+  };
+  static constexpr Better better{};
   // Buffer mode: keeps the best k; the k-th becomes the threshold.
   void cut() {
     std::nth_element(entries_.begin(), entries_.begin() + (k_ - 1), entries_.end(), better);
