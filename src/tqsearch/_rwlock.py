@@ -21,7 +21,8 @@ class ReadWriteLock:
     """A writer-preferring reader/writer lock; the writer thread may re-enter, readers may nest."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # taken directly on the read path: `with` on the Condition costs more
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0  # threads holding the shared side (outermost acquisitions)
         self._writer: int | None = None  # ident of the thread holding the exclusive side
         self._depth = 0  # the writer's nested acquisitions
@@ -34,19 +35,20 @@ class ReadWriteLock:
 
     def _acquire_read(self) -> bool:
         """Take the shared side; returns whether this thread already held a side (then nothing is taken)."""
-        nested = self._writer == threading.get_ident() or getattr(self._local, "depth", 0) > 0
+        depth = getattr(self._local, "depth", 0)
+        nested = depth > 0 or self._writer == threading.get_ident()
         if not nested:
-            with self._cond:
+            with self._mutex:
                 while self._writer is not None or self._waiting:
                     self._cond.wait()
                 self._readers += 1
-        self._local.depth = getattr(self._local, "depth", 0) + 1
+        self._local.depth = depth + 1
         return nested
 
     def _release_read(self, nested: bool) -> None:
         self._local.depth -= 1
         if not nested:
-            with self._cond:
+            with self._mutex:
                 self._readers -= 1
                 if not self._readers and self._waiting:  # only writers wait while no writer holds the lock
                     self._cond.notify_all()
@@ -57,7 +59,7 @@ class ReadWriteLock:
         me = threading.get_ident()
         if getattr(self._local, "depth", 0) and self._writer != me:
             raise RuntimeError("a thread holding the read side cannot take the write side (deadlock)")
-        with self._cond:
+        with self._mutex:
             if self._writer != me:
                 self._waiting += 1
                 try:
@@ -70,7 +72,7 @@ class ReadWriteLock:
         try:
             yield
         finally:
-            with self._cond:
+            with self._mutex:
                 self._depth -= 1
                 if not self._depth:
                     self._writer = None
