@@ -55,6 +55,14 @@ def flat_search(s, queries=None, k=5, allowed=None, scores=None, slots=None, thr
     return scores, slots
 
 
+def flat_search_queries(s, queries=None, mean=None, metric="ip", rotation=None, k=5, ids=None, threads=1):
+    queries = f32(3, DIM) if queries is None else queries
+    mean = np.zeros(DIM, np.float32) if mean is None else mean
+    rotation = _core.Rotation.fht_kac(DIM, 0, 3) if rotation is None else rotation
+    ids = np.arange(N, dtype=np.int64) if ids is None else ids
+    return s.search_queries(queries, mean, metric, rotation, k, ids, threads)
+
+
 def graph_search(g, queries=None, k=5, ef=10, allowed=None, candidates=N, scores=None, slots=None, threads=1):
     queries = f32(3, DIM) if queries is None else queries
     nq = len(queries)
@@ -95,6 +103,13 @@ FLAT_VALUE_ERRORS = {
     "search short bitset": lambda s: flat_search(s, allowed=np.zeros(0, np.uint64)),
     "search threads -1": lambda s: flat_search(s, threads=-1),
     "search threads huge": lambda s: flat_search(s, threads=10**6),
+    "search_queries narrow queries": lambda s: flat_search_queries(s, queries=f32(3, DIM - 1)),
+    "search_queries mean length": lambda s: flat_search_queries(s, mean=f32(DIM + 1)),
+    "search_queries rotation dim": lambda s: flat_search_queries(s, rotation=_core.Rotation.fht_kac(DIM + 8, 0, 3)),
+    "search_queries unknown metric": lambda s: flat_search_queries(s, metric="dot"),
+    "search_queries k > size": lambda s: flat_search_queries(s, k=N + 1),
+    "search_queries short ids": lambda s: flat_search_queries(s, ids=np.arange(N - 1, dtype=np.int64)),
+    "search_queries threads -1": lambda s: flat_search_queries(s, threads=-1),
     "packed_rows narrow out": lambda s: s.packed_rows(np.arange(N, dtype=np.int64), np.empty((N, 1), np.uint8)),
     "packed_rows out rows": lambda s: s.packed_rows(np.arange(3, dtype=np.int64), np.empty((4, ROW), np.uint8)),
     "packed_rows slot -1": lambda s: s.packed_rows(np.array([0, -1]), np.empty((2, ROW), np.uint8)),
@@ -130,6 +145,12 @@ def test_flat_store_search_accepts_the_exact_bounds(bits):
     assert (slots >= 0).all() and (np.diff(scores, axis=1) <= 0).all()
     empty = flat_search(s, queries=np.empty((0, DIM), np.float32), k=0)
     assert empty[0].shape == (0, 0)
+    bad, got_scores, got_ids = flat_search_queries(s, k=N, ids=np.arange(100, 100 + N, dtype=np.int64))
+    assert bad == -1 and got_scores.shape == (3, N) and (np.sort(got_ids, axis=1) == np.arange(100, 100 + N)).all()
+    assert flat_search_queries(s, queries=np.empty((0, DIM), np.float32))[1].shape == (0, 5)
+    nan = f32(3, DIM)
+    nan[2, 1] = np.nan
+    assert flat_search_queries(s, queries=nan)[0] == 2
     out = np.empty((0, (DIM * bits + 7) // 8), np.uint8)
     s.packed_rows(np.empty(0, np.int64), out)
 

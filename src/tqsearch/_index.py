@@ -256,9 +256,7 @@ class CodeIndex:
         ValueError naming the first row with NaN or Inf."""
         out, constant = np.empty_like(q), np.empty(len(q), dtype=np.float32)
         rotation = self._codec.rotation.native if self._tiered is None else None  # tiers rotate per tier
-        bad = _core.prepare_queries(q, self._centre(), self.metric, rotation, out, constant, threads)
-        if bad >= 0:
-            raise ValueError(f"queries contains NaN or Inf (first at row {bad})")
+        check_prepared(_core.prepare_queries(q, self._centre(), self.metric, rotation, out, constant, threads))
         return ([out] if rotation is not None else self._tiered.rotate_queries(out, threads)), constant
 
     def _hits(self, scores: np.ndarray, slots: np.ndarray, constant: np.ndarray | None = None) -> np.ndarray:
@@ -599,6 +597,12 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     order = np.lexsort((ids, -scores), axis=1)[:, :k]
     top = np.take_along_axis(scores, order, 1)
     return top, np.where(np.isfinite(top), np.take_along_axis(ids, order, 1), -1)
+
+
+def check_prepared(bad: int) -> None:
+    """ValueError naming the first query row with NaN or Inf, as the native query preparation reports it (-1: none)."""
+    if bad >= 0:
+        raise ValueError(f"queries contains NaN or Inf (first at row {bad})")
 
 
 def _pad(arr: np.ndarray, k: int, fill: float) -> np.ndarray:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._index import CodeIndex
-from .params import SearchParams
+from ._index import CodeIndex, check_prepared
+from .params import DEFAULT_PARAMS, SearchParams
 from .quantizer import Codes
 
 __all__ = ["FlatIndex"]
@@ -62,6 +62,21 @@ class FlatIndex(CodeIndex):
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "
                 f"rerank={self.rerank!r}{', tiers=' + str(self.tiers) if self._tiered else ''})")
+
+    def search_checked(self, q: np.ndarray, k: int, filter: object = None, params: SearchParams = DEFAULT_PARAMS,
+                       threads: int | None = None, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CodeIndex.search_checked; without a filter, rescoring, tiers or a tail, one native call does it all."""
+        threads = self.threads if threads is None else threads
+        if filter is not None or tail or self._tiered is not None or self._rescore(params.rescore):
+            return super().search_checked(q, k, filter, params, threads, tail)
+        with self._lock.read():
+            k = min(k, len(self))
+            if not k:
+                return super().search_checked(q, k, filter, params, threads, tail)
+            bad, scores, found = self._store.search_queries(q, self._centre(), self.metric,
+                                                            self._codec.rotation.native, k, self._ids, threads)
+        check_prepared(bad)
+        return scores, found, scores[:, :0]
 
     # ------------------------------------------------------------------ store hooks
 
