@@ -35,9 +35,7 @@ class TopK {
       entries_.push_back({s, id});
       std::push_heap(entries_.begin(), entries_.end(), better);
     } else if (better({s, id}, entries_.front())) {
-      std::pop_heap(entries_.begin(), entries_.end(), better);
-      entries_.back() = {s, id};
-      std::push_heap(entries_.begin(), entries_.end(), better);
+      replace_worst({s, id});
     }
   }
 
@@ -67,6 +65,18 @@ class TopK {
     bool operator()(const Entry& a, const Entry& b) const { return a.s > b.s || (a.s == b.s && a.id < b.id); }
   };
   static constexpr Better better{};
+  // Heap mode: the worst entry (the top) replaced by e, sifted down: one pass where pop_heap + push_heap take two.
+  void replace_worst(Entry e) {
+    const size_t n = entries_.size();
+    size_t i = 0;
+    for (size_t c = 1; c < n; c = 2 * i + 1) {
+      if (c + 1 < n && better(entries_[c], entries_[c + 1])) ++c;  // the worse child
+      if (!better(e, entries_[c])) break;
+      entries_[i] = entries_[c];
+      i = c;
+    }
+    entries_[i] = e;
+  }
   // Buffer mode: keeps the best k; the k-th becomes the threshold.
   void cut() {
     std::nth_element(entries_.begin(), entries_.begin() + (k_ - 1), entries_.end(), better);
