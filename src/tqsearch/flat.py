@@ -67,14 +67,15 @@ class FlatIndex(CodeIndex):
                        threads: int | None = None, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CodeIndex.search_checked; without a filter, rescoring, tiers or a tail, one native call does it all."""
         threads = self.threads if threads is None else threads
-        if filter is not None or tail or self._tiered is not None or self._rescore(params.rescore):
-            return super().search_checked(q, k, filter, params, threads, tail)
+        if filter is not None or tail or self._tiered is not None or self.rerank is not None or params.rescore:
+            return super().search_checked(q, k, filter, params, threads, tail)  # (which rejects rescore here)
         with self._lock.read():
-            k = min(k, len(self))
+            store = self._store
+            k = min(k, store.size)  # the flat store holds exactly the live vectors
             if not k:
                 return super().search_checked(q, k, filter, params, threads, tail)
-            bad, scores, found = self._store.search_queries(q, self._centre(), self.metric,
-                                                            self._codec.rotation.native, k, self._ids, threads)
+            bad, scores, found = store.search_queries(q, self._centre(), self.metric, self._codec.rotation.native, k,
+                                                      self._ids, threads)
         check_prepared(bad)
         return scores, found, scores[:, :0]
 
