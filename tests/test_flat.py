@@ -249,6 +249,28 @@ def test_a_plain_search_matches_the_filtered_path(metric, bits):
         index.search(bad, 10)
 
 
+@pytest.mark.parametrize("cls", [FlatIndex, HNSWIndex])
+def test_an_id_filter_selects_what_its_mask_selects(cls):
+    """A filter of a few ids is looked up id by id (_allowed), a longer one matched against every stored id: either
+    must select exactly what a boolean mask over the same ids does, with repeated, absent, negative and removed ids."""
+    x, queries = _data(3000, 16), _data(5, 16, seed=1)
+    index = cls(16, 4)
+    index.add(x, ids=np.arange(10, 3010))
+    index.remove([15, 16, 2000])
+    live_ids = set(index.ids.tolist())
+    for wanted in ([15, 20, 20, 999, 5000, -3, 2000, 2500], list(range(10, 3010, 300)), list(range(10, 3010, 2))):
+        mask = np.zeros(6000, dtype=bool)
+        mask[[i for i in wanted if i >= 0]] = True
+        got, want = index.search(queries, 10, filter=np.array(wanted)), index.search(queries, 10, filter=mask)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+        live = set(wanted) & live_ids
+        assert set(got[1][got[1] >= 0].tolist()) <= live
+        assert index._allowed(np.array(wanted))[1] == len(live)  # the count a walk's fallback and k' rely on
+        if cls is FlatIndex:  # exhaustive: every allowed live id up to k
+            assert ((got[1] >= 0).sum(axis=1) == min(10, len(live))).all()
+
+
 def test_deletes_and_upserts_keep_results_exact():
     x, queries = _data(300, 32), _data(6, 32, seed=1)
     index = FlatIndex(32, 4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 MERGE_FLOOR = 4096  # changes kept in the dict before a merge is considered
+SMALL_BATCH = 64  # lookups up to this many keys read the dict key by key
 
 
 class IdMap:
@@ -19,6 +20,7 @@ class IdMap:
         self._keys = np.empty(0, dtype=np.int64)
         self._slots = np.empty(0, dtype=np.int32)
         self._delta: dict[int, int] = {}  # key -> slot (-1: removed from the base)
+        self._delta_arrays: tuple[np.ndarray, np.ndarray] | None = None  # _sorted_delta's copy (None: stale)
         self._count = 0
 
     def __len__(self) -> int:
@@ -28,8 +30,9 @@ class IdMap:
         return isinstance(key, (int, np.integer)) and self.get(np.array([key], dtype=np.int64))[0] >= 0
 
     def nbytes(self) -> int:
-        """Bytes held: the base arrays plus an estimate for the dict (about 100 bytes an entry)."""
-        return self._keys.nbytes + self._slots.nbytes + 100 * len(self._delta)
+        """Bytes held: the base arrays, an estimate for the dict (about 100 bytes an entry) and its sorted copy."""
+        cached = 0 if self._delta_arrays is None else sum(a.nbytes for a in self._delta_arrays)
+        return self._keys.nbytes + self._slots.nbytes + 100 * len(self._delta) + cached
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """The slot of each key (int64), -1 where absent."""
@@ -39,13 +42,30 @@ class IdMap:
             at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
             hit = self._keys[at] == keys
             out[hit] = self._slots[at[hit]]
-        if self._delta:
+        # Key by key while that is cheaper than (re)sorting the dict: a few keys, or fewer keys than the dict holds
+        # when its sorted copy is stale.
+        stale = self._delta_arrays is None
+        if self._delta and (keys.size <= SMALL_BATCH or (stale and keys.size < len(self._delta))):
             delta = self._delta
             for i, key in enumerate(keys.tolist()):
                 slot = delta.get(key)
                 if slot is not None:
                     out[i] = slot
+        elif self._delta:  # one binary search per key in the dict's sorted copy, not a Python step per key
+            dkeys, dslots = self._sorted_delta()
+            at = np.minimum(np.searchsorted(dkeys, keys), len(dkeys) - 1)
+            hit = dkeys[at] == keys
+            out[hit] = dslots[at[hit]]
         return out
+
+    def _sorted_delta(self) -> tuple[np.ndarray, np.ndarray]:
+        """The dict as (keys ascending, their slots), kept until the dict changes."""
+        if self._delta_arrays is None:
+            keys = np.fromiter(self._delta.keys(), dtype=np.int64, count=len(self._delta))
+            slots = np.fromiter(self._delta.values(), dtype=np.int64, count=len(self._delta))
+            order = np.argsort(keys)
+            self._delta_arrays = keys[order], slots[order]
+        return self._delta_arrays
 
     def set(self, keys: np.ndarray, slots: np.ndarray) -> None:
         """Insert or overwrite: keys[i] -> slots[i] (keys distinct, slots >= 0)."""
@@ -56,6 +76,7 @@ class IdMap:
             self._merge(keys, slots)
             return
         self._delta.update(zip(keys.tolist(), slots.tolist()))
+        self._delta_arrays = None
         self._maybe_merge()
 
     def discard(self, keys: np.ndarray) -> None:
@@ -64,6 +85,7 @@ class IdMap:
         present = keys[self.get(keys) >= 0]
         self._count -= len(present)
         self._delta.update(dict.fromkeys(present.tolist(), -1))
+        self._delta_arrays = None
         self._maybe_merge()
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
@@ -103,4 +125,5 @@ class IdMap:
         narrow = not len(slots) or int(slots.max()) < 2**31
         self._slots = slots[order].astype(np.int32 if narrow else np.int64)
         self._delta = {}
+        self._delta_arrays = None
         self._count = len(keys)

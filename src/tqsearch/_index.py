@@ -505,6 +505,9 @@ class CodeIndex:
         if f.dtype.kind in "iu" or f.size == 0:
             if f.ndim != 1:
                 raise ValueError(f"an id filter must be 1-D, got shape {f.shape}")
+            if f.size * 64 <= len(stored):  # a few ids: looked up, O(len(f) log n) (np.isin took ~250 us on 116k)
+                slots = self._slot_of.get(f.astype(np.int64))
+                return _bitset(np.sort(slots[slots >= 0]), len(stored))
             ok = np.isin(stored, f.astype(np.int64)) & (stored >= 0)
         else:
             raise TypeError(f"filter must be a boolean mask or an array of ids, got dtype {f.dtype}")
@@ -599,6 +602,14 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     order = np.lexsort((ids, -scores), axis=1)[:, :k]
     top = np.take_along_axis(scores, order, 1)
     return top, np.where(np.isfinite(top), np.take_along_axis(ids, order, 1), -1)
+
+
+def _bitset(slots: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """A filter bitset over n slots (one spare word, as every filter has) with the given slots (ascending, repeats
+    allowed) set, and how many distinct slots that is."""
+    words = np.zeros((n + 63) // 64 + 1, dtype=np.uint64)
+    np.bitwise_or.at(words, slots >> 6, np.left_shift(np.uint64(1), (slots & 63).astype(np.uint64)))
+    return words, len(slots) - int(np.count_nonzero(slots[1:] == slots[:-1]))
 
 
 def check_prepared(bad: int) -> None:
