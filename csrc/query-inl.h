@@ -18,8 +18,11 @@ void round_query(const float* q, size_t dim, int range, int32_t zero, float cent
   float qmax = 0;
   for (size_t j = 0; j < dim; ++j) qmax = std::max(qmax, std::fabs(q[j]));
   const float s = qmax > 0 ? float(range) / qmax : 0.0f;
+  // Rounds half to even as std::lrint does (default rounding mode), inline so the loop vectorises (lrint was a
+  // library call per dim, 7% of a SIFT5k 4-bit batch): adding and removing 1.5 * 2^23 rounds |x| < 2^22 to an integer.
+  const float magic = 12582912.0f;
   int32_t sum = 0;
-  for (size_t j = 0; j < dim; ++j) sum += out[pos(j)] = int8_t(std::lrint(q[j] * s));
+  for (size_t j = 0; j < dim; ++j) sum += out[pos(j)] = int8_t(int32_t((q[j] * s + magic) - magic));
   *unit = qmax > 0 ? centroid_unit / s : 0.0f;
   *offset = zero * sum;  // the tables store centroids shifted by +zero
 }
