@@ -216,9 +216,7 @@ class CodeIndex:
             model = self.relevance_model
             if not isinstance(model, relevance.RelevanceModel):
                 raise TypeError(f"relevance_model must be a RelevanceModel, got {type(model).__name__}")
-        plain = params is None and ef is None and rescore is None and exhaustive is None and rerank_factor is None
-        p = DEFAULT_PARAMS if plain else search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive,
-                                                       rerank_factor=rerank_factor)
+        p = search_params(params, ef=ef, rescore=rescore, exhaustive=exhaustive, rerank_factor=rerank_factor)
         q = as_matrix(queries, self.dim, "queries", finite=False)  # _prepare_queries reports NaN / Inf
         t = self.threads if threads is None else as_threads(threads)
         scores, found, tail_scores = self.search_checked(q, as_int(k, "k"), filter, p, t, model.tail if wants else 0)

@@ -36,11 +36,12 @@ class SearchParams:
 DEFAULT_PARAMS = SearchParams()
 
 
-def search_params(params: SearchParams | None, *, rerank_factor: int | None = None,
-                  **overrides: int | bool | None) -> SearchParams:
+def search_params(params: SearchParams | None, *, ef: int | None = None, rescore: int | None = None,
+                  exhaustive: bool | None = None, rerank_factor: int | None = None) -> SearchParams:
     """`params` (default SearchParams()) with the keyword overrides that are not None applied.
 
-    rerank_factor is the old name of rescore: still accepted, with a DeprecationWarning.
+    rerank_factor is the old name of rescore: still accepted, with a DeprecationWarning. Explicit keywords, and no
+    dict built when none is given: every search calls this (**overrides cost ~0.25 us of a ~10 us small search).
     """
     if params is None:
         params = DEFAULT_PARAMS
@@ -48,7 +49,9 @@ def search_params(params: SearchParams | None, *, rerank_factor: int | None = No
         raise TypeError(f"params must be a SearchParams, got {type(params).__name__}")
     if rerank_factor is not None:
         warnings.warn("rerank_factor is deprecated: use rescore", DeprecationWarning, stacklevel=3)
-        if overrides.get("rescore") is None:
-            overrides["rescore"] = rerank_factor
-    given = {name: value for name, value in overrides.items() if value is not None}
-    return replace(params, **given) if given else params
+        if rescore is None:
+            rescore = rerank_factor
+    if ef is None and rescore is None and exhaustive is None:
+        return params
+    given = {"ef": ef, "rescore": rescore, "exhaustive": exhaustive}
+    return replace(params, **{name: value for name, value in given.items() if value is not None})
