@@ -35,10 +35,13 @@ def _writer(index, rng: np.random.Generator, base: int, errors: list) -> None:
         errors.append(e)
 
 
-def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: threading.Event, seen: list,
-              errors: list, params: SearchParams) -> None:
-    """Scans the stable set (must equal `want`) and searches everything with `params` (must find each
-    query itself)."""
+FEW = np.arange(0, STABLE, 75)  # an id filter short enough to be looked up id by id (_allowed), not matched
+
+
+def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], want_few: tuple[np.ndarray, np.ndarray],
+              stop: threading.Event, seen: list, errors: list, params: SearchParams) -> None:
+    """Scans the stable set and a few of its ids (must equal `want` and `want_few`) and searches everything with
+    `params` (must find each query itself)."""
     try:
         stable = np.arange(STABLE)
         deadline = time.monotonic() + TIME_LIMIT
@@ -46,6 +49,9 @@ def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], stop: t
             scores, ids = index.search(x[:64], 10, filter=stable, params=SearchParams(exhaustive=True))
             np.testing.assert_allclose(scores, want[0], rtol=1e-6)
             assert np.isin(ids, stable).all()
+            scores, ids = index.search(x[:64], 10, filter=FEW, params=SearchParams(exhaustive=True))
+            np.testing.assert_array_equal(ids, want_few[1])
+            np.testing.assert_allclose(scores, want_few[0], rtol=1e-6)
             scores, ids = index.search(x[:64], 10, params=params)
             assert ((ids == np.arange(64)[:, None]).any(axis=1)).mean() >= 0.95
             assert (np.diff(scores, axis=1) <= 0).all() and (ids >= 0).all()
@@ -71,10 +77,13 @@ def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive):
     index.add(x)
     assert not adaptive or index.tiers is not None
     want = index.search(x[:64], 10, filter=np.arange(STABLE), params=SearchParams(exhaustive=True))
+    few_mask = np.isin(np.arange(STABLE), FEW)  # the other filter path gives the reference
+    want_few = index.search(x[:64], 10, filter=few_mask, params=SearchParams(exhaustive=True))
     stop, errors, seen = threading.Event(), [], []
     run_threads([threading.Thread(target=_writer, args=(index, np.random.default_rng(i), 10_000 + i * CHURN, errors))
           for i in range(2)],
-         [threading.Thread(target=_searcher, args=(index, x, want, stop, seen, errors, params)) for _ in range(3)],
+         [threading.Thread(target=_searcher, args=(index, x, want, want_few, stop, seen, errors, params))
+          for _ in range(3)],
          stop)
     assert not errors, errors[0]
     assert len(index) == STABLE and len(seen) >= 3
