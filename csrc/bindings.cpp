@@ -367,17 +367,19 @@ NB_MODULE(_core, m) {
       },
       "fd"_a, arr("rows"), arr("out"));
 
-  // A filter over slots from a boolean mask over ids (scorer.h); returns the allowed count.
+  // A filter over slots from a boolean mask over ids (Kernels::mask_bits); returns the allowed count.
   m.def(
       "bitset_from_mask",
-      [](const In<int64_t, Vec>& ids, const In<uint8_t, Vec>& mask, Out<uint64_t, Vec>& words) {
+      [](const In<int64_t, Vec>& ids, const In<uint8_t, Vec>& mask, Out<uint64_t, Vec>& words,
+         const std::string& simd) {
         const size_t n = ids.shape(0);
         TQ_CHECK(words.shape(0) >= (n + 63) / 64, "words holds " + str(words.shape(0)) + " words, expected at least " +
                                                       str((n + 63) / 64));
+        const tq::Kernels* k = pick(simd);
         nb::gil_scoped_release unlocked;
-        return tq::bitset_from_mask(ids.data(), n, mask.data(), mask.shape(0), words.data());
+        return k->mask_bits(ids.data(), n, mask.data(), mask.shape(0), words.data());
       },
-      arr("ids"), arr("mask"), arr("words"));
+      arr("ids"), arr("mask"), arr("words"), "simd"_a = "");
 
   // Exact re-ranking on original vectors (exact.h): the scores of rows against one query, and the best
   // `top` of each query's candidate rows read from a file of fixed-width rows (GIL released).

@@ -24,7 +24,7 @@
 // second table, round(range c / max|c|), so |q| <= range holds as for rounded queries.
 //
 // Filters are bitsets over slots, bit i of word i / 64; allowed() and allowed_bits() are the only tests,
-// bitset_from_mask() builds one from a mask over ids.
+// Kernels::mask_bits builds one from a mask over ids.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -47,22 +47,6 @@ inline bool allowed(const uint64_t* bitset, size_t slot) {
 inline uint64_t allowed_bits(const uint64_t* bitset, size_t first, size_t width) {
   const uint64_t all = width >= 64 ? ~uint64_t(0) : (uint64_t(1) << width) - 1;
   return bitset ? (bitset[first / 64] >> (first % 64)) & all : all;
-}
-
-// Fills words[0 .. ceil(n / 64)) with the filter over n slots given by a mask over ids: bit s is set when
-// slot s holds an id (ids[s] >= 0) below m whose mask byte is non-zero. Returns the number of bits set.
-inline size_t bitset_from_mask(const int64_t* ids, size_t n, const uint8_t* mask, size_t m, uint64_t* words) {
-  size_t count = 0;
-  for (size_t w = 0; w < (n + 63) / 64; ++w) {
-    uint64_t word = 0;
-    for (size_t i = 0, end = std::min<size_t>(64, n - w * 64); i < end; ++i) {
-      const uint64_t id = uint64_t(ids[w * 64 + i]);  // -1 (a free slot) wraps past every m
-      word |= uint64_t(id < m && mask[id] != 0) << i;
-    }
-    words[w] = word;
-    count += size_t(__builtin_popcountll(word));
-  }
-  return count;
 }
 
 // A query rounded for exact int8 scoring: score of a row = a * ((raw - offset) * unit) + b.

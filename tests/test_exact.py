@@ -120,16 +120,36 @@ def test_scores_are_the_same_bits_on_every_kernel_set() -> None:
     assert "scalar" in outputs and all(v == outputs["scalar"] for v in outputs.values())
 
 
-def test_bitset_from_mask_maps_ids_to_slots() -> None:
+def test_bitset_from_mask_maps_ids_to_slots(simd) -> None:
     rng = np.random.default_rng(1)
     ids = rng.permutation(200).astype(np.int64)
     ids[::7] = -1  # free slots
     ids[3] = 500  # an id past the mask
     mask = rng.random(300) < 0.3
     words = np.zeros(5, dtype=np.uint64)
-    count = _core.bitset_from_mask(ids, mask.view(np.uint8), words)
+    count = _core.bitset_from_mask(ids, mask.view(np.uint8), words, simd)
     want = np.zeros(320, dtype=bool)
     want[:200] = (ids >= 0) & (ids < 300) & mask[np.clip(ids, 0, 299)]
+    np.testing.assert_array_equal(np.unpackbits(words.view(np.uint8), bitorder="little").astype(bool), want)
+    assert count == int(want.sum())
+
+
+def test_bitset_from_mask_reads_runs_of_consecutive_ids_as_they_lie(simd) -> None:
+    """Words of 64 slots holding consecutive ids read their mask bytes directly (any non-zero byte allows); runs cut
+    by a free slot, a moved id, the mask's end or the last partial word are looked up id by id: every kernel set must
+    agree with the definition."""
+    rng = np.random.default_rng(2)
+    n = 64 * 9 + 17
+    ids = np.arange(1000, 1000 + n, dtype=np.int64)  # consecutive from an offset
+    ids[64 * 2 + 5] = -1  # a free slot
+    ids[64 * 3 + 63], ids[64 * 4] = ids[64 * 4], ids[64 * 3 + 63]  # a swap across two words
+    mask = rng.choice(np.array([0, 1, 2, 127, 128, 255], dtype=np.uint8), size=1000 + 64 * 8 + 30)
+    ids[64 * 5 : 64 * 6] = np.arange(len(mask) - 40, len(mask) + 24)  # a run that passes the mask's end
+    words = np.zeros((n + 63) // 64, dtype=np.uint64)
+    count = _core.bitset_from_mask(ids, mask, words, simd)
+    inside = (ids >= 0) & (ids < len(mask))
+    want = np.zeros(len(words) * 64, dtype=bool)
+    want[:n] = inside & (mask[np.where(inside, ids, 0)] != 0)
     np.testing.assert_array_equal(np.unpackbits(words.view(np.uint8), bitorder="little").astype(bool), want)
     assert count == int(want.sum())
 

@@ -103,6 +103,9 @@ struct Kernels {
   // sum over j < n of a[j] * b[j] for n a multiple of 64 and a[j] * |b[j]| <= 16383 (decoded tokens against an int8
   // query: u8 values and |q| <= 63, or value planes below 128 and |q| <= 127). Exact.
   int32_t (*dot_u8i8)(const uint8_t* a, const int8_t* b, size_t n);
+  // A filter over n slots from a boolean mask over m ids: bit i of words[i / 64] set when slot i holds an id (ids[i]
+  // >= 0) below m whose mask byte is non-zero; returns the bits set. Exact (simd/mask-inl.h).
+  size_t (*mask_bits)(const int64_t* ids, size_t n, const uint8_t* mask, size_t m, uint64_t* words);
 };
 
 // True when a table sets its name and every kernel but the optional rotate and encode. Each ISA TU
@@ -111,7 +114,7 @@ struct Kernels {
 constexpr bool complete(const Kernels& k) {
   return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
          k.dot_many && k.dot_i8_block && k.lut_block && k.lut_tables && k.lut_queries && k.lut_layout &&
-         k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_row8 && k.dot_u8i8;
+         k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_row8 && k.dot_u8i8 && k.mask_bits;
 }
 
 extern const Kernels kKernelsScalar;

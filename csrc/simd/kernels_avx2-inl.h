@@ -8,6 +8,7 @@
 
 #include "pack-inl.h"
 #include "simd/by_nq-inl.h"
+#include "simd/mask-inl.h"
 #include "simd/reduce-inl.h"
 #include "simd/score-inl.h"
 
@@ -509,6 +510,26 @@ inline int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
   r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4E));
   r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xB1));
   return _mm_cvtsi128_si32(r);
+}
+
+// mask_bits: four ids per compare against run[0] + i, 32 mask bytes per movemask.
+inline size_t mask_bits(const int64_t* ids, size_t n, const uint8_t* mask, size_t m, uint64_t* words) {
+  return mask_bits_with(ids, n, mask, m, words, [](const int64_t* run, const uint8_t* bytes, uint64_t* word) {
+    const __m256i first = _mm256_add_epi64(_mm256_set1_epi64x(run[0]), _mm256_set_epi64x(3, 2, 1, 0));
+    __m256i same = _mm256_set1_epi64x(-1);
+    for (size_t i = 0; i < 64; i += 4) {
+      const __m256i want = _mm256_add_epi64(first, _mm256_set1_epi64x(int64_t(i)));
+      same = _mm256_and_si256(same, _mm256_cmpeq_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(run + i)),
+                                                        want));
+    }
+    if (_mm256_movemask_epi8(same) != -1) return false;
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t i = 0; i < 64; i += 32) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + i));
+      *word |= uint64_t(~uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, zero)))) << i;
+    }
+    return true;
+  });
 }
 
 // BMI2: eight one-byte indices <-> 8*bits packed bits in one pext/pdep (the layout of pack-inl.h).

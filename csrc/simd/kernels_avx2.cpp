@@ -29,6 +29,7 @@ constexpr Kernels kKernelsAVX2 = {
     .dot_row4 = avx2::dot_row4,
     .dot_row8 = avx2::dot_row8,
     .dot_u8i8 = avx2::dot_u8i8,
+    .mask_bits = avx2::mask_bits,
 };
 static_assert(complete(kKernelsAVX2), "the AVX2 kernel table is incomplete");
 

@@ -668,6 +668,21 @@ int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const uint8_
   return _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(acc_high, 7), acc_low));
 }
 
+// mask_bits: eight ids per compare against run[0] + i, 64 mask bytes per vptestmb.
+size_t mask_bits(const int64_t* ids, size_t n, const uint8_t* mask, size_t m, uint64_t* words) {
+  return mask_bits_with(ids, n, mask, m, words, [](const int64_t* run, const uint8_t* bytes, uint64_t* word) {
+    const __m512i first = _mm512_add_epi64(_mm512_set1_epi64(run[0]), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    __mmask8 differ = 0;
+    for (size_t i = 0; i < 64; i += 8)
+      differ |= _mm512_cmpneq_epi64_mask(_mm512_loadu_si512(run + i),
+                                         _mm512_add_epi64(first, _mm512_set1_epi64(int64_t(i))));
+    if (differ) return false;
+    const __m512i b = _mm512_loadu_si512(bytes);
+    *word = _mm512_test_epi8_mask(b, b);
+    return true;
+  });
+}
+
 int32_t dot_u8i8(const uint8_t* a, const int8_t* b, size_t n) {
   __m512i acc = _mm512_setzero_si512();
   for (size_t j = 0; j < n; j += 64)
@@ -702,6 +717,7 @@ constexpr Kernels kKernelsAVX512 = {
     .dot_row4 = avx512::dot_row4,
     .dot_row8 = avx512::dot_row8,
     .dot_u8i8 = avx512::dot_u8i8,
+    .mask_bits = avx512::mask_bits,
 };
 static_assert(complete(kKernelsAVX512), "the AVX-512 kernel table is incomplete");
 

@@ -1,11 +1,13 @@
 // Reference kernels: plain loops, the definition every SIMD table must reproduce.
 #include <cmath>
+#include <cstring>
 
 #include "pack-inl.h"
 #include "simd/reduce-inl.h"
 #include "simd/score-inl.h"
 #include "simd/kernels.h"
 #include "simd/lut-inl.h"
+#include "simd/mask-inl.h"
 
 namespace tq {
 namespace {
@@ -177,6 +179,25 @@ int32_t dot_u8i8_scalar(const uint8_t* a, const int8_t* b, size_t n) {
   return s;
 }
 
+// Eight bytes' non-zero flags as bits 0..7 (no carry crosses a byte: 0x7f + 0x7f < 0x100).
+uint64_t nonzero_bytes(const uint8_t* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  constexpr uint64_t low7 = 0x7F7F7F7F7F7F7F7FULL, high = 0x8080808080808080ULL;
+  const uint64_t flags = (((x & low7) + low7) | x) & high;  // bit 8k + 7: byte k is non-zero
+  return ((flags >> 7) * 0x0102040810204080ULL) >> 56;     // gathered into bits 0..7
+}
+
+size_t mask_bits_scalar(const int64_t* ids, size_t n, const uint8_t* mask, size_t m, uint64_t* words) {
+  return mask_bits_with(ids, n, mask, m, words, [](const int64_t* run, const uint8_t* bytes, uint64_t* word) {
+    int64_t off = 0;  // one pass without branches
+    for (size_t i = 0; i < 64; ++i) off |= run[i] ^ (run[0] + int64_t(i));
+    if (off) return false;
+    for (size_t i = 0; i < 64; i += 8) *word |= nonzero_bytes(bytes + i) << i;
+    return true;
+  });
+}
+
 }  // namespace
 
 constexpr Kernels kKernelsScalar = {
@@ -203,6 +224,7 @@ constexpr Kernels kKernelsScalar = {
     .dot_row4 = dot_row4_scalar,
     .dot_row8 = dot_row8_scalar,
     .dot_u8i8 = dot_u8i8_scalar,
+    .mask_bits = mask_bits_scalar,
 };
 static_assert(complete(kKernelsScalar), "the scalar kernel table is incomplete");
 
