@@ -407,8 +407,9 @@ inline uint32_t floor_mask(__m512i sum, const int32_t* floor) {
 }
 
 // How far ahead a one-query pass prefetches its codes (a batch re-reads a tile from L2 and needs none). Measured on
-// WordNet (Zen 4, one core): 4-bit blocks gain ~25% at 16-32 KB, 1-2 bit passes ~15% at 8 KB (less either side).
-constexpr size_t kAheadI8 = 32768, kAheadLut = 8192;
+// WordNet (Zen 4, one core): 4-bit blocks gain ~25% at 16-32 KB, 1-2 bit passes ~15% at 8 KB (less either side); on
+// Zen 5, 16 KB against 32 KB: WordNet 4-bit one query -9%, MNIST10k -14%, 8-bit and 1-2 bit passes unchanged.
+constexpr size_t kAheadI8 = 16384, kAheadLut = 8192;
 
 // Stores a 16-vector block's sums for NQ queries (query t's at out + 16 t) and their lanes over floors.
 template <int NQ>
