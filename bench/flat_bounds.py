@@ -28,15 +28,17 @@ CODE_BYTES = {2: 96, 4: 192}  # bytes of codes per vector at 384 dims
 
 
 READING = (
-    "How to read it: past 32,768 rows the cost per vector stays flat or falls in every row but avx2's one-query "
-    "4-bit (+10-20% over runs); the small sizes cost more because the top-k's floor starts low and early blocks score "
-    "more lanes. These figures bound issue 18's speed targets for any whole-index scan. Batch, 4 bits: a (query, "
+    "How to read it: past 32,768 rows the cost per vector stays flat or falls in every row (avx2's one-query 4-bit rose "
+    "10-20% there until its codes were prefetched 16 KB ahead); the small sizes cost more because the top-k's floor "
+    "starts low and early blocks score more lanes. These figures bound issue 18's speed targets for any whole-index scan. Batch, 4 bits: a (query, "
     "vector) pair is 384 u8 x s8 products, six 64-wide vpdpbusd; at two per cycle (Zen 5, checked here with a "
     "register-only loop at ~4.4 GHz) that is 0.68 ns, so no 4-bit whole scan of WordNet passes ~12,600 QPS on one "
     "core, against the 18,000-19,000 that 1.6x turbovec's staged search (11,100-12,000 in this session's runs) asks "
     "for; ours runs at about 1.0 ns. One query at a time: 1.6x turbovec at 4 bits (6,200-6,700 QPS here) leaves "
     "~80 us per query after the fixed cost, in which a whole scan would read 22.4 MB of codes: ~270 GB/s, over four "
-    "times what the avx512 row streams (~60 GB/s); 1.3x at 2 bits needs 95-105 GB/s against ~70. Both need a scan "
+    "times what the avx512 row streams (~60-65 GB/s); 1.3x at 2 bits needs 95-105 GB/s against ~70, and the one-query "
+    "2-bit kernel is near its own bound too: ~3.6 cycles per (block, 64-byte chunk) from L3, 2.7 from L2, against "
+    "~3 if its 8 vpermb, 4 vpdpbusd, 8 vpternlog and 4 shifts per four block-chunks share two pipes. Both need a scan "
     "that reads fewer bytes per vector, as turbovec's staged search does (its first pass reads each vector's 48 B "
     "sign plane; the staged-scan section below shows what such a first pass costs with our kernels).")
 
