@@ -28,10 +28,11 @@ CODE_BYTES = {2: 96, 4: 192}  # bytes of codes per vector at 384 dims
 
 
 READING = (
-    "How to read it: past 32,768 rows the cost per vector stays flat or falls in every row (avx2's one-query 4-bit rose "
-    "10-20% there until its codes were prefetched 16 KB ahead); the small sizes cost more because the top-k's floor "
-    "starts low and early blocks score more lanes. These figures bound issue 18's speed targets for any whole-index scan. Batch, 4 bits: a (query, "
-    "vector) pair is 384 u8 x s8 products, six 64-wide vpdpbusd; at two per cycle (Zen 5, checked here with a "
+    "How to read it: past 32,768 rows the cost per vector stays flat or falls in every row (avx2's one-query "
+    "4-bit rose 10-20% there until its codes were prefetched 16 KB ahead); the small sizes cost more because the "
+    "top-k's floor starts low and early blocks score more lanes. These figures bound issue 18's speed targets for any "
+    "whole-index scan. Batch, 4 bits: a (query, vector) pair is 384 u8 x s8 products, six 64-wide vpdpbusd; at two "
+    "per cycle (Zen 5, checked here with a "
     "register-only loop at ~4.4 GHz) that is 0.68 ns, so no 4-bit whole scan of WordNet passes ~12,600 QPS on one "
     "core, against the 18,000-19,000 that 1.6x turbovec's staged search (11,100-12,000 in this session's runs) asks "
     "for; ours runs at about 1.0 ns. One query at a time: 1.6x turbovec at 4 bits (6,200-6,700 QPS here) leaves "
