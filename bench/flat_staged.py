@@ -110,7 +110,7 @@ def markdown(rows: list[dict[str, Any]], n: int, dim: int) -> str:
               "score lets far more lanes past the kernels' floors than a 10th): with K' = 100 the first pass alone "
               "is at about 0.9-1.15x turbovec (batch) on AVX-512, below issue 18's targets (2 bits >= 1.3x, 4 bits "
               ">= 1.6x) before any re-scoring. The avx2 rows run beside turbovec's VNNI "
-              "kernels on this machine (flat-speed's no-VNNI column is its nearest to an AVX2-only CPU). A 2-bit "
+              "kernels on this machine (flat-speed's avx2 column runs turbovec's AVX2 kernels). A 2-bit "
               "first pass for 4-bit codes needs fewer candidates (K' = 50 matches the whole scan's recall) but costs "
               "more than the 1-bit pass with 100 (0.73x vs 0.94x turbovec, batch, AVX-512), so the sign plane is "
               "the better first pass, as turbovec has it. A staged scan that leads needs a first pass cheaper than "
