@@ -382,96 +382,147 @@ inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i od
   }
 }
 
-// One query's table lookups of a 64-byte chunk, as asm text: nibbles ymm8, ymm9 of its first 32 bytes and ymm10,
-// ymm11 of the rest (the same vectors, other sub-quantizers) look up tables T0 and T1; the two halves' lookups (<= 127
-// each) add as bytes; then the `all` sums add whole words (even byte + 256 * odd byte, mod 2^16) and the `odd` sums
-// the odd bytes, so the even sums are all - (odd << 8) (FAISS fast-scan).
-#define TQ_LUT_ADD(T0, T1, AL, OL, AH, OH) \
-  "vmovdqu " T0 ", %%ymm12\n\t"            \
-  "vpshufb %%ymm8, %%ymm12, %%ymm13\n\t"   \
-  "vpshufb %%ymm9, %%ymm12, %%ymm14\n\t"   \
-  "vmovdqu " T1 ", %%ymm12\n\t"            \
-  "vpshufb %%ymm10, %%ymm12, %%ymm15\n\t"  \
-  "vpaddb %%ymm15, %%ymm13, %%ymm13\n\t"   \
-  "vpshufb %%ymm11, %%ymm12, %%ymm15\n\t"  \
-  "vpaddb %%ymm15, %%ymm14, %%ymm14\n\t"   \
-  "vpaddw %%ymm13, " AL ", " AL "\n\t"     \
-  "vpsrlw $8, %%ymm13, %%ymm13\n\t"        \
-  "vpaddw %%ymm13, " OL ", " OL "\n\t"     \
-  "vpaddw %%ymm14, " AH ", " AH "\n\t"     \
-  "vpsrlw $8, %%ymm14, %%ymm14\n\t"        \
-  "vpaddw %%ymm14, " OH ", " OH "\n\t"
+// The nibbles of chunks [c0, c1) of a block, split once for all the queries of a pass: per chunk the low and high
+// nibbles of its first 32 bytes, then of the rest (the same vectors, other sub-quantizers).
+inline void lut_nibbles(const uint8_t* block, size_t c0, size_t c1, __m256i* nib) {
+  const __m256i low = _mm256_set1_epi8(15);
+  for (size_t c = c0; c < c1; ++c)
+    for (size_t h = 0; h < 2; ++h) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + c * 64 + h * 32));
+      nib[4 * (c - c0) + 2 * h] = _mm256_and_si256(x, low);
+      nib[4 * (c - c0) + 2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+    }
+}
 
-// The nibbles of a 64-byte chunk at %[x0], %[x1] into ymm8 (low, first 32 bytes), ymm9 (high), ymm10, ymm11.
+// One query's table lookups of a chunk, as asm text: the chunk's nibble vectors N0-N3 (as lut_nibbles orders them)
+// look up the tables at T0 (for N0, N1) and T1; the two halves' lookups (<= 127 each) add as bytes; then the `all`
+// sums add whole words (even byte + 256 * odd byte, mod 2^16) and the `odd` sums the odd bytes, so the even sums are
+// all - (odd << 8) (FAISS fast-scan). Temporaries: ymm12-15.
+#define TQ_LUT_ADD(T0, T1, AL, OL, AH, OH, N0, N1, N2, N3) \
+  "vmovdqu " T0 ", %%ymm12\n\t"                            \
+  "vpshufb " N0 ", %%ymm12, %%ymm13\n\t"                   \
+  "vpshufb " N1 ", %%ymm12, %%ymm14\n\t"                   \
+  "vmovdqu " T1 ", %%ymm12\n\t"                            \
+  "vpshufb " N2 ", %%ymm12, %%ymm15\n\t"                   \
+  "vpaddb %%ymm15, %%ymm13, %%ymm13\n\t"                   \
+  "vpshufb " N3 ", %%ymm12, %%ymm15\n\t"                   \
+  "vpaddb %%ymm15, %%ymm14, %%ymm14\n\t"                   \
+  "vpaddw %%ymm13, " AL ", " AL "\n\t"                     \
+  "vpsrlw $8, %%ymm13, %%ymm13\n\t"                        \
+  "vpaddw %%ymm13, " OL ", " OL "\n\t"                     \
+  "vpaddw %%ymm14, " AH ", " AH "\n\t"                     \
+  "vpsrlw $8, %%ymm14, %%ymm14\n\t"                        \
+  "vpaddw %%ymm14, " OH ", " OH "\n\t"
+// Query t's tables at %[tab] + t * %[stride] (t < 3) and sums s[4t..4t+4), then the four nibble operands.
+#define TQ_LUT_Q(T, A, B, C, D, ...) TQ_LUT_ADD("(%[tab]" T ")", "32(%[tab]" T ")", A, B, C, D, __VA_ARGS__)
+#define TQ_LUT_Q0(...) TQ_LUT_Q("", "%[s0]", "%[s1]", "%[s2]", "%[s3]", __VA_ARGS__)
+#define TQ_LUT_Q1(...) TQ_LUT_Q(",%[stride]", "%[s4]", "%[s5]", "%[s6]", "%[s7]", __VA_ARGS__)
+#define TQ_LUT_Q2(...) TQ_LUT_Q(",%[stride],2", "%[s8]", "%[s9]", "%[s10]", "%[s11]", __VA_ARGS__)
+#define TQ_IN_REGS "%%ymm8", "%%ymm9", "%%ymm10", "%%ymm11"
+#define TQ_IN_MEMORY "(%[nib])", "32(%[nib])", "64(%[nib])", "96(%[nib])"
+// The nibbles of the chunk at %[x] into ymm8-11, the mask read from %[low].
 #define TQ_NIBBLES                     \
-  "vmovdqu %[x0], %%ymm8\n\t"          \
+  "vmovdqu %[x], %%ymm8\n\t"           \
   "vpsrlw $4, %%ymm8, %%ymm9\n\t"      \
   "vpand %[low], %%ymm8, %%ymm8\n\t"   \
   "vpand %[low], %%ymm9, %%ymm9\n\t"   \
-  "vmovdqu %[x1], %%ymm10\n\t"         \
+  "vmovdqu 32+%[x], %%ymm10\n\t"       \
   "vpsrlw $4, %%ymm10, %%ymm11\n\t"    \
   "vpand %[low], %%ymm10, %%ymm10\n\t" \
   "vpand %[low], %%ymm11, %%ymm11\n\t"
-#define TQ_LUT_TEMPS "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+#define TQ_SUMS4(a, b, c, d) [s##a] "+x"(s[a]), [s##b] "+x"(s[b]), [s##c] "+x"(s[c]), [s##d] "+x"(s[d])
+#define TQ_TABLES [tab] "r"(table), [stride] "r"(stride)
+#define TQ_TEMPS "xmm12", "xmm13", "xmm14", "xmm15"
+#define TQ_TEMPS_AND_NIBBLES "xmm8", "xmm9", "xmm10", "xmm11", TQ_TEMPS
 
-// Adds a chunk's lookups for one query (sums s[0..4)) or two (s[4..8) the second's, tables `stride` bytes on). One
-// asm statement holds the whole chunk: two queries' 8 sums (in any of ymm0-7), the 4 nibble vectors and 4 temporaries
-// (ymm8-15, clobbered, as naming them would pass asm's limit of 30 operands) fill the 16 ymm registers exactly, with
-// the nibble mask read from memory. As intrinsics (or one asm per query) GCC kept the mask in a register and spilled
-// two sums, a store-to-load round trip on each chunk's chain: WordNet 2-bit batch +14% without (Zen 5, avx2 forced).
-template <int NQ>
-inline void lut_chunk(__m256i (&s)[8], const uint8_t* chunk, const uint8_t* table, size_t stride) {
+using LutChunk = uint8_t[64];
+using LutSplit = __m256i[4];
+
+// Adds one chunk's lookups for NQ queries (tables `stride` bytes apart) to their sums, four per query, in one asm
+// statement. With the nibbles split here (NQ <= 2: `chunk` holds the codes), two queries' 8 sums, the nibbles (ymm8-11)
+// and 4 temporaries (ymm12-15) fill the 16 ymm registers, the nibble mask read from memory; with them split by
+// lut_nibbles (`chunk` holds them), three queries' 12 sums fit. As intrinsics GCC spilled sums to the stack, a
+// store-to-load round trip on each chunk's chain. Temporaries are named registers, as naming them as operands would
+// pass asm's limit of 30.
+template <int NQ, bool kSplit>
+inline void lut_chunk(__m256i (&s)[12], const void* chunk, const uint8_t* table, size_t stride) {
   alignas(32) static constexpr uint8_t kLow[32] = {15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
                                                    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15};
-  const auto* m = reinterpret_cast<const __m256i*>(chunk);
-  const auto* t = reinterpret_cast<const __m256i*>(table);
-  const auto* u = reinterpret_cast<const __m256i*>(table + stride);
-  if constexpr (NQ == 1) {
-    asm(TQ_NIBBLES TQ_LUT_ADD("%[t0]", "%[t1]", "%[s0]", "%[s1]", "%[s2]", "%[s3]")
-        : [s0] "+x"(s[0]), [s1] "+x"(s[1]), [s2] "+x"(s[2]), [s3] "+x"(s[3])
-        : [x0] "m"(m[0]), [x1] "m"(m[1]), [low] "m"(*reinterpret_cast<const __m256i*>(kLow)), [t0] "m"(t[0]),
-          [t1] "m"(t[1])
-        : TQ_LUT_TEMPS);
-  } else {
-    static_assert(NQ == 2, "two queries fill the 16 ymm registers");
-    asm(TQ_NIBBLES TQ_LUT_ADD("%[t0]", "%[t1]", "%[s0]", "%[s1]", "%[s2]", "%[s3]")
-            TQ_LUT_ADD("%[u0]", "%[u1]", "%[s4]", "%[s5]", "%[s6]", "%[s7]")
-        : [s0] "+x"(s[0]), [s1] "+x"(s[1]), [s2] "+x"(s[2]), [s3] "+x"(s[3]), [s4] "+x"(s[4]), [s5] "+x"(s[5]),
-          [s6] "+x"(s[6]), [s7] "+x"(s[7])
-        : [x0] "m"(m[0]), [x1] "m"(m[1]), [low] "m"(*reinterpret_cast<const __m256i*>(kLow)), [t0] "m"(t[0]),
-          [t1] "m"(t[1]), [u0] "m"(u[0]), [u1] "m"(u[1])
-        : TQ_LUT_TEMPS);
-  }
+  const auto& low = *reinterpret_cast<const __m256i*>(kLow);
+  const auto& codes = *static_cast<const LutChunk*>(chunk);
+  const auto& nib = *static_cast<const LutSplit*>(chunk);
+  if constexpr (!kSplit && NQ == 1)
+    asm(TQ_NIBBLES TQ_LUT_Q0(TQ_IN_REGS)
+        : TQ_SUMS4(0, 1, 2, 3)
+        : [x] "m"(codes), [low] "m"(low), TQ_TABLES
+        : TQ_TEMPS_AND_NIBBLES);
+  else if constexpr (!kSplit && NQ == 2)
+    asm(TQ_NIBBLES TQ_LUT_Q0(TQ_IN_REGS) TQ_LUT_Q1(TQ_IN_REGS)
+        : TQ_SUMS4(0, 1, 2, 3), TQ_SUMS4(4, 5, 6, 7)
+        : [x] "m"(codes), [low] "m"(low), TQ_TABLES
+        : TQ_TEMPS_AND_NIBBLES);
+  else if constexpr (NQ == 1)
+    asm(TQ_LUT_Q0(TQ_IN_MEMORY) : TQ_SUMS4(0, 1, 2, 3) : [nib] "r"(nib), "m"(nib), TQ_TABLES : TQ_TEMPS);
+  else if constexpr (NQ == 2)
+    asm(TQ_LUT_Q0(TQ_IN_MEMORY) TQ_LUT_Q1(TQ_IN_MEMORY)
+        : TQ_SUMS4(0, 1, 2, 3), TQ_SUMS4(4, 5, 6, 7)
+        : [nib] "r"(nib), "m"(nib), TQ_TABLES
+        : TQ_TEMPS);
+  else
+    asm(TQ_LUT_Q0(TQ_IN_MEMORY) TQ_LUT_Q1(TQ_IN_MEMORY) TQ_LUT_Q2(TQ_IN_MEMORY)
+        : TQ_SUMS4(0, 1, 2, 3), TQ_SUMS4(4, 5, 6, 7), TQ_SUMS4(8, 9, 10, 11)
+        : [nib] "r"(nib), "m"(nib), TQ_TABLES
+        : TQ_TEMPS);
 }
-#undef TQ_NIBBLES
-#undef TQ_LUT_TEMPS
 #undef TQ_LUT_ADD
+#undef TQ_LUT_Q
+#undef TQ_LUT_Q0
+#undef TQ_LUT_Q1
+#undef TQ_LUT_Q2
+#undef TQ_IN_REGS
+#undef TQ_IN_MEMORY
+#undef TQ_NIBBLES
+#undef TQ_SUMS4
+#undef TQ_TABLES
+#undef TQ_TEMPS
+#undef TQ_TEMPS_AND_NIBBLES
 
-// kLut block for one or two queries sharing each load and nibble split of the codes. 128 adds of <= 254 stay below
-// 2^16, so the u16 sums are widened every 128 chunks (one add per chunk).
-template <int NQ>
-inline void lut_block_nq(const uint8_t* block, size_t chunks, const uint8_t* luts, size_t stride, uint32_t* out) {
-  constexpr size_t kWiden = 128;
-  std::fill(out, out + NQ * 32, 0u);
-  for (size_t c0 = 0; c0 < chunks; c0 += kWiden) {
-    __m256i s[8];  // per query: all_lo, odd_lo, all_hi, odd_hi
-    for (auto& v : s) v = _mm256_setzero_si256();
-    const size_t c1 = std::min(chunks, c0 + kWiden);
-    for (size_t i = c0 * 64; i < c1 * 64; i += 64) lut_chunk<NQ>(s, block + i, luts + i, stride);
-    for (int t = 0; t < NQ; ++t) lut_widen(s[4 * t], s[4 * t + 1], s[4 * t + 2], s[4 * t + 3], out + 32 * t);
-  }
+// Adds the lookups of chunks [0, n) (n <= 128, so the u16 sums of adds <= 254 cannot wrap) for NQ queries to their
+// u32 sums at out + 32 t. `chunks` holds the codes (64 bytes a chunk), or with kSplit their nibbles (128 bytes).
+template <int NQ, bool kSplit>
+inline void lut_run(const uint8_t* chunks, size_t n, const uint8_t* luts, size_t stride, uint32_t* out) {
+  constexpr size_t kBytes = kSplit ? sizeof(LutSplit) : sizeof(LutChunk);
+  __m256i s[12];  // per query: all_lo, odd_lo, all_hi, odd_hi
+  for (auto& v : s) v = _mm256_setzero_si256();
+  for (size_t c = 0; c < n; ++c) lut_chunk<NQ, kSplit>(s, chunks + c * kBytes, luts + c * 64, stride);
+  for (int t = 0; t < NQ; ++t) lut_widen(s[4 * t], s[4 * t + 1], s[4 * t + 2], s[4 * t + 3], out + 32 * t);
 }
 
-// Two queries per pass keep the 8 u16 accumulators and the shared nibbles within the 16 ymm registers. Reads
-// lut layout 1 (flat.h), whose 128-bit lanes are one sub-quantizer each, as vpshufb's per-lane tables need.
+// lut_run over runs of up to 128 chunks. One or two queries split the nibbles in registers as they go; three or more
+// split each run once into a buffer (on L1) and share it three at a time (Zen 5, WordNet 2-bit batch +11%, 1-bit
+// +18%; for one query the buffer cost 20%). Reads lut layout 1 (flat.h), whose 128-bit lanes are one sub-quantizer
+// each, as vpshufb's per-lane tables need.
 inline void lut_block(const uint8_t* blocks, size_t nblocks, size_t chunks, const uint8_t* luts, size_t stride,
                       size_t nq, const int32_t* floors, uint32_t* out, uint32_t* lanes) {
+  constexpr size_t kRun = 128;
+  alignas(32) LutSplit nib[kRun];
+  const uint8_t* split = reinterpret_cast<const uint8_t*>(nib);
   for (size_t b = 0; b < nblocks; ++b) {
     const uint8_t* block = blocks + b * chunks * 64;
     uint32_t* o = out + b * nq * 32;
-    size_t t = 0;
-    for (; t + 2 <= nq; t += 2) lut_block_nq<2>(block, chunks, luts + t * stride, stride, o + t * 32);
-    if (t < nq) lut_block_nq<1>(block, chunks, luts + t * stride, stride, o + t * 32);
+    std::fill(o, o + nq * 32, 0u);
+    for (size_t c0 = 0; c0 < chunks; c0 += kRun) {
+      const size_t n = std::min(chunks, c0 + kRun) - c0;
+      const uint8_t* l = luts + c0 * 64;
+      if (nq == 1) lut_run<1, false>(block + c0 * 64, n, l, stride, o);
+      if (nq == 2) lut_run<2, false>(block + c0 * 64, n, l, stride, o);
+      if (nq < 3) continue;
+      lut_nibbles(block, c0, c0 + n, &nib[0][0]);
+      size_t t = 0;
+      for (; t + 3 <= nq; t += 3) lut_run<3, true>(split, n, l + t * stride, stride, o + t * 32);
+      if (nq - t == 1) lut_run<1, true>(split, n, l + t * stride, stride, o + t * 32);
+      if (nq - t == 2) lut_run<2, true>(split, n, l + t * stride, stride, o + t * 32);
+    }
     floor_lanes8(reinterpret_cast<const int32_t*>(o), 32, nq, floors, lanes + b * nq);
   }
 }
