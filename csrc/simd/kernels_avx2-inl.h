@@ -420,13 +420,13 @@ inline void lut_nibbles(const uint8_t* block, size_t c0, size_t c1, __m256i* nib
 #define TQ_LUT_Q2(...) TQ_LUT_Q(",%[stride],2", "%[s8]", "%[s9]", "%[s10]", "%[s11]", __VA_ARGS__)
 #define TQ_IN_REGS "%%ymm8", "%%ymm9", "%%ymm10", "%%ymm11"
 #define TQ_IN_MEMORY "(%[nib])", "32(%[nib])", "64(%[nib])", "96(%[nib])"
-// The nibbles of the chunk at %[x] into ymm8-11, the mask read from %[low].
+// The nibbles of the chunk at %[x0] (32 bytes) and %[x1] (the rest) into ymm8-11, the mask read from %[low].
 #define TQ_NIBBLES                     \
-  "vmovdqu %[x], %%ymm8\n\t"           \
+  "vmovdqu %[x0], %%ymm8\n\t"          \
   "vpsrlw $4, %%ymm8, %%ymm9\n\t"      \
   "vpand %[low], %%ymm8, %%ymm8\n\t"   \
   "vpand %[low], %%ymm9, %%ymm9\n\t"   \
-  "vmovdqu 32+%[x], %%ymm10\n\t"       \
+  "vmovdqu %[x1], %%ymm10\n\t"         \
   "vpsrlw $4, %%ymm10, %%ymm11\n\t"    \
   "vpand %[low], %%ymm10, %%ymm10\n\t" \
   "vpand %[low], %%ymm11, %%ymm11\n\t"
@@ -435,7 +435,7 @@ inline void lut_nibbles(const uint8_t* block, size_t c0, size_t c1, __m256i* nib
 #define TQ_TEMPS "xmm12", "xmm13", "xmm14", "xmm15"
 #define TQ_TEMPS_AND_NIBBLES "xmm8", "xmm9", "xmm10", "xmm11", TQ_TEMPS
 
-using LutChunk = uint8_t[64];
+using LutChunk = __m256i[2];
 using LutSplit = __m256i[4];
 
 // Adds one chunk's lookups for NQ queries (tables `stride` bytes apart) to their sums, four per query, in one asm
@@ -454,12 +454,12 @@ inline void lut_chunk(__m256i (&s)[12], const void* chunk, const uint8_t* table,
   if constexpr (!kSplit && NQ == 1)
     asm(TQ_NIBBLES TQ_LUT_Q0(TQ_IN_REGS)
         : TQ_SUMS4(0, 1, 2, 3)
-        : [x] "m"(codes), [low] "m"(low), TQ_TABLES
+        : [x0] "m"(codes[0]), [x1] "m"(codes[1]), [low] "m"(low), TQ_TABLES
         : TQ_TEMPS_AND_NIBBLES);
   else if constexpr (!kSplit && NQ == 2)
     asm(TQ_NIBBLES TQ_LUT_Q0(TQ_IN_REGS) TQ_LUT_Q1(TQ_IN_REGS)
         : TQ_SUMS4(0, 1, 2, 3), TQ_SUMS4(4, 5, 6, 7)
-        : [x] "m"(codes), [low] "m"(low), TQ_TABLES
+        : [x0] "m"(codes[0]), [x1] "m"(codes[1]), [low] "m"(low), TQ_TABLES
         : TQ_TEMPS_AND_NIBBLES);
   else if constexpr (NQ == 1)
     asm(TQ_LUT_Q0(TQ_IN_MEMORY) : TQ_SUMS4(0, 1, 2, 3) : [nib] "r"(nib), "m"(nib), TQ_TABLES : TQ_TEMPS);
