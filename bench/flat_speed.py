@@ -174,10 +174,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
               "its tables to 7 bits so two lookups add as bytes before one `vpdpbusd` (turbovec: one per lookup), "
               "and its kernels flag the few lanes of a block whose integer sum reaches a floor from the query's "
               "k-th score and bounds on the stored per-vector floats (FlatStore::raw_floor), so most blocks skip "
-              "scoring. On AVX2 `vpshufb` plus u16 adds, FAISS fast-scan style. turbovec's default search above "
-              "32,768 vectors skips most of the scan (staged, not a whole-index scan); on an AVX2-only CPU it keeps the "
-              "classic layout and scans all of it (`avx2`). Our kernels are exact in integers and return the scalar "
-              "reference's scores bit for bit (tests/test_simd.py, tests/test_flat.py)."]
+              "scoring. On AVX2 `vpshufb` plus u16 adds, FAISS fast-scan style, three queries sharing each block's "
+              "split nibbles. turbovec's default search above 32,768 vectors skips most of the scan (staged, not a "
+              "whole-index scan); on an AVX2-only CPU it keeps the classic layout and scans all of it (`avx2`). Our "
+              "kernels are exact in integers and return the scalar reference's scores bit for bit "
+              "(tests/test_simd.py, tests/test_flat.py)."]
     return "\n".join(lines)
 
 
