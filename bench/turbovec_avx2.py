@@ -24,7 +24,7 @@ HIDDEN = {19: "avx512f", 20: "avx512cd", 21: "avx512er", 22: "avx512pf", 23: "av
           37: "avx512_fp16"}
 KEPT = {14: "avx", 15: "avx2"}
 READ_CACHE = """
-import ctypes, numpy as np, turbovec, sys
+import numpy as np, turbovec, sys
 sys.path.insert(0, {here!r})
 from turbovec_avx2 import cache_cell
 tv = turbovec.TurboQuantIndex(64, 2)
@@ -36,7 +36,7 @@ print(cache_cell().value)
 
 def symbol_offset(path: str, needle: bytes) -> int:
     """st_value of the first .symtab symbol of an ELF64 little-endian file whose name contains `needle`."""
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise RuntimeError(f"{path} is not a 64-bit little-endian ELF file")
     shoff, shentsize, shnum = struct.unpack_from("<Q", data, 0x28)[0], *struct.unpack_from("<HH", data, 0x3A)
@@ -58,7 +58,8 @@ def cache_cell() -> ctypes.c_uint64:
     import turbovec
 
     path = turbovec._turbovec.__file__
-    base = min(int(line.split("-")[0], 16) for line in open("/proc/self/maps") if line.rstrip().endswith(path))
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    base = min(int(line.split("-")[0], 16) for line in maps if line.endswith(path))
     return ctypes.c_uint64.from_address(base + symbol_offset(path, CACHE_SYMBOL))
 
 
@@ -69,7 +70,8 @@ def detected_word() -> int:
 
 
 def check_layout(word: int, flags: set[str]) -> None:
-    """Raise unless each bit named in HIDDEN/KEPT is set exactly when /proc/cpuinfo lists its feature."""
+    """Raise unless each bit named in HIDDEN/KEPT is set exactly when /proc/cpuinfo lists its feature, and the top
+    bit (std_detect's "filled" mark) is set."""
     wrong = {bit: flag for bit, flag in (HIDDEN | KEPT).items() if bool(word >> bit & 1) != (flag in flags)}
     if wrong or not word >> 63:
         raise RuntimeError(f"turbovec's feature cache {word:#x} does not have the expected layout (bits {wrong})")
@@ -80,7 +82,8 @@ def hide_avx512() -> None:
     cell = cache_cell()
     if cell.value:
         raise RuntimeError("turbovec already read its CPU features in this process")
-    flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = set(next(line for line in info if line.startswith("flags")).split(":")[1].split())
     word = detected_word()
     check_layout(word, flags)
     cell.value = word & ~sum(1 << bit for bit in HIDDEN)
