@@ -363,7 +363,7 @@ inline int32_t dot_row8(const uint8_t* row, size_t n, const int8_t* query, const
   return s;
 }
 
-// Adds u16 sums (as lut_add leaves them) to out[0..32) as u32 in vector order. Per nibble the even and
+// Adds u16 sums (as TQ_LUT_ADD leaves them) to out[0..32) as u32 in vector order. Per nibble the even and
 // odd vectors' words are widened, the two 128-bit lanes (same vectors, two sub-quantizers) added, and
 // even/odd interleaved back into vectors 0..15 (low nibbles) or 16..31 (high).
 inline void lut_widen(__m256i all_lo, __m256i odd_lo, __m256i all_hi, __m256i odd_hi, uint32_t* out) {
@@ -437,6 +437,9 @@ inline void lut_nibbles(const uint8_t* block, size_t c0, size_t c1, __m256i* nib
 
 using LutChunk = __m256i[2];
 using LutSplit = __m256i[4];
+// The nibble mask lut_chunk reads from memory (no register is left for it).
+alignas(32) constexpr uint8_t kLutLow[32] = {15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+                                             15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15};
 
 // Adds one chunk's lookups for NQ queries (tables `stride` bytes apart) to their sums, four per query, in one asm
 // statement. With the nibbles split here (NQ <= 2: `chunk` holds the codes), two queries' 8 sums, the nibbles (ymm8-11)
@@ -446,9 +449,7 @@ using LutSplit = __m256i[4];
 // pass asm's limit of 30.
 template <int NQ, bool kSplit>
 inline void lut_chunk(__m256i (&s)[12], const void* chunk, const uint8_t* table, size_t stride) {
-  alignas(32) static constexpr uint8_t kLow[32] = {15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
-                                                   15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15};
-  const auto& low = *reinterpret_cast<const __m256i*>(kLow);
+  const auto& low = *reinterpret_cast<const __m256i*>(kLutLow);
   const auto& codes = *static_cast<const LutChunk*>(chunk);
   const auto& nib = *static_cast<const LutSplit*>(chunk);
   if constexpr (!kSplit && NQ == 1)
