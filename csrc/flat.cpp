@@ -52,13 +52,6 @@ bool all_zero(const float* b, size_t n) {  // every value is +0.0 (bitwise: -0.0
   return std::all_of(bits, bits + n, [](uint32_t w) { return w == 0; });
 }
 
-// v holding exactly n elements (reallocating to exactly n when it must grow); new elements are zero.
-template <class T, class A>
-void resize_exact(std::vector<T, A>& v, size_t n) {
-  if (n > v.capacity()) v.reserve(n);  // libstdc++/libc++ reserve exactly n; resize alone may double
-  v.resize(n, T(0));
-}
-
 }  // namespace
 
 const float* FlatStore::b_from(size_t first) const { return b_ptr_ ? b_ptr_ + first : kZeroOffsets; }

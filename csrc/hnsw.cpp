@@ -22,13 +22,6 @@ size_t chunk_for(size_t n, int threads) {
   return std::clamp<size_t>(n / (4 * size_t(resolve_threads(threads, n, 1))), 8, 512);
 }
 
-// v holding exactly n elements (reallocating to exactly n when it must grow); new elements are zero.
-template <class T>
-void resize_exact(std::vector<T>& v, size_t n) {
-  if (n > v.capacity()) v.reserve(n);  // reserve allocates exactly n; resize alone may double
-  v.resize(n, T(0));
-}
-
 }  // namespace
 
 // Per-thread working memory: a visit list on loan from the graph's pool, an index row, two queries.
@@ -449,9 +442,11 @@ void HnswGraph::restore(const uint8_t* codes, const float* a, const float* b, co
       TQ_CHECK(valid(upper + off, M_, level), "corrupt upper-layer links");
   }
   TQ_CHECK(upper_size <= size_t(std::numeric_limits<uint32_t>::max()), "too many upper-layer links for one graph");
-  for (auto* v : {&codes_, &levels_, &deleted_}) std::vector<uint8_t>().swap(*v);  // exact sizes from here
+  AlignedVector<uint8_t>().swap(codes_);  // exact sizes from here
+  AlignedVector<uint32_t>().swap(level0_);
+  for (auto* v : {&levels_, &deleted_}) std::vector<uint8_t>().swap(*v);
   for (auto* v : {&a_, &b_}) std::vector<float>().swap(*v);
-  for (auto* v : {&level0_, &upper_at_, &upper_}) std::vector<uint32_t>().swap(*v);
+  for (auto* v : {&upper_at_, &upper_}) std::vector<uint32_t>().swap(*v);
   n_ = cap_ = upper_used_ = 0;
   grow(n, true);
   n_ = n;

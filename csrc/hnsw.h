@@ -125,9 +125,10 @@ class HnswGraph {
   size_t dim_ = 0, row_bytes_ = 0, M_, ef_construction_, n_ = 0, cap_ = 0;
   float decode_div_;
   uint64_t seed_;
-  std::vector<uint8_t> codes_, levels_, deleted_;
+  AlignedVector<uint8_t> codes_;  // codes and layer-0 links: on huge pages when large (common.h), as a walk reads
+  AlignedVector<uint32_t> level0_;  // them at random
+  std::vector<uint8_t> levels_, deleted_;
   std::vector<float> a_, b_;
-  std::vector<uint32_t> level0_;
   std::vector<uint32_t> upper_at_;  // per node: offset of its upper-layer lists in upper_
   std::vector<uint32_t> upper_;     // pool of upper-layer lists; words [0, upper_used_) are in use
   size_t upper_used_ = 0;

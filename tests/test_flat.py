@@ -81,6 +81,27 @@ def test_eight_bit_scores_track_the_float_estimate(cls):
     assert err.mean() < 0.0008 and err.max() < 0.006
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_codes_grown_past_the_huge_page_size_keep_every_vector(bits):
+    """From 4 MB the codes are 2 MB aligned on huge pages (common.h): adds that grow them across that size and
+    within it, removals that move slots and an exact reserve keep every code, and the scan over them equals the
+    brute-force ranking of the same codes."""
+    dim, queries = 768, _data(5, 768, seed=1)
+    x = _data(24_000, dim, seed=2)
+    index = FlatIndex(dim, bits, seed=3)
+    for part in np.array_split(x, 6):  # 2-bit: 0.8 MB of codes, then past 4 MB
+        index.add(part)
+    index.remove(np.arange(0, 24_000, 7))
+    index.reserve(30_000)
+    assert index.memory_usage()["codes"] >= 5 << 20  # codes alone past 4 MB (a and b: 8 bytes a vector)
+    scores, ids = index.search(queries, 10)
+    want_scores, want_ids = top_k(brute_force_scores(index, queries), index.ids, 10)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4 * np.abs(want_scores).max())
+    kept = np.setdiff1d(np.arange(24_000), np.arange(0, 24_000, 7))
+    np.testing.assert_array_equal(np.sort(index.ids), kept)
+
+
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
 def test_search_equals_brute_force_over_the_same_codes(bits, metric):
