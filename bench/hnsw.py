@@ -4,7 +4,8 @@ Data: WordNet MiniLM (116,659 x 384, gloss queries, inner product), k=10. Ours: 
 ef_construction=200) at 4 bits, 4 bits with adaptive tiers (the same bytes), 4 bits + rerank "fp16" and
 rerank=8 (default factor 2), 5 and 6 bits. Peers and their settings: see bench/hnsw_peers.py. Per
 index: build time on 1 and on all cores, bytes/vector including the graph, and a one-thread recall@10 vs
-QPS curve over ef (batch of all queries, best of --repeat per ef). Also filtered search of our 4-bit
+QPS curve over ef (batch of all queries, best of --repeat rounds; every index stays built and each round times
+them all at every ef in turn, so a drift in machine speed slows every index alike). Also filtered search of our 4-bit
 indexes (random 1%, 10%, 50% of the ids allowed, seeded; exact top-10 among the allowed rows) and the
 issues' targets.
 Writes bench/results/hnsw.json, docs/hnsw.png and the "hnsw" section of docs/benchmarks.md.
@@ -46,7 +47,7 @@ import numpy as np
 
 import tqsearch
 from flat_peers import THREADS, _best_of
-from hnsw_peers import EFS, Graph, GraphSpec, measure_graph, peer_specs
+from hnsw_peers import EFS, Graph, GraphSpec, build_graph, interleaved_curves, peer_specs
 
 K = 10
 M, EF_CONSTRUCTION = 16, 200
@@ -96,7 +97,7 @@ def ours_specs() -> list[GraphSpec]:
 
 
 def filtered(graph: Graph, name: str, base: np.ndarray, queries: np.ndarray, repeat: int,
-             k: int = K) -> dict[str, Any]:
+             k: int = K) -> list[dict[str, Any]]:
     """Recall@k (vs exact top-k among allowed rows) and one-thread QPS with a random allowed-id filter."""
     rng, index, out = np.random.default_rng(FILTER_SEED), graph.handle, []
     for fraction in progress(FILTER_FRACTIONS, desc="filtered", leave=False):
@@ -112,7 +113,7 @@ def filtered(graph: Graph, name: str, base: np.ndarray, queries: np.ndarray, rep
                 seconds, found = _best_of(search, repeat)
             out.append({"index": name, "fraction": fraction, "allowed": len(allowed), "ef": ef, "qps": len(queries) / seconds,
                         f"recall@{k}": recall_at_k(found, gt, k)})
-    return {"filtered": out}
+    return out
 
 
 # ----------------------------------------------------------------------------- run
@@ -130,14 +131,20 @@ def run(limit: int | None, queries: int, repeat: int, skip_peers: bool,
     base, xq, gt = dataset(limit, queries)
     specs = ours_specs() + ([] if skip_peers else peer_specs())
     specs = [s for s in specs if not select or any(part in s.name for part in select)]
-    rows, bar = [], progress(specs, desc="hnsw")
-    for spec in bar:
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(spec.name)
-        extra = (partial(filtered, name=spec.name, base=base, queries=xq, repeat=repeat) if spec.name in FILTERED
-                 else None)
-        rows.append(measure_graph(spec, base, xq, gt, "ip", K, EFS, repeat, extra))
-    found = [r.pop("filtered") for r in rows if "filtered" in r]
+    rows, graphs, bar = [], {}, progress(specs, desc="hnsw builds")
+    with contextlib.ExitStack() as stack:  # every one-core build stays alive (~3 GB) for the interleaved rounds
+        for spec in bar:
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(spec.name)
+            row, graph = build_graph(spec, base, "ip", stack)
+            rows.append(row | {"queries": len(xq), "k": K})
+            if graph is not None:
+                graphs[spec.name] = graph
+        curves = interleaved_curves(graphs, xq, gt, K, EFS, repeat)
+        for row in rows:
+            curve = curves.get(row["name"])
+            row.update({"error": curve} if isinstance(curve, str) else {"curve": curve} if curve else {})
+        found = [filtered(graphs[name], name, base, xq, repeat) for name in FILTERED if name in graphs]
     settings = {"dataset": "wordnet_minilm gloss", "cpu": machine_info()["cpu"], "simd": tqsearch.simd_level(),
                 "n": len(base), "dim": base.shape[1], "queries": len(xq), "k": K,
                 "metric": "ip", "efs": list(EFS), "repeat": repeat, "build_threads": list(THREADS),
@@ -288,7 +295,8 @@ def markdown(payload: dict[str, Any]) -> str:
              (f"WordNet MiniLM {s['n']:,} x {s['dim']}, {s['queries']} gloss queries, inner product, k={s['k']}. "
              f"Each index is built on {_cores(s['build_threads'])} (build s), and the 1-core build is "
              "searched on 1 core: a batch of all queries per ef, best of "
-             f"{s['repeat']}. bytes/vec = everything held per vector, graph included (ours: codes, floats, links, "
+             f"{s['repeat']} rounds that each time every index at every ef in turn (machine drift slows all alike). "
+             "bytes/vec = everything held per vector, graph included (ours: codes, floats, links, "
              "ids, rerank tier). Ours: M=16, ef_construction=200; `,adaptive`: adaptive=True (the first batch's PCA "
              "splits the same bytes into tiers, tiers.py); `+fp16`/`+rerank8` re-score k*2 candidates. "
              "Peer settings: bench/hnsw_peers.py (FAISS keeps its defaults, efConstruction=40). "

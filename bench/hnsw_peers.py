@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -75,34 +74,48 @@ class GraphSpec:
 # ----------------------------------------------------------------------------- measurement
 
 
-def measure_graph(
-    spec: GraphSpec,
-    base: np.ndarray,
-    queries: np.ndarray,
-    gt_ids: np.ndarray,
-    metric: str = "ip",
-    k: int = 10,
-    efs: Sequence[int] = EFS,
-    repeat: int = 3,
-    extra: Callable[[Graph], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Build one index on all cores and on one, then time its one-thread recall/QPS curve over efs."""
-    start = time.perf_counter()
-    q = np.ascontiguousarray(queries, dtype=np.float32)
+def build_graph(spec: GraphSpec, base: np.ndarray, metric: str,
+                stack: contextlib.ExitStack) -> tuple[dict[str, Any], Graph | None]:
+    """Build one index on all cores and on one; keeps the one-core build (its resources on `stack`) and returns its
+    row (name, build seconds, bytes/vector; an "error" and no graph when the build failed) with the graph."""
     out: dict[str, Any] = {"name": spec.name, "bits": spec.bits, "family": spec.family, "metric": metric,
-                           "n": len(base), "queries": len(q), "k": k}
+                           "n": len(base)}
     try:
         _warm_build(spec.build, base, metric)
-        with contextlib.ExitStack() as stack:
-            graph, build_s = _timed_builds(spec.build, base, metric, stack)
-            out |= {"build_s": build_s, "bytes_per_vector": graph.bytes_per_vector(), "bytes_note": graph.bytes_note}
-            out["curve"] = _curve(graph, q, gt_ids, k, efs, repeat)
-            out |= {"params": graph.params} | (extra(graph) if extra else {})
+        graph, build_s = _timed_builds(spec.build, base, metric, stack)
     except ImportError as exc:
-        return out | {"error": f"not installed: {exc}"}
+        return out | {"error": f"not installed: {exc}"}, None
     except Exception as exc:  # noqa: BLE001 - one failing peer must not stop the benchmark
-        return out | {"error": _short_error(exc)}
-    return out | {"wall_s": time.perf_counter() - start}
+        return out | {"error": _short_error(exc)}, None
+    return out | {"build_s": build_s, "bytes_per_vector": graph.bytes_per_vector(), "bytes_note": graph.bytes_note,
+                  "params": graph.params}, graph
+
+
+def interleaved_curves(graphs: dict[str, Graph], queries: np.ndarray, gt_ids: np.ndarray, k: int = 10,
+                       efs: Sequence[int] = EFS, repeat: int = 3) -> dict[str, list[dict[str, float]] | str]:
+    """recall@k and one-thread QPS of a batch search of all queries, per graph and ef, best of `repeat` rounds; each
+    round times every graph at every ef in turn, so a machine whose speed drifts over minutes slows every graph
+    alike and the ratios stay same-round ones (timing each graph's rounds back to back, minutes apart, skewed them).
+    A graph whose search fails gets its error instead of a curve."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    best: dict[tuple[str, int], float] = {}
+    recall: dict[tuple[str, int], float] = {}
+    failed: dict[str, str] = {}
+    with pinned(1):
+        for name, graph in graphs.items():
+            try:
+                graph.search(q[:8], k, max(efs))  # warm-up: thread pools, caches, lazy loads
+            except Exception as exc:  # noqa: BLE001 - one failing peer must not stop the benchmark
+                failed[name] = _short_error(exc)
+        for _ in range(repeat):
+            for name, graph in graphs.items():
+                for ef in efs if name not in failed else ():
+                    seconds, found = _best_of(partial(graph.search, q, k, ef), 1)
+                    best[name, ef] = min(best.get((name, ef), seconds), seconds)
+                    recall[name, ef] = recall_at_k(found, gt_ids, k)
+    return {name: failed[name] if name in failed else
+            [{"ef": ef, "qps": len(q) / best[name, ef], f"recall@{k}": recall[name, ef]} for ef in efs]
+            for name in graphs}
 
 
 def _short_error(exc: Exception) -> str:
@@ -130,18 +143,6 @@ def _timed_builds(build: GraphBuilder, base: np.ndarray, metric: str,
                 stack.enter_context(scratch.pop_all())  # keep its resources (temp folders) alive
         seconds[str(threads)] = timer.seconds
     return graph, dict(sorted(seconds.items(), key=lambda kv: int(kv[0])))
-
-
-def _curve(graph: Graph, q: np.ndarray, gt: np.ndarray, k: int, efs: Sequence[int],
-           repeat: int) -> list[dict[str, float]]:
-    """recall@k and one-thread QPS of a batch search of all queries, for each ef (best of repeat)."""
-    points = []
-    with pinned(1):
-        graph.search(q[:8], k, max(efs))  # warm-up: thread pools, caches, lazy loads
-        for ef in efs:
-            seconds, found = _best_of(partial(graph.search, q, k, ef), repeat)
-            points.append({"ef": ef, "qps": len(q) / seconds, f"recall@{k}": recall_at_k(found, gt, k)})
-    return points
 
 
 # ----------------------------------------------------------------------------- hnswlib
