@@ -101,18 +101,23 @@ def interleaved_curves(graphs: dict[str, Graph], queries: np.ndarray, gt_ids: np
     best: dict[tuple[str, int], float] = {}
     recall: dict[tuple[str, int], float] = {}
     failed: dict[str, str] = {}
+    def timed(name: str, search: Callable[[], np.ndarray]) -> tuple[float, np.ndarray] | None:
+        """One timed search, or None (and the graph marked failed) when it raises."""
+        try:
+            return _best_of(search, 1)
+        except Exception as exc:  # noqa: BLE001 - one failing peer must not stop the benchmark
+            failed[name] = _short_error(exc)
+            return None
+
     with pinned(1):
         for name, graph in graphs.items():
-            try:
-                graph.search(q[:8], k, max(efs))  # warm-up: thread pools, caches, lazy loads
-            except Exception as exc:  # noqa: BLE001 - one failing peer must not stop the benchmark
-                failed[name] = _short_error(exc)
+            timed(name, partial(graph.search, q[:8], k, max(efs)))  # warm-up: thread pools, caches, lazy loads
         for _ in range(repeat):
             for name, graph in graphs.items():
-                for ef in efs if name not in failed else ():
-                    seconds, found = _best_of(partial(graph.search, q, k, ef), 1)
-                    best[name, ef] = min(best.get((name, ef), seconds), seconds)
-                    recall[name, ef] = recall_at_k(found, gt_ids, k)
+                for ef in efs:
+                    if name not in failed and (run := timed(name, partial(graph.search, q, k, ef))):
+                        best[name, ef] = min(best.get((name, ef), run[0]), run[0])
+                        recall[name, ef] = recall_at_k(run[1], gt_ids, k)
     return {name: failed[name] if name in failed else
             [{"ef": ef, "qps": len(q) / best[name, ef], f"recall@{k}": recall[name, ef]} for ef in efs]
             for name in graphs}

@@ -125,8 +125,9 @@ class HnswGraph {
   size_t dim_ = 0, row_bytes_ = 0, M_, ef_construction_, n_ = 0, cap_ = 0;
   float decode_div_;
   uint64_t seed_;
-  AlignedVector<uint8_t> codes_;  // codes and layer-0 links: on huge pages when large (common.h), as a walk reads
-  AlignedVector<uint32_t> level0_;  // them at random
+  // Codes and layer-0 links, which a walk reads at random: on huge pages when large (common.h), fewer TLB misses.
+  AlignedVector<uint8_t> codes_;
+  AlignedVector<uint32_t> level0_;
   std::vector<uint8_t> levels_, deleted_;
   std::vector<float> a_, b_;
   std::vector<uint32_t> upper_at_;  // per node: offset of its upper-layer lists in upper_
