@@ -174,9 +174,18 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def read_file(path: str | os.PathLike, use_mmap: bool) -> bytes | mmap.mmap:
-    """The file's bytes, memory-mapped read-only when `use_mmap` (and the file is not empty)."""
+def read_file(path: str | os.PathLike, use_mmap: bool) -> memoryview | mmap.mmap:
+    """The file's bytes, memory-mapped read-only when `use_mmap` (and the file is not empty), else read into a
+    64-byte aligned buffer, so its sections' arrays are as aligned as the file's offsets (a `bytes` object's data is
+    16-byte aligned: a one-query scan of WordNet 2-bit codes read that way ran ~10% slower than from a mapping)."""
     with open(path, "rb") as f:
-        if use_mmap and os.fstat(f.fileno()).st_size > 0:
+        size = os.fstat(f.fileno()).st_size
+        if use_mmap and size > 0:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return f.read()
+        raw = np.empty(size + _ALIGN, dtype=np.uint8)
+        start = -raw.ctypes.data % _ALIGN
+        buf = memoryview(raw[start : start + size])
+        done = 0
+        while done < size and (got := f.readinto(buf[done:])):
+            done += got
+        return buf[:done]  # a file that shrank while read stays short: unpack reports it truncated
