@@ -101,6 +101,7 @@ def interleaved_curves(graphs: dict[str, Graph], queries: np.ndarray, gt_ids: np
     best: dict[tuple[str, int], float] = {}
     recall: dict[tuple[str, int], float] = {}
     failed: dict[str, str] = {}
+
     def timed(name: str, search: Callable[[], np.ndarray]) -> tuple[float, np.ndarray] | None:
         """One timed search, or None (and the graph marked failed) when it raises."""
         try:
