@@ -141,9 +141,12 @@ def run(limit: int | None, queries: int, repeat: int, skip_peers: bool,
             if graph is not None:
                 graphs[spec.name] = graph
         curves = interleaved_curves(graphs, xq, gt, K, EFS, repeat)
-        for row in rows:
+        for row in rows:  # a failed build has no entry; a failed search an error instead of its curve
             curve = curves.get(row["name"])
-            row.update({"error": curve} if isinstance(curve, str) else {"curve": curve} if curve else {})
+            if isinstance(curve, str):
+                row["error"] = curve
+            elif curve is not None:
+                row["curve"] = curve
         found = [filtered(graphs[name], name, base, xq, repeat) for name in FILTERED if name in graphs]
     settings = {"dataset": "wordnet_minilm gloss", "cpu": machine_info()["cpu"], "simd": tqsearch.simd_level(),
                 "n": len(base), "dim": base.shape[1], "queries": len(xq), "k": K,
