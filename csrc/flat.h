@@ -95,13 +95,15 @@ class FlatStore {
   void prepare_lut(const float* rotated, uint8_t* out, float* step, float* base) const;  // kLut tables
   // Queries per chunk: as many as the kernels take, fewer when kLut tables would outgrow L1.
   size_t queries_per_chunk() const;
-  // The kernel's raw sums of blocks blk.. blk + count - 1 for a chunk's queries (blocked layouts; count > 1 only in
-  // kLut): block b's query t's at raw + (b * nq + t) * width; lanes[b * nq + t]: its lanes with a sum >= floors[t]
-  // (simd/kernels.h; floors null: every lane).
+  // The kernel's raw sums of blocks blk.. blk + count - 1 for a chunk's queries (blocked layouts): block b's query
+  // t's at raw + (b * nq + t) * width; lanes[b * nq + t]: its lanes with a sum >= floors[t] (simd/kernels.h; floors
+  // null: every lane).
   void block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,
                  uint32_t* lanes) const;
   // Offers blocks [b0, b1) to the chunk's top-k (tops[t] for query q0 + t), keeping its thresholds and floors current.
   void scan(Chunk& c, const float* queries, size_t b0, size_t b1, const uint64_t* allowed, TopK* tops) const;
+  // scan for one query and no filter: runs of blocks' raw sums, then only the blocks that reach the threshold.
+  void scan_one(Chunk& c, size_t b0, size_t b1, TopK& top) const;
   // Scores the lanes of the block at slot `first` that hits (the kernel's lanes per query) and allowed let by, pushes
   // those that reach each query's threshold and refreshes its threshold and floor. sums: the block's raw sums.
   void offer(Chunk& c, size_t first, const int32_t* sums, uint32_t* hits, uint32_t allowed, TopK* tops) const;

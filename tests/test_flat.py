@@ -119,9 +119,10 @@ def test_search_equals_brute_force_over_the_same_codes(bits, metric):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_top_k_is_the_head_of_the_full_ranking(bits, metric, threads, split_scans):
     """The scan skips blocks whose raw sums cannot reach a query's current k-th score (a bound from the stored
-    per-vector floats, FlatStore::raw_floor). With norms spread over 100x and off-centre data, the top 10 are the
-    head of the full ranking (k = n, where no bound applies) with every kernel set, filtered or not, also when two
-    threads scan halves of the codes, each with its own bounds, and merge."""
+    per-vector floats, FlatStore::raw_floor), and a one-query scan those whose exact scores cannot (scan_one). With
+    norms spread over 100x and off-centre data, the top 10 are the head of the full ranking (k = n, where no bound
+    applies) with every kernel set, filtered or not, one query per call or many, also when two threads scan halves
+    of the codes, each with its own bounds, and merge."""
     n, dim = 3000, 48
     x = _off_centre(n, dim) * np.random.default_rng(5).uniform(0.1, 10.0, (n, 1)).astype(np.float32)
     q = _off_centre(20, dim, seed=1)
@@ -133,6 +134,9 @@ def test_top_k_is_the_head_of_the_full_ranking(bits, metric, threads, split_scan
         scores, ids = index.search(q, 10)
         np.testing.assert_array_equal(ids, full_ids[:, :10])
         np.testing.assert_array_equal(scores, full_scores[:, :10])
+        alone = [index.search(q[i : i + 1], 10) for i in range(len(q))]
+        np.testing.assert_array_equal(np.concatenate([i for _, i in alone]), full_ids[:, :10])
+        np.testing.assert_array_equal(np.concatenate([s for s, _ in alone]), full_scores[:, :10])
         kept = np.isin(full_ids, allowed)
         scores, ids = index.search(q, 10, filter=allowed)
         np.testing.assert_array_equal(ids, full_ids[kept].reshape(len(q), -1)[:, :10])

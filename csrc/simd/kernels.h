@@ -93,6 +93,12 @@ struct Kernels {
   void (*score_block)(const int32_t* raw, size_t width, size_t nq, size_t n, const int32_t* shift, const float* step,
                       const float* base, const float* a, const float* b, size_t b_stride, const float* thresholds,
                       float* scores, uint32_t* masks);
+  // One query's raw sums of consecutive blocks of `width` (16 or 32) lanes, block i's at raw + i * width, for the
+  // n >= 1 slots they hold (the last block may be partial), with a and b indexed from the first slot (b null: zero
+  // offsets): the index of the first block with a lane whose score (score_block's formula) is >= threshold, its
+  // `width` scores in scores and those lanes in *mask; the number of blocks (and *mask 0) when none has one.
+  size_t (*first_hit)(const int32_t* raw, size_t width, size_t n, int32_t shift, float step, float base, const float* a,
+                      const float* b, float threshold, float* scores, uint32_t* mask);
   // One packed 4-bit row (pack-inl.h: byte i holds dims 2i, 2i+1) against a query laid out per 64-byte
   // chunk c of the row as 64 even-dim then 64 odd-dim int8 values (|q| <= 63, zero padded):
   // sum over bytes i of q[128c + r] * table[lo(i)] + q[128c + 64 + r] * table[hi(i)], r = i % 64. Exact.
@@ -114,7 +120,7 @@ struct Kernels {
 constexpr bool complete(const Kernels& k) {
   return k.name && k.mul && k.scale && k.fwht && k.kac && k.dot && k.quantize && k.lookup && k.pack && k.unpack &&
          k.dot_many && k.dot_i8_block && k.lut_block && k.lut_tables && k.lut_queries && k.lut_layout &&
-         k.dot_u8_block && k.score_block && k.dot_row4 && k.dot_row8 && k.dot_u8i8 && k.mask_bits;
+         k.dot_u8_block && k.score_block && k.first_hit && k.dot_row4 && k.dot_row8 && k.dot_u8i8 && k.mask_bits;
 }
 
 extern const Kernels kKernelsScalar;

@@ -553,6 +553,31 @@ inline void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, c
   }
 }
 
+// first_hit, 8 lanes at a time (a partial tail through the scalar formula, which rounds the same).
+inline size_t first_hit(const int32_t* raw, size_t width, size_t n, int32_t shift, float step, float base,
+                        const float* a, const float* b, float threshold, float* scores, uint32_t* mask) {
+  const __m256i vshift = _mm256_set1_epi32(shift);
+  const __m256 vstep = _mm256_set1_ps(step), vbase = _mm256_set1_ps(base), vthr = _mm256_set1_ps(threshold);
+  return first_hit_with(raw, width, n, a, b, scores, mask,
+                        [&](const int32_t* r, size_t m, const float* av, const float* bv, float* s) {
+                          uint32_t lanes = 0;
+                          size_t v = 0;
+                          for (; v + 8 <= m; v += 8) {
+                            const __m256i d =
+                                _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + v)), vshift);
+                            const __m256 x = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d), vstep), vbase);
+                            const __m256 off = bv ? _mm256_loadu_ps(bv + v) : _mm256_setzero_ps();
+                            const __m256 sc = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(av + v), x), off);
+                            _mm256_storeu_ps(s + v, sc);
+                            lanes |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(sc, vthr, _CMP_GE_OQ))) << v;
+                          }
+                          if (v < m)
+                            lanes |= score_lanes(r + v, m - v, shift, step, base, av + v, bv ? bv + v : nullptr,
+                                                 threshold, s + v) << v;
+                          return lanes;
+                        });
+}
+
 // u8 x s8 pair sums (vpmaddubsw) stay below int16 saturation because |q| <= 63.
 inline int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));

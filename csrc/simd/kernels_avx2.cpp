@@ -26,6 +26,7 @@ constexpr Kernels kKernelsAVX2 = {
     .lut_layout = 1,
     .dot_u8_block = avx2::dot_u8_block,
     .score_block = avx2::score_block,
+    .first_hit = avx2::first_hit,
     .dot_row4 = avx2::dot_row4,
     .dot_row8 = avx2::dot_row8,
     .dot_u8i8 = avx2::dot_u8i8,

@@ -637,6 +637,27 @@ void score_block(const int32_t* raw, size_t width, size_t nq, size_t n, const in
   }
 }
 
+// first_hit, 16 lanes at a time (masked loads for a partial block).
+size_t first_hit(const int32_t* raw, size_t width, size_t n, int32_t shift, float step, float base, const float* a,
+                 const float* b, float threshold, float* scores, uint32_t* mask) {
+  const __m512i vshift = _mm512_set1_epi32(shift);
+  const __m512 vstep = _mm512_set1_ps(step), vbase = _mm512_set1_ps(base), vthr = _mm512_set1_ps(threshold);
+  return first_hit_with(raw, width, n, a, b, scores, mask,
+                        [&](const int32_t* r, size_t m, const float* av, const float* bv, float* s) {
+                          uint32_t lanes = 0;
+                          for (size_t v = 0; v < m; v += 16) {
+                            const __mmask16 live = m - v >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (m - v)) - 1);
+                            const __m512i d = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(live, r + v), vshift);
+                            const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), vstep), vbase);
+                            const __m512 off = bv ? _mm512_maskz_loadu_ps(live, bv + v) : _mm512_setzero_ps();
+                            const __m512 sc = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, av + v), x), off);
+                            _mm512_mask_storeu_ps(s + v, live, sc);
+                            lanes |= uint32_t(_mm512_mask_cmp_ps_mask(live, sc, vthr, _CMP_GE_OQ)) << v;
+                          }
+                          return lanes;
+                        });
+}
+
 // One 4-bit row: each 64-byte chunk's nibbles decode through vpshufb and meet the query's even / odd
 // dims in two vpdpbusd; the tail chunk is a masked load (zero bytes meet zero query padding).
 int32_t dot_row4(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
@@ -715,6 +736,7 @@ constexpr Kernels kKernelsAVX512 = {
     .lut_layout = 2,
     .dot_u8_block = avx512::dot_u8_block,
     .score_block = avx512::score_block,
+    .first_hit = avx512::first_hit,
     .dot_row4 = avx512::dot_row4,
     .dot_row8 = avx512::dot_row8,
     .dot_u8i8 = avx512::dot_u8i8,

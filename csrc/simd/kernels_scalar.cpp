@@ -158,6 +158,14 @@ void score_block_scalar(const int32_t* raw, size_t width, size_t nq, size_t n, c
                            scores + t * 32);
 }
 
+size_t first_hit_scalar(const int32_t* raw, size_t width, size_t n, int32_t shift, float step, float base,
+                        const float* a, const float* b, float threshold, float* scores, uint32_t* mask) {
+  return first_hit_with(raw, width, n, a, b, scores, mask,
+                        [&](const int32_t* r, size_t m, const float* av, const float* bv, float* s) {
+                          return score_lanes(r, m, shift, step, base, av, bv, threshold, s);
+                        });
+}
+
 int32_t dot_row4_scalar(const uint8_t* row, size_t row_bytes, const int8_t* query, const uint8_t* table) {
   int32_t s = 0;
   for (size_t i = 0; i < row_bytes; ++i) {
@@ -221,6 +229,7 @@ constexpr Kernels kKernelsScalar = {
     .lut_layout = 1,
     .dot_u8_block = dot_u8_block_scalar,
     .score_block = score_block_scalar,
+    .first_hit = first_hit_scalar,
     .dot_row4 = dot_row4_scalar,
     .dot_row8 = dot_row8_scalar,
     .dot_u8i8 = dot_u8i8_scalar,
