@@ -1,5 +1,6 @@
 // nanobind module tqsearch._core: type mapping, GIL release and error mapping only.
 // Python validates inputs and allocates outputs; C++ re-checks cheap invariants.
+#include <chrono>
 #include <cstdlib>  // defines __GLIBC__ on glibc
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -24,6 +25,7 @@
 #include "relevance.h"
 #include "rotation.h"
 #include "rowfile.h"
+#include "rwlock.h"
 #include "simd/dispatch.h"
 
 namespace nb = nanobind;
@@ -179,6 +181,64 @@ tq::Rows<T> rows_of(const Strided<T>& a, const char* what) {
   return {a.data(), rows, cols, size_t(stride)};
 }
 
+// The two sides of a ReadWriteLock as context managers (src/tqsearch/_rwlock.py): stateless, as the lock keeps each
+// thread's holds, so one object per side serves every `with`.
+struct ReadSide {
+  tq::ReadWriteLock* lock;
+};
+struct WriteSide {
+  tq::ReadWriteLock* lock;
+};
+
+// Waits for a side of the lock with wait(timeout) -> taken, without the GIL, polling for Ctrl-C every kLockPoll;
+// on KeyboardInterrupt (or another exception from a signal handler) it calls give_up first.
+template <class Wait, class GiveUp>
+void wait_for_side(Wait&& wait, GiveUp&& give_up) {
+  constexpr std::chrono::milliseconds kLockPoll{50};
+  for (;;) {
+    bool taken;
+    {
+      nb::gil_scoped_release release;
+      taken = wait(kLockPoll);
+    }
+    if (taken) return;
+    if (PyErr_CheckSignals() != 0) {
+      give_up();
+      throw nb::python_error();
+    }
+  }
+}
+
+// A side's class: made from the lock (kept alive by it), entered by enter(lock), left by leave(lock).
+template <class Side, class Enter, class Leave>
+void bind_side(nb::module_& m, const char* name, Enter enter, Leave leave) {
+  nb::class_<Side>(m, name)
+      .def(
+          "__init__", [](Side* self, tq::ReadWriteLock* lock) { new (self) Side{lock}; }, "lock"_a,
+          nb::keep_alive<1, 2>())
+      .def("__enter__", [enter](Side& s) { enter(*s.lock); })
+      .def(
+          "__exit__", [leave](Side& s, nb::handle, nb::handle, nb::handle) { leave(*s.lock); }, "exc_type"_a.none(),
+          "exc"_a.none(), "traceback"_a.none());
+}
+
+void bind_lock(nb::module_& m) {
+  nb::class_<tq::ReadWriteLock>(m, "ReadWriteLock").def(nb::init<>());
+  bind_side<ReadSide>(
+      m, "ReadSide",
+      [](tq::ReadWriteLock& l) {
+        if (!l.try_read()) wait_for_side([&](std::chrono::milliseconds w) { return l.wait_read(w); }, [] {});
+      },
+      [](tq::ReadWriteLock& l) { l.release_read(); });
+  bind_side<WriteSide>(
+      m, "WriteSide",
+      [](tq::ReadWriteLock& l) {
+        if (!l.try_write())
+          wait_for_side([&](std::chrono::milliseconds w) { return l.wait_write(w); }, [&] { l.cancel_write(); });
+      },
+      [](tq::ReadWriteLock& l) { l.release_write(); });
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -192,6 +252,7 @@ NB_MODULE(_core, m) {
   m.def("random_gaussian", [](uint64_t seed, size_t n) { return to_numpy(tq::random_gaussian(seed, n)); }, "seed"_a,
         "n"_a);
   m.def("derive_seed", &tq::derive_seed, "seed"_a, "purpose"_a);
+  bind_lock(m);
 
   nb::class_<tq::Rotation>(m, "Rotation")
       .def_static("fht_kac", &tq::Rotation::fht_kac, "dim"_a, "seed"_a, "steps"_a)

@@ -28,6 +28,13 @@ def run_threads(writers: list[threading.Thread], readers: list[threading.Thread]
         t.join()
 
 
+def run_child(code: str, *args: str, timeout: float = 300) -> list[str]:
+    """Runs `code` in a fresh interpreter (signals sent there cannot reach pytest) and returns the words it printed."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 def int8_estimate(rq: np.ndarray, idx: np.ndarray, centroids: np.ndarray, bits: int) -> np.ndarray:
     """<q', c[idx]> as the int8 scans of scorer.h compute it, in numpy: (nq, n) for rotated queries rq (nq, dim) and
     code indices idx (n, dim). 4 bits: u8 values 128 + round(127 c / max|c|), |q| <= 63; 8 bits: values

@@ -7,12 +7,13 @@ must find each stable query's own vector and return no id that was never stored.
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import run_threads, unit_rows
+from conftest import run_child, run_threads, unit_rows
 
 from tqsearch import FlatIndex, HNSWIndex, SearchParams
 from tqsearch._rwlock import ReadWriteLock
@@ -163,3 +164,74 @@ def test_read_write_lock_excludes_writers_and_lets_readers_share():
     with lock.read(), pytest.raises(RuntimeError, match="deadlock"):
         with lock.write():
             pass
+
+
+def test_a_thread_holding_nothing_cannot_release_either_side():
+    lock = ReadWriteLock()
+    with pytest.raises(RuntimeError, match="does not hold the read side"):
+        lock.read().__exit__(None, None, None)
+    with pytest.raises(RuntimeError, match="does not hold the write side"):
+        lock.write().__exit__(None, None, None)
+    with lock.read():  # the failed releases changed nothing
+        pass
+    with lock.write():
+        pass
+
+
+WAIT_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from tqsearch._rwlock import ReadWriteLock
+
+    lock, side = ReadWriteLock(), sys.argv[1]
+    held, release = threading.Event(), threading.Event()
+
+    def holder():  # holds the other side until told
+        with (lock.read() if side == "write" else lock.write()):
+            held.set()
+            release.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait()
+    ticks = []
+    ticker = threading.Thread(target=lambda: [ticks.append(1) or time.sleep(0.01) for _ in range(20)])
+    ticker.start()
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.perf_counter()
+    try:
+        with (lock.write() if side == "write" else lock.read()):
+            outcome = "taken"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    waited = time.perf_counter() - t0
+    ticker.join()
+    # a writer that gave up no longer makes readers queue: one enters while the holder still reads
+    entered = threading.Event()
+    def probe():
+        with lock.read():
+            entered.set()
+
+    probe_ok = True
+    if side == "write":
+        threading.Thread(target=probe, daemon=True).start()  # daemon: a stuck probe does not hold the exit
+        probe_ok = entered.wait(5)
+    release.set()
+    t.join()
+    if probe_ok:
+        with lock.write():  # and the lock still works both ways
+            with lock.read():
+                pass
+    print(outcome, round(waited, 2), len(ticks), probe_ok, flush=True)
+    os._exit(0)  # a stuck probe thread cannot stop the interpreter's shutdown either
+    """
+)
+
+
+@pytest.mark.parametrize("side", ["write", "read"])
+def test_ctrl_c_stops_a_thread_waiting_for_the_lock_and_others_run_meanwhile(side):
+    outcome, waited, ticks, probe_ok = run_child(WAIT_CHILD, side, timeout=120)
+    assert outcome == "interrupted"
+    assert float(waited) < 5  # stopped soon after the signal, long before the holder let go (never, unasked)
+    assert int(ticks) >= 5  # a Python thread ran while this one waited: the wait holds no GIL
+    assert probe_ok == "True"

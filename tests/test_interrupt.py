@@ -1,10 +1,9 @@
 """Long native calls release the GIL and stop early on Ctrl-C (KeyboardInterrupt)."""
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_child
 
 CHILD = textwrap.dedent(
     """
@@ -44,9 +43,7 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("call", ["encode", "search"])
 def test_ctrl_c_stops_a_long_call_and_other_threads_run_meanwhile(call):
-    out = subprocess.run([sys.executable, "-c", CHILD, call], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    outcome, full, stopped, ticks = out.stdout.split()
+    outcome, full, stopped, ticks = run_child(CHILD, call)
     assert outcome == "interrupted"
     # It stopped at the next chunk boundary, long before the work would have finished.
     assert float(stopped) < 0.6 * float(full), (full, stopped)
