@@ -78,3 +78,29 @@ def test_strided_and_other_float_dtypes_give_the_same_codes():
     np.testing.assert_array_equal(q.encode(x[:, ::2].astype(np.float64)).packed, ref.packed)
     half = x[:, ::2].astype(np.float16)
     np.testing.assert_array_equal(q.encode(half).packed, q.encode(half.astype(np.float32)).packed)
+
+
+def test_integer_and_matrix_arguments_of_every_form_check_alike():
+    # a C-contiguous float32 matrix and a plain int take a short path (_validate.py): every other form must still be
+    # converted, or rejected, as before
+    from tqsearch import FlatIndex
+
+    x = np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32)
+    index = FlatIndex(8, 4)
+    index.add(x)
+    want = index.search(x[:3], 5)
+    for q in (x[:3].astype(">f4"), np.asfortranarray(x[:3]), x[:3].astype(np.float64), np.stack([x[:3], -x[:3]], axis=2)[:, :, 0],
+              x[:3].tolist()):
+        got = index.search(q, np.int64(5), threads=np.int32(1))
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    with pytest.raises(TypeError, match="k must be an integer"):
+        index.search(x[:3], True)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(x[:3], 0)
+    with pytest.raises(TypeError, match="threads must be an integer"):
+        index.search(x[:3], 5, threads=True)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        index.search(x[:3], 5, threads=-1)
+    with pytest.raises(ValueError, match="8 columns"):
+        index.search(x[:3, :7].copy(), 5)

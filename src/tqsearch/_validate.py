@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_FLOAT32 = np.dtype(np.float32)
+
 
 def as_matrix(x: object, dim: int, name: str = "vectors", finite: bool = True) -> np.ndarray:
     """Return `x` as a C-contiguous float32 (n, dim) array; raise TypeError/ValueError naming `name`.
@@ -11,19 +13,25 @@ def as_matrix(x: object, dim: int, name: str = "vectors", finite: bool = True) -
     finite=False skips the NaN/Inf scan for callers whose native pass reports bad rows itself
     (see `bad_row`), so large batches are read once.
     """
-    arr = np.asarray(x)
+    arr = x if type(x) is np.ndarray else np.asarray(x)
+    # the common case, a C-contiguous float32 matrix of the right width, is checked in one line and used as is
+    if not (arr.dtype is _FLOAT32 and arr.ndim == 2 and arr.shape[1] == dim and arr.flags.c_contiguous):
+        arr = _float32_matrix(arr, dim, name)
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def _float32_matrix(arr: np.ndarray, dim: int, name: str) -> np.ndarray:
+    """as_matrix's checks and cast for any other array."""
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float array (float16/32/64), got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D with shape (n, {dim}), got shape {arr.shape}")
     if arr.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} columns (the index dimension), got {arr.shape[1]}")
-    if arr.dtype != np.float32 or not arr.flags.c_contiguous:  # else used as is (the errstate costs ~1 us)
-        with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported just below
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if finite:
-        check_finite(arr, name)
-    return arr
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported by the caller
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
@@ -42,6 +50,8 @@ def bad_row(arr: np.ndarray, row: int, name: str) -> ValueError:
 
 def as_int(value: object, name: str, low: int = 1, high: int | None = None) -> int:
     """Validate an integer argument in low..high (no upper bound when high is None)."""
+    if type(value) is int and value >= low and (high is None or value <= high):  # the common case, in one line
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if int(value) < low or (high is not None and int(value) > high):
@@ -73,6 +83,8 @@ def as_threads(threads: object) -> int:
     """Validate a thread count; None or 0 means all cores (0 for the native side)."""
     if threads is None:
         return 0
+    if type(threads) is int and threads >= 0:  # the common case, in one line
+        return threads
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be an integer or None, got {type(threads).__name__}")
     if int(threads) < 0:
