@@ -79,14 +79,45 @@ class TopK {
   }
   // Buffer mode: keeps the best k; the k-th becomes the threshold.
   void cut() {
-    std::nth_element(entries_.begin(), entries_.begin() + (k_ - 1), entries_.end(), better);
+    select_best();
     entries_.resize(k_);
     cut_ = entries_[k_ - 1].s;
+  }
+  // Puts the k best entries first, the k-th best at k - 1: a quickselect whose partition writes each entry to the
+  // front or the back of a scratch buffer with no data-dependent branch (nth_element's branches mispredict on about
+  // every other entry).
+  void select_best() {
+    const size_t n = entries_.size(), target = k_ - 1;
+    scratch_.resize(n);
+    Entry *v = entries_.data(), *w = scratch_.data();
+    size_t lo = 0, hi = n;  // the k-th best lies in [lo, hi)
+    while (hi - lo > 32) {
+      const Entry pivot = median3(v[lo], v[(lo + hi) / 2], v[hi - 1]);
+      size_t front = lo, back = hi - 1;
+      for (size_t i = lo; i < hi; ++i) {
+        const Entry e = v[i];
+        const bool ahead = (e.s > pivot.s) | ((e.s == pivot.s) & (e.id < pivot.id));
+        w[front] = e;
+        w[back] = e;
+        front += ahead;
+        back -= !ahead;
+      }
+      std::copy(w + lo, w + hi, v + lo);  // [lo, front) beat the pivot, [front, hi) do not (the pivot among them)
+      if (front > target) hi = front;
+      else if (front == lo) break;  // nothing beats the pivot: nth_element below
+      else lo = front;
+    }
+    std::nth_element(v + lo, v + target, v + hi, better);
+  }
+  static Entry median3(const Entry& a, const Entry& b, const Entry& c) {
+    if (better(a, b)) return better(b, c) ? b : (better(a, c) ? c : a);
+    return better(a, c) ? a : (better(b, c) ? c : b);
   }
   size_t k_;
   bool heap_;
   float cut_ = -std::numeric_limits<float>::infinity();
   std::vector<Entry> entries_;
+  std::vector<Entry> scratch_;  // select_best's
 };
 
 }  // namespace tq

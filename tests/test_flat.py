@@ -160,6 +160,23 @@ def test_large_k_equals_brute_force_with_ties(bits, threads, split_scans):
         np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4 * np.abs(want_scores).max())
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("k", [100, 500])
+def test_large_k_cut_inside_a_run_of_equal_scores_keeps_the_smallest_ids(bits, k):
+    # 12 distinct vectors, 250 copies each in shuffled slots: every query's k-th best sits inside a run of 250 equal
+    # scores, so the top-k buffer's cuts (topk.h, above 64) must split runs of ties by id at every step
+    rows = _data(12, 40)[np.random.default_rng(2).permutation(np.repeat(np.arange(12), 250))]
+    queries = _data(5, 40, seed=1)
+    index = FlatIndex(40, bits)
+    index.add(rows)
+    want_scores, want_ids = top_k(brute_force_scores(index, queries), index.ids, k)
+    for q in (queries, *[queries[i : i + 1] for i in range(len(queries))]):  # a batch, and one query per call
+        scores, ids = index.search(q, k, threads=1)
+        rows_of = slice(None) if len(q) > 1 else [int(np.flatnonzero((queries == q).all(axis=1))[0])]
+        np.testing.assert_array_equal(ids, want_ids[rows_of])
+        np.testing.assert_allclose(scores, want_scores[rows_of], rtol=1e-4, atol=1e-4 * np.abs(want_scores).max())
+
+
 def test_int8_scan_tracks_the_float_estimate():
     x, queries = _data(2000, 128), _data(20, 128, seed=1)
     index = FlatIndex(128, 4)
