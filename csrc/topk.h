@@ -9,7 +9,7 @@ namespace tq {
 
 // Keeps the k largest (score, id) pairs; ties prefer the smaller id so results are deterministic.
 // Up to kHeapMax they sit in a binary heap, whose threshold is exact after every push. Above it they are
-// appended to a buffer that is cut back to the best k (nth_element) once it holds 2k, so a push costs O(1)
+// appended to a buffer that is cut back to the best k (select_best) once it holds 2k, so a push costs O(1)
 // amortised instead of the heap's O(log k) (a 1-bit WordNet scan at k = 1,000 ran 1.6x faster, at k = 100
 // 1.1x); the threshold is then the k-th best of the last cut. Either way the result is the same top k in
 // any push order.
