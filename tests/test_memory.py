@@ -11,6 +11,9 @@ imports, thread pools, codebook tables) are not charged to the index under test.
 300,000 insertions stay within tens of seconds on two cores (the per-node accounting is the same at any
 d and M). About 3 MB of RSS growth is fixed (allocator and interpreter bookkeeping), hence 300,000 small
 HNSW nodes (~145 B each) rather than 200,000, where those 3 MB alone come near 10%.
+
+Loads: a second process loads what a first built and saved (100,000 vectors; FlatIndex and HNSWIndex memory-mapped
+and read, MultiVectorIndex read), and its RSS growth is read without a trim, as a user sees it.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     import tqsearch
 
-    kind, n, batch, reserve = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+    kind, n, batch, reserve, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
     page = os.sysconf("SC_PAGE_SIZE")
 
-    def rss():  # resident bytes once garbage and the C heap's free pages are given back
+    def rss(trim=True):  # resident bytes once garbage (and the C heap's free pages) are given back
         gc.collect()
-        tqsearch._core.trim_heap()
+        if trim:
+            tqsearch._core.trim_heap()
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * page
 
@@ -66,20 +70,38 @@ SCRIPT = textwrap.dedent("""
     # one-off workspaces (~45 MB in all, measured) sized by the first large batch, which are not the index's.
     fill(warm, dim, 2 * batch if kind == "multivector" else batch if kind.endswith("adaptive") else 2000, rng)
     del warm
-    base = rss()
-    index, dim = make()
-    if reserve:
-        index.reserve(n)
-    fill(index, dim, n, rng)
-    grown = rss() - base
+    path = os.path.join(sys.argv[6], "index.tqs") if load else ""
+    if load and not os.path.exists(path):  # built and saved by a first process, loaded by a second
+        index, dim = make()
+        fill(index, dim, n, rng)
+        index.save(path)
+        sys.exit()
+    if load:  # what a loaded index holds, as the user sees it: no trim after the load (load's own job)
+        reopen = lambda: type(make()[0]).load(path, mmap=load == "mmap")
+        queries = [rng.standard_normal((5, dim), dtype=np.float32)] if kind == "multivector" else \
+            rng.standard_normal((5, dim), dtype=np.float32)
+        reopen().search(queries, 5)  # one-off costs of a load and a search first
+        base = rss()
+        index = reopen()
+        index.search(queries, 5)  # a mapped file's pages are resident once searched
+        grown = rss(trim=False) - base
+    else:
+        base = rss()
+        index, dim = make()
+        if reserve:
+            index.reserve(n)
+        fill(index, dim, n, rng)
+        grown = rss() - base
     usage = index.memory_usage()
     print(json.dumps({"rss": grown, "usage": usage, "tiers": getattr(index, "tiers", None)}))
 """)
 
 
-def measure(kind: str, n: int, batch: int, reserve: bool) -> tuple[int, dict[str, int], list | None]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(n), str(batch), str(int(reserve))],
-                         capture_output=True, text=True, check=True, timeout=600)
+def measure(kind: str, n: int, batch: int, reserve: bool, load: str = "",
+            tmp: str = "") -> tuple[int, dict[str, int], list | None]:
+    for _ in range(2 if load else 1):  # a load: the first process builds and saves
+        out = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(n), str(batch), str(int(reserve)), load, tmp],
+                             capture_output=True, text=True, check=True, timeout=600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["rss"], result["usage"], result["tiers"]
 
@@ -97,3 +119,16 @@ def test_rss_growth_matches_memory_usage(kind: str, n: int, batch: int, reserve:
         f"{kind} n={n} reserve={reserve}: RSS grew {rss / n:.1f} B/vector, memory_usage() says "
         f"{total / n:.1f} B/vector {({k: round(v / n, 1) for k, v in usage.items()})}")
 
+
+
+@pytest.mark.parametrize("kind,n,load", [("flat", 100_000, "mmap"), ("flat", 100_000, "read"),
+                                         ("hnsw", 100_000, "mmap"), ("hnsw", 100_000, "read"),
+                                         ("multivector", 100_000, "read")])
+def test_rss_growth_of_a_load_matches_memory_usage(kind: str, n: int, load: str, tmp_path) -> None:
+    # A load's native state leaves temporaries in the C heap and, read without mmap, the whole file in a buffer:
+    # load hands them back, and a FlatIndex counts the file its codes are still read from (memory_usage()["file"]).
+    rss, usage, _ = measure(kind, n, 50_000, False, load, str(tmp_path))
+    total = sum(usage.values())
+    assert abs(rss - total) <= 0.10 * total, (
+        f"{kind} n={n} loaded ({load}): RSS grew {rss / n:.1f} B/vector, memory_usage() says "
+        f"{total / n:.1f} B/vector {({k: round(v / n, 1) for k, v in usage.items()})}")

@@ -54,10 +54,12 @@ class FlatIndex(CodeIndex):
     def memory_usage(self) -> dict[str, int]:
         """Bytes held, growth slack included (see `reserve`): codes with their per-vector floats, the adaptive
         tiers' PCA basis (once per index; 0 for the uniform code), ids (the slot -> id array and the id -> slot map)
-        and the rerank tier. Codes still read from a memory-mapped file (after `load`, before the first change) are
-        the file's pages and count 0."""
+        and the rerank tier. After `load`, until the first change, the codes are read from the file: `file` counts
+        its bytes, held in memory (mmap=False) or mapped (mmap=True: page cache, resident once searched), and
+        `codes` counts 0."""
         with self._lock.read():
-            return {"codes": sum(s.memory_bytes for s in self._stores), **self._held_bytes()}
+            return {"codes": sum(s.memory_bytes for s in self._stores), **self._held_bytes(),
+                    "file": self._file_bytes if self._mapped is not None else 0}
 
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, n={len(self)}, "

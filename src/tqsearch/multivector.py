@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _core, _format, _kinds
 from ._idmap import IdMap
-from ._index import grow, top_k
+from ._index import _trim_after, grow, top_k
 from ._rwlock import ReadWriteLock
 from ._validate import as_bits, as_choice, as_ids, as_int, as_threads, as_token_sets
 from .errors import FileFormatError
@@ -208,6 +208,11 @@ class MultiVectorIndex:
             if isinstance(e, FileFormatError):
                 raise
             raise FileFormatError(f"{source}: inconsistent multi-vector index file ({e})") from None
+        # The token codes are copies: the FDE index copies its codes too (a few per document), so nothing keeps the
+        # file, mostly token codes, in memory or mapped; then the heap's free pages go back with the file's buffer.
+        index._index._store_reserve(len(index._index))
+        del arrays
+        _trim_after(index._rows)
         return index
 
     # ------------------------------------------------------------------ internals
