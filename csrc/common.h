@@ -46,13 +46,7 @@ struct CacheAligned {
     return static_cast<T*>(p);
   }
   void deallocate(T* p, size_t n) {
-    const size_t bytes = n * sizeof(T);
-#ifdef MADV_NOHUGEPAGE
-    // The advice outlives the storage where the C heap keeps the pages: whatever it puts there next would get huge
-    // pages, resident a whole 2 MB at a time (a 14 MB HNSWIndex loaded where one had been built and freed: +1.6 MB)
-    if (bytes >= kHugeFrom) madvise(p, (bytes + 4095) / 4096 * 4096, MADV_NOHUGEPAGE);
-#endif
-    ::operator delete(p, bytes < kHugeFrom ? kAlign : std::align_val_t{kHuge});
+    ::operator delete(p, n * sizeof(T) < kHugeFrom ? kAlign : std::align_val_t{kHuge});
   }
   template <class U>
   bool operator==(const CacheAligned<U>&) const { return true; }

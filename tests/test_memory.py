@@ -13,8 +13,7 @@ d and M). About 3 MB of RSS growth is fixed (allocator and interpreter bookkeepi
 HNSW nodes (~145 B each) rather than 200,000, where those 3 MB alone come near 10%.
 
 Loads: a second process loads what a first built and saved (100,000 vectors; FlatIndex and HNSWIndex memory-mapped
-and read, MultiVectorIndex read), or the process that built it (HNSWIndex, mapped), and its RSS growth is read without
-a trim, as a user sees it.
+and read, MultiVectorIndex read), and its RSS growth is read without a trim, as a user sees it.
 """
 
 from __future__ import annotations
@@ -71,17 +70,14 @@ SCRIPT = textwrap.dedent("""
     # one-off workspaces (~45 MB in all, measured) sized by the first large batch, which are not the index's.
     fill(warm, dim, 2 * batch if kind == "multivector" else batch if kind.endswith("adaptive") else 2000, rng)
     del warm
-    mode, _, reused = load.partition("+")  # "mmap" or "read", and "reused": this process built what it loads
     path = os.path.join(sys.argv[6], "index.tqs") if load else ""
-    if load and (reused or not os.path.exists(path)):  # else built and saved by a first process
+    if load and not os.path.exists(path):  # built and saved by a first process, loaded by a second
         index, dim = make()
         fill(index, dim, n, rng)
         index.save(path)
-        del index
-        if not reused:
-            sys.exit()
+        sys.exit()
     if load:  # what a loaded index holds, as the user sees it: no trim after the load (load's own job)
-        reopen = lambda: type(make()[0]).load(path, mmap=mode == "mmap")
+        reopen = lambda: type(make()[0]).load(path, mmap=load == "mmap")
         queries = [rng.standard_normal((5, dim), dtype=np.float32)] if kind == "multivector" else \
             rng.standard_normal((5, dim), dtype=np.float32)
         reopen().search(queries, 5)  # one-off costs of a load and a search first
@@ -103,7 +99,7 @@ SCRIPT = textwrap.dedent("""
 
 def measure(kind: str, n: int, batch: int, reserve: bool, load: str = "",
             tmp: str = "") -> tuple[int, dict[str, int], list | None]:
-    for _ in range(2 if load and "+" not in load else 1):  # a load: a first process builds and saves
+    for _ in range(2 if load else 1):  # a load: the first process builds and saves
         out = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(n), str(batch), str(int(reserve)), load, tmp],
                              capture_output=True, text=True, check=True, timeout=600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -127,11 +123,10 @@ def test_rss_growth_matches_memory_usage(kind: str, n: int, batch: int, reserve:
 
 @pytest.mark.parametrize("kind,n,load", [("flat", 100_000, "mmap"), ("flat", 100_000, "read"),
                                          ("hnsw", 100_000, "mmap"), ("hnsw", 100_000, "read"),
-                                         ("hnsw", 100_000, "mmap+reused"), ("multivector", 100_000, "read")])
+                                         ("multivector", 100_000, "read")])
 def test_rss_growth_of_a_load_matches_memory_usage(kind: str, n: int, load: str, tmp_path) -> None:
     # A load's native state leaves temporaries in the C heap and, read without mmap, the whole file in a buffer:
     # load hands them back, and a FlatIndex counts the file its codes are still read from (memory_usage()["file"]).
-    # "+reused": the process built and freed the index before, whose huge-page advice must not outlive its storage.
     rss, usage, _ = measure(kind, n, 50_000, False, load, str(tmp_path))
     total = sum(usage.values())
     assert abs(rss - total) <= 0.10 * total, (
