@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _format, _kinds, _validate, _wal, relevance
 from ._filters import PayloadIndex
-from ._index import CodeIndex, model_queries
+from ._index import CodeIndex, _trim_after, model_queries
 from ._points import VECTOR_KINDS, VECTORS_FILE, PointStore, records_file
 from ._rwlock import ReadWriteLock
 from ._validate import bad_row
@@ -294,13 +294,23 @@ class Collection:
                 self._load_legacy_snapshot(gen)
         _remove_stale(self.path, gen, self._points.arena, self.vectors is not None)
         log_path = self.path / f"wal.{gen}.log"
-        for header, blob in _wal.replay(log_path):
-            self._apply(header, _record_vectors(header, blob, self.dim, log_path))
+        replayed = self._replay(log_path)
+        # what reading the snapshot and the log left in the heap is freed by now: its pages go back (an open of
+        # 100,000 logged points of 128 dims grew RSS by 177 MB, where memory_usage() says 14)
+        _trim_after(self._points.count() + replayed)
         self._log = _wal.Log(log_path)
         if legacy:  # convert a version-1 directory: a version-2 snapshot first, then the settings
             self.compact()
             self.settings = {**self.settings, "version": VERSION}
             _write_json(self.path / SETTINGS, self.settings)
+
+    def _replay(self, log_path: Path) -> int:
+        """Apply the log's records; returns how many points they named."""
+        named = 0
+        for header, blob in _wal.replay(log_path):
+            self._apply(header, _record_vectors(header, blob, self.dim, log_path))
+            named += len(header["ids"])
+        return named
 
     def _read_manifest(self) -> dict[str, Any]:
         path = self.path / MANIFEST
