@@ -174,7 +174,7 @@ COLLECTION_SCRIPT = textwrap.dedent("""
 def test_rss_growth_of_a_collection_open_matches_memory_usage(stage: str, slack: float, tmp_path) -> None:
     # Reading the snapshot and replaying the log leave their temporaries in the heap; open hands them back (before:
     # 100,000 logged points of 128 dims grew RSS by 177 MB against 14 MB counted). A replayed log still leaves
-    # ~17% (small Python objects among live ones), hence its wider bound.
+    # ~17% (mallinfo2: ~2 MB of live heap the accounting misses, ~3 MB of partly used pages), hence its wider bound.
     path = str(tmp_path / "c")
     for step in (stage, "open"):
         out = subprocess.run([sys.executable, "-c", COLLECTION_SCRIPT, path, step], capture_output=True, text=True,
