@@ -175,8 +175,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
               "and in a batch its kernels flag the few lanes of a block whose integer sum reaches a floor from "
               "the query's k-th score and bounds on the stored per-vector floats (FlatStore::raw_floor), so most "
               "blocks skip scoring; one query at a time, the kernels sum a run of 64 blocks with no test and one "
-              "pass of exact scores finds the blocks that reach the k-th score (FlatStore::scan_one). On AVX2 `vpshufb` plus u16 adds, FAISS fast-scan style, three queries sharing each block's "
-              "split nibbles. turbovec's default search above 32,768 vectors skips most of the scan (staged, not a "
+              "pass of exact scores finds the blocks that reach the k-th score (FlatStore::scan_one). On AVX2 "
+              "`vpshufb` plus u16 adds, FAISS fast-scan style, three queries sharing each block's split nibbles. turbovec's default search above 32,768 vectors skips most of the scan (staged, not a "
               "whole-index scan); on an AVX2-only CPU it keeps the classic layout and scans all of it (`avx2`). Our "
               "kernels are exact in integers and return the scalar reference's scores bit for bit "
               "(tests/test_simd.py, tests/test_flat.py)."]

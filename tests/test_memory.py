@@ -27,20 +27,21 @@ import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 
-SCRIPT = textwrap.dedent("""
+RSS = textwrap.dedent("""
     import gc, json, os, sys
     import numpy as np
     import tqsearch
-
-    kind, n, batch, reserve, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
-    page = os.sysconf("SC_PAGE_SIZE")
 
     def rss(trim=True):  # resident bytes once garbage (and the C heap's free pages) are given back
         gc.collect()
         if trim:
             tqsearch._core.trim_heap()
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+""")
+
+SCRIPT = RSS + textwrap.dedent("""
+    kind, n, batch, reserve, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
 
     def make():
         if kind in ("flat", "flat-adaptive"):
@@ -97,12 +98,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_script(script: str, *args: str) -> dict | None:
+    """Runs a measuring script in a fresh interpreter; the JSON it printed last (None from a building step)."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True,
+                         timeout=600)
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
 def measure(kind: str, n: int, batch: int, reserve: bool, load: str = "",
             tmp: str = "") -> tuple[int, dict[str, int], list | None]:
     for _ in range(2 if load else 1):  # a load: the first process builds and saves
-        out = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(n), str(batch), str(int(reserve)), load, tmp],
-                             capture_output=True, text=True, check=True, timeout=600)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = run_script(SCRIPT, kind, str(n), str(batch), str(int(reserve)), load, tmp)
     return result["rss"], result["usage"], result["tiers"]
 
 
@@ -120,7 +127,6 @@ def test_rss_growth_matches_memory_usage(kind: str, n: int, batch: int, reserve:
         f"{total / n:.1f} B/vector {({k: round(v / n, 1) for k, v in usage.items()})}")
 
 
-
 @pytest.mark.parametrize("kind,n,load", [("flat", 100_000, "mmap"), ("flat", 100_000, "read"),
                                          ("hnsw", 100_000, "mmap"), ("hnsw", 100_000, "read"),
                                          ("multivector", 100_000, "read")])
@@ -134,22 +140,10 @@ def test_rss_growth_of_a_load_matches_memory_usage(kind: str, n: int, load: str,
         f"{total / n:.1f} B/vector {({k: round(v / n, 1) for k, v in usage.items()})}")
 
 
-COLLECTION_SCRIPT = textwrap.dedent("""
-    import gc, json, os, sys
-    import numpy as np
-    import tqsearch
+COLLECTION_SCRIPT = RSS + textwrap.dedent("""
     from tqsearch.collection import open_collection
 
     path, stage, n = sys.argv[1], sys.argv[2], 100_000
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss(trim=True):
-        gc.collect()
-        if trim:
-            tqsearch._core.trim_heap()
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
-
     if stage != "open":  # upserts of 20,000 points, kept in the log or compacted into a snapshot
         rng = np.random.default_rng(0)
         with open_collection(path, dim=128, bits=4, index="flat") as c:
@@ -176,10 +170,8 @@ def test_rss_growth_of_a_collection_open_matches_memory_usage(stage: str, slack:
     # 100,000 logged points of 128 dims grew RSS by 177 MB against 14 MB counted). A replayed log still leaves
     # ~17% (mallinfo2: ~2 MB of live heap the accounting misses, ~3 MB of partly used pages), hence its wider bound.
     path = str(tmp_path / "c")
-    for step in (stage, "open"):
-        out = subprocess.run([sys.executable, "-c", COLLECTION_SCRIPT, path, step], capture_output=True, text=True,
-                             check=True, timeout=600)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    run_script(COLLECTION_SCRIPT, path, stage)
+    result = run_script(COLLECTION_SCRIPT, path, "open")
     total = sum(result["usage"].values())
     assert abs(result["rss"] - total) <= slack * total, (
         f"{stage}: RSS grew {result['rss'] / 1e6:.1f} MB, memory_usage() says {total / 1e6:.1f} MB {result['usage']}")

@@ -89,8 +89,8 @@ def test_integer_and_matrix_arguments_of_every_form_check_alike():
     index = FlatIndex(8, 4)
     index.add(x)
     want = index.search(x[:3], 5)
-    for q in (x[:3].astype(">f4"), np.asfortranarray(x[:3]), x[:3].astype(np.float64), np.stack([x[:3], -x[:3]], axis=2)[:, :, 0],
-              x[:3].tolist()):
+    strided = np.stack([x[:3], -x[:3]], axis=2)[:, :, 0]
+    for q in (x[:3].astype(">f4"), np.asfortranarray(x[:3]), x[:3].astype(np.float64), strided, x[:3].tolist()):
         got = index.search(q, np.int64(5), threads=np.int32(1))
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0], want[0])
