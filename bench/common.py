@@ -223,7 +223,7 @@ def finish_plot(fig: Any, ax: Any, path: Path, legend_loc: str) -> Path:
 def machine_info() -> dict[str, Any]:
     """Describe the machine and library versions so stored results can be compared fairly."""
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "cores_allowed": len(ALL_CORES),
         "memory_gib": _memory_gib(),
@@ -245,6 +245,18 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+def cpu_name() -> str:
+    """The CPU model with its family and model numbers (which tell AMD's Zen generations apart: family 25 model 1 is
+    Zen 3, family 26 Zen 5), for the figures' captions."""
+    info = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    numbers = f", family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else ""
+    return _cpu_model() + numbers
 
 
 def _memory_gib() -> float | None:

@@ -17,7 +17,8 @@ Each worker pins itself to one core and measures every method in interleaved rou
 so a round slowed by a neighbour on the shared machine drops out); QPS is queries per CPU-second of the
 process (wall-clock QPS is in the JSON too). One-thread check: each turbovec index is also timed unpinned
 and its CPU/wall recorded (about 1.0 with one busy thread, up to 2.0 with two). Writes
-bench/results/flat_speed.json and the "flat-speed" section of docs/benchmarks.md.
+bench/results/flat_speed_<cpu>.json and the "flat-speed-<cpu>" section of docs/benchmarks.md, <cpu> being avx512 on a
+CPU that runs our AVX-512 kernels and avx2 on an AVX2-only one (Zen 3), so both machines' figures stand side by side.
 
     python bench/flat_speed.py            # wordnet, mnist10k, sift5k; 1, 2, 4 bits (a few minutes)
     python bench/flat_speed.py --quick    # wordnet only, fewer rounds
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import load_mnist10k, load_sift5k, load_wordnet, pinned, update_markdown_section, write_json
+from common import cpu_name, load_mnist10k, load_sift5k, load_wordnet, pinned, update_markdown_section, write_json
 
 import numpy as np
 
@@ -141,6 +142,13 @@ def run_workers(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_class() -> str:
+    """'avx512' where our AVX-512 kernels run, else 'avx2': names the run's JSON and markdown section."""
+    import tqsearch
+
+    return "avx512" if "avx512" in tqsearch.available_simd_levels() else "avx2"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     import tqsearch
 
@@ -149,14 +157,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     ours = {key(r) + (r["method"], r["turbovec_mode"]): r["qps"] for r in rows if r["method"] != "turbovec"}
     peer = {key(r) + (r["turbovec_mode"],): r["qps"] for r in rows if r["method"] == "turbovec"}
-    lines = ["### Scan speed vs turbovec, one core (bench/flat_speed.py)\n",
+    cpu = {"avx512": "an AVX-512 CPU", "avx2": "an AVX2-only CPU"}[cpu_class()]
+    lines = [f"### Scan speed vs turbovec, one core of {cpu} (bench/flat_speed.py)\n",
              "k = 10, inner product, one process pinned to one core (turbovec with a one-thread pool); batch = one "
              "search of 1,000 queries (SIFT: 100), single = one search call per query (200). QPS = queries per "
              "CPU-second, best of 3 interleaved rounds. Each ratio is ours / turbovec measured in the same worker "
              "process: turbovec as shipped (staged search above 32,768 vectors), its exact whole-index scan "
              "(`exact`), and its AVX2 kernels as an AVX2-only CPU runs them (`avx2`: its CPU-feature cache filled "
              "without AVX-512 and GFNI, bench/turbovec_avx2.py; compare our avx2 rows with it). CPU: "
-             f"{', '.join(tqsearch.cpu_features())}.\n",
+             f"{cpu_name()}, {', '.join(tqsearch.cpu_features())}.\n",
              "| dataset | bits | mode | kernels | QPS ours | turbovec | ratio | turbovec exact | ratio | "
              "turbovec avx2 | ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -176,9 +185,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
               "the query's k-th score and bounds on the stored per-vector floats (FlatStore::raw_floor), so most "
               "blocks skip scoring; one query at a time, the kernels sum a run of 64 blocks with no test and one "
               "pass of exact scores finds the blocks that reach the k-th score (FlatStore::scan_one). On AVX2 "
-              "`vpshufb` plus u16 adds, FAISS fast-scan style, three queries sharing each block's split nibbles. turbovec's default search above 32,768 vectors skips most of the scan (staged, not a "
-              "whole-index scan); on an AVX2-only CPU it keeps the classic layout and scans all of it (`avx2`). Our "
-              "kernels are exact in integers and return the scalar reference's scores bit for bit "
+              "`vpshufb` plus u16 adds, FAISS fast-scan style, three queries sharing each block's split nibbles. "
+              "turbovec's default search above 32,768 vectors skips most of the scan (staged, not a whole-index "
+              "scan); on an AVX2-only CPU it keeps the classic layout and scans all of it (`avx2`, and on such a CPU "
+              "all three columns). Our kernels are exact in integers and return the scalar reference's scores bit "
+              "for bit "
               "(tests/test_simd.py, tests/test_flat.py)."]
     return "\n".join(lines)
 
@@ -194,10 +205,11 @@ def main() -> None:
             json.dump(worker(args.worker, args.quick), f)
         return
     rows = run_workers(args.quick)
-    print(f"wrote {write_json('flat_speed_quick' if args.quick else 'flat_speed', {'rows': rows})}")
+    name = f"flat_speed_{cpu_class()}" + ("_quick" if args.quick else "")
+    print(f"wrote {write_json(name, {'rows': rows})}")
     text = markdown(rows)
     if not args.quick:
-        update_markdown_section("flat-speed", text)
+        update_markdown_section(f"flat-speed-{cpu_class()}", text)
     print(text)
 
 
