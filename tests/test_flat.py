@@ -426,6 +426,27 @@ def test_load_maps_the_file_and_copies_only_on_write(tmp_path):
     assert len(tqsearch.load(path, mmap=False)) == 301
 
 
+@pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.parametrize("change", ["add", "remove", "reserve", "remove none"])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_loaded_index_lets_go_of_its_file_once_it_owns_a_copy(mmap, change, adaptive, tmp_path):
+    # A change copies the codes off the file; the file's buffer (or mapping) must go then, not stay held beside the
+    # copy (memory_usage()["file"] counted it for as long as it stayed). Removing no id changes nothing.
+    x, queries = _data(300, 32) / np.arange(1, 33, dtype=np.float32), _data(4, 32, seed=1)
+    index = FlatIndex(32, 4, adaptive=adaptive)
+    index.add(x)
+    index.save(tmp_path / "a.tqs")
+    loaded = FlatIndex.load(tmp_path / "a.tqs", mmap=mmap)
+    assert loaded.memory_usage()["file"] == (tmp_path / "a.tqs").stat().st_size
+    {"add": lambda: loaded.add(x[:1]), "remove": lambda: loaded.remove([0]), "reserve": lambda: loaded.reserve(400),
+     "remove none": lambda: loaded.remove(np.array([], dtype=np.int64))}[change]()
+    kept = change == "remove none"
+    assert (loaded.memory_usage()["file"] > 0) == kept and (loaded._mapped is not None) == kept
+    expected = {"add": lambda: index.add(x[:1]), "remove": lambda: index.remove([0])}.get(change, lambda: None)
+    expected()
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
+
+
 def test_fuzzed_calls_raise_clean_errors_and_never_corrupt_the_index():
     rng = np.random.default_rng(123)
     index = FlatIndex(6, 2, metric="l2")
