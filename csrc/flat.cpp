@@ -1,7 +1,7 @@
 #include "flat.h"
 
 #include <algorithm>
-#include <memory>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -274,23 +274,24 @@ struct FlatStore::Chunk {
   size_t q0 = 0, nq = 0;
   AlignedVector<int8_t> q7;    // kI8Dot(8): queries rounded to int8 (scorer.h), groups2_ * 4 values each
   AlignedVector<uint8_t> lut;  // kLut: tables of bytes <= 127, chunks_ * 64 bytes per query
-  std::vector<int32_t> shift;
-  std::vector<float> step, base;
+  // Per query (fixed arrays: a chunk holds at most kQueryChunk queries, and a one-query search pays no allocation
+  // for them).
+  std::array<int32_t, kQueryChunk> shift{};
+  std::array<float, kQueryChunk> step{}, base{};
   // Per query, as the scan goes: its top-k's threshold and the raw floor it gives (raw_floor), both refreshed
   // after each block that pushed to it (the only time the threshold moves).
-  std::vector<float> threshold;
-  std::vector<int32_t> floor;
+  std::array<float, kQueryChunk> threshold{};
+  std::array<int32_t, kQueryChunk> floor{};
 };
 
 FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) const {
   Chunk c;
   c.q0 = q0;
   c.nq = nq;
-  c.shift.assign(nq, 0);
-  c.step.assign(nq, 1.0f);
-  c.base.assign(nq, 0.0f);
-  c.threshold.assign(nq, -std::numeric_limits<float>::infinity());
-  c.floor.assign(nq, INT32_MIN);
+  TQ_CHECK(nq <= kQueryChunk, "a query chunk holds at most " + std::to_string(kQueryChunk) + " queries");
+  c.step.fill(1.0f);
+  c.threshold.fill(-std::numeric_limits<float>::infinity());
+  c.floor.fill(INT32_MIN);
   if (layout_ == Layout::I8Dot || layout_ == Layout::I8Dot8) {
     const size_t width = groups2_ * 4;
     c.q7.assign(nq * width, 0);
@@ -308,8 +309,9 @@ FlatStore::Chunk FlatStore::prepare(const float* queries, size_t q0, size_t nq) 
 
 void FlatStore::prepare_lut(const float* q, uint8_t* out, float* step, float* base) const {
   const size_t tables = chunks_ * 4;
-  std::unique_ptr<float[]> partial(new float[tables * 16]);  // every entry is written
-  k_->lut_tables(q, dim_, scorer_.centroids(), bits_, tables, partial.get(), out, step, base);
+  thread_local std::vector<float> partial;  // scratch, every entry written: kept per thread, not allocated per query
+  if (partial.size() < tables * 16) partial.resize(tables * 16);
+  k_->lut_tables(q, dim_, scorer_.centroids(), bits_, tables, partial.data(), out, step, base);
 }
 
 void FlatStore::block_raw(const Chunk& c, size_t blk, size_t count, const int32_t* floors, uint32_t* raw,
