@@ -57,9 +57,11 @@ bool all_zero(const float* b, size_t n) {  // every value is +0.0 (bitwise: -0.0
 const float* FlatStore::b_from(size_t first) const { return b_ptr_ ? b_ptr_ + first : kZeroOffsets; }
 
 void FlatStore::ensure(size_t n, bool exact) {
-  if (n <= cap_) return;
-  size_t cap = exact ? n : std::max({n, cap_ + cap_ / 4, cap_ + 16});
+  if (!attached_ && n <= cap_) return;
+  const size_t from = attached_ ? n_ : cap_;  // attached views grow from their size, copied once into the new room
+  size_t cap = exact ? std::max(n, n_) : std::max({n, from + from / 4, from + 16});
   if (layout_ != Layout::Rows) cap = blocks_for(cap) * block_vectors_;  // codes are allocated by blocks
+  if (attached_) return own_into(cap);
   resize_exact(codes_, code_bytes(cap));
   resize_exact(a_, cap);
   if (!b_.empty()) resize_exact(b_, cap);
@@ -71,15 +73,18 @@ void FlatStore::reserve(size_t n) {
   // Bytes per vector are below 2 * block_bytes_ + row_bytes_ + 8, so this bounds every size computed.
   TQ_CHECK(n <= (size_t(1) << 48) / (2 * block_bytes_ + row_bytes_ + 8),
            "cannot reserve room for " + std::to_string(n) + " vectors");
-  own();
   ensure(n, true);
 }
 
 void FlatStore::own() {
-  if (!attached_) return;
-  const size_t n = n_, cap = layout_ == Layout::Rows ? n : blocks_for(n) * block_vectors_;
+  if (attached_) ensure(n_, true);
+}
+
+void FlatStore::own_into(size_t cap) {
+  const size_t n = n_;
   codes_.reserve(code_bytes(cap));
   codes_.assign(codes_ptr_, codes_ptr_ + code_bytes(n));
+  codes_.resize(code_bytes(cap), 0);
   a_.reserve(cap);
   a_.assign(a_ptr_, a_ptr_ + n);
   a_.resize(cap, 0.0f);
@@ -219,7 +224,6 @@ void FlatStore::get_code(size_t slot, uint8_t* idx) const {
 }
 
 void FlatStore::append(const uint8_t* packed_rows, const float* a, const float* b, size_t n) {
-  own();
   const size_t total = n_ + n;
   ensure(total, false);
   if (b_.empty() && !all_zero(b, n)) {  // the first nonzero offset: store them all from now on

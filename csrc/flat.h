@@ -82,8 +82,10 @@ class FlatStore {
   enum class Layout { I8Dot, Rows, Lut, I8Dot8 };
   size_t code_bytes(size_t n) const { return layout_ == Layout::Rows ? n * row_bytes_ : blocks_for(n) * block_bytes_; }
   void own();      // copy attached buffers into owned storage before a mutation
+  void own_into(size_t cap);  // ... of cap vectors (block-rounded, >= n_): ensure's copy of attached views
   void refresh();  // point the read pointers at owned storage
-  void ensure(size_t n, bool exact);  // owned capacity for n vectors: exactly, or growing by at most 1.25x
+  // Owned capacity for n vectors: exactly, or growing by at most 1.25x (attached views are copied into it).
+  void ensure(size_t n, bool exact);
   const float* b_from(size_t first) const;  // the offsets of slots first.. (zeros when none are stored)
   size_t unit_dims() const;
   void set_code(size_t slot, const uint8_t* idx);
