@@ -136,7 +136,7 @@ class FlatIndex(CodeIndex):
     def _drop_file(self) -> None:
         """After a change: once every store has copied its storage off the loaded file (its first change does), the
         file's views go, and with them a read file's buffer or a mapping (kept until now, a loaded index that then
-        changed held the whole file besides its copy: 22 MB of a 400,000-point collection replaying its log)."""
+        changed held the whole file beside its copy: 22 MB of a 400,000-point collection replaying its log)."""
         if self._mapped is not None and not any(store.attached for store in self._stores):
             self._mapped = None
             _core.trim_heap()  # a read file's buffer may sit in the C heap, which keeps freed pages
