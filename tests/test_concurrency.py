@@ -2,7 +2,8 @@
 
 A stable set of vectors is never touched by the writers; every search restricted to it must give
 exactly what a search of that set alone gives, whatever the writers are doing; unrestricted searches
-must find each stable query's own vector and return no id that was never stored.
+must find each stable query's own vector and return no id that was never stored. A FlatIndex loaded from a
+mapped file is searched from the mapping until a writer's first change copies its codes and lets the file go.
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def _searcher(index, x: np.ndarray, want: tuple[np.ndarray, np.ndarray], want_fe
         errors.append(e)
 
 
-@pytest.mark.parametrize("cls, params, adaptive",
-                         [(FlatIndex, SearchParams(), False), (FlatIndex, SearchParams(), True),
-                          (HNSWIndex, SearchParams(exhaustive=True), False), (HNSWIndex, SearchParams(ef=32), False),
-                          (HNSWIndex, SearchParams(ef=32), True)],
-                         ids=["flat", "flat-adaptive", "hnsw-scan", "hnsw-walk", "hnsw-adaptive"])
-def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive):
+@pytest.mark.parametrize("cls, params, adaptive, loaded",
+                         [(FlatIndex, SearchParams(), False, False), (FlatIndex, SearchParams(), True, False),
+                          (FlatIndex, SearchParams(), False, True),
+                          (HNSWIndex, SearchParams(exhaustive=True), False, False),
+                          (HNSWIndex, SearchParams(ef=32), False, False),
+                          (HNSWIndex, SearchParams(ef=32), True, False)],
+                         ids=["flat", "flat-adaptive", "flat-mapped", "hnsw-scan", "hnsw-walk", "hnsw-adaptive"])
+def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive, loaded, tmp_path):
     if adaptive:  # variance falling along the axes, so the first batch splits the code into tiers
         x = unit_rows(STABLE, DIM, seed=1) / np.arange(1, DIM + 1, dtype=np.float32)
         index = cls(DIM, bits=4, threads=1, metric="l2", adaptive=True)
@@ -76,6 +79,11 @@ def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive):
         x = unit_rows(STABLE, DIM, seed=1)
         index = cls(DIM, bits=4, threads=1)
     index.add(x)
+    if loaded:  # searched from the file's mapping until a writer's first change copies the codes and drops it
+        index.save(tmp_path / "index.tqs")
+        index = cls.load(tmp_path / "index.tqs", mmap=True)
+        index.threads = 1
+        assert index._store.attached
     assert not adaptive or index.tiers is not None
     want = index.search(x[:64], 10, filter=np.arange(STABLE), params=SearchParams(exhaustive=True))
     few_mask = np.isin(np.arange(STABLE), FEW)  # the other filter path gives the reference
@@ -89,6 +97,7 @@ def test_searches_while_others_add_remove_and_upsert(cls, params, adaptive):
     assert not errors, errors[0]
     assert len(index) == STABLE and len(seen) >= 3
     np.testing.assert_array_equal(np.sort(index.ids), np.arange(STABLE))
+    assert not loaded or index.memory_usage()["file"] == 0  # the writers' first change let the mapping go
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
