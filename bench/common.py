@@ -238,25 +238,16 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (falls back to platform.processor())."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def cpu_name() -> str:
-    """The CPU model with its family and model numbers (which tell AMD's Zen generations apart: family 25 model 1 is
-    Zen 3, family 26 Zen 5), for the figures' captions."""
-    info = {}
+    """The CPU model from /proc/cpuinfo with its family and model numbers (which tell AMD's Zen generations apart:
+    family 25 model 1 is Zen 3, family 26 Zen 5), for the figures' captions; platform.processor() where unreadable."""
+    info: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     numbers = f", family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else ""
-    return _cpu_model() + numbers
+    return info.get("model name", platform.processor()) + numbers
 
 
 def _memory_gib() -> float | None:
